@@ -1,0 +1,205 @@
+"""Torch datasets for training and evaluating the segmenter, with the scale augmentation that closes the scale gap.
+
+The drone photos are at a finer ground resolution than the images the model must segment (the caption set): objects
+are ``1 / target_scale`` times larger. Every training sample is therefore
+
+1. decoded at ``target_scale`` times a random jitter (log-uniform in [1/jitter, jitter]), so objects have the size
+   they have in the caption set, give or take (JPEG DCT scaling keeps huge photos cheap, see :mod:`segmentation.drone`);
+2. padded (mask value 255, ignored) and randomly cropped to ``crop_size``;
+3. flipped, rotated by multiples of 90 degrees and colour-jittered (albumentations);
+4. normalised (ImageNet mean/std) into a (3, crop, crop) float tensor; the mask is a (crop, crop) int64 tensor.
+
+Evaluation samples keep the whole image at a fixed scale; :func:`pad_collate` pads a batch to a multiple of 32.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segmentation.captionset import CaptionDataset
+from segmentation.classes import ClassTable
+from segmentation.drone import DroneDataset, read_rgb_scaled, resize_mask
+from segmentation.images import read_mask
+from segmentation.metrics import IGNORE_INDEX
+from segmentation.model import IMAGENET_MEAN, IMAGENET_STD, PAD_MULTIPLE
+
+
+def to_tensors(image: np.ndarray, mask: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(H, W, 3) uint8 + (H, W) uint8 -> normalised (3, H, W) float32 + (H, W) int64."""
+    x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255)
+    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return x, torch.from_numpy(np.require(mask, requirements=["C", "W"])).long()
+
+
+def train_augmentation(crop_size: int, seed: int | None = None, color_jitter: float = 0.25) -> A.Compose:
+    """Pad-and-crop, flips, 90-degree rotations and colour jitter; padding gets mask value 255 (ignored)."""
+    return A.Compose(
+        [
+            A.PadIfNeeded(crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+            A.RandomCrop(crop_size, crop_size),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.ColorJitter(
+                brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0.02, p=0.8
+            ),
+        ],
+        seed=seed,
+    )
+
+
+class ScaledCropDataset(Dataset):
+    """Random scale-jittered crops of drone images for training.
+
+    Args:
+        source: the drone dataset.
+        indices: which of its images (the training split).
+        crop_size: side of the square crops, in pixels after scaling.
+        target_scale: resize factor that brings the drone photos to the target ground resolution (0.25: objects 4x
+            smaller, as in the default synthetic caption set).
+        scale_jitter: the factor is drawn log-uniformly in [target/jitter, target*jitter] (1.0: no jitter).
+        crops_per_image: samples drawn from each image per epoch (more for large photos).
+        seed: seed of the augmentation pipeline.
+        cache: keep each decoded image (at the largest jittered scale) in memory after its first use.
+    """
+
+    def __init__(
+        self,
+        source: DroneDataset,
+        indices: list[int],
+        crop_size: int,
+        target_scale: float,
+        scale_jitter: float = 1.25,
+        crops_per_image: int = 1,
+        seed: int | None = None,
+        cache: bool = False,
+    ):
+        self.source, self.indices = source, list(indices)
+        self.crop_size, self.target_scale = crop_size, target_scale
+        self.scale_jitter = max(1.0, scale_jitter)
+        self.crops_per_image = max(1, crops_per_image)
+        self.augment = train_augmentation(crop_size, seed)
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices) * self.crops_per_image
+
+    def draw_scale(self) -> float:
+        j = math.log(self.scale_jitter)
+        return self.target_scale * math.exp(self._rng.uniform(-j, j))
+
+    def _load(self, i: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        if not self.cache:
+            return self.source.load(i, scale)
+        if i not in self._cache:
+            self._cache[i] = self.source.load(i, self.target_scale * self.scale_jitter)
+        image, mask = self._cache[i]
+        size = (max(1, round(mask.shape[1] * scale / (self.target_scale * self.scale_jitter))),
+                max(1, round(mask.shape[0] * scale / (self.target_scale * self.scale_jitter))))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA), resize_mask(mask, size)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k // self.crops_per_image]
+        image, mask = self._load(i, self.draw_scale())
+        out = self.augment(image=image, mask=mask)
+        return to_tensors(out["image"], out["mask"])
+
+
+class CaptionMaskSet:
+    """Images of a caption set with their exact masks (source ids, grouped with ``table``), same API as DroneDataset.
+
+    Args:
+        root: caption-set folder (Karpathy JSON + images + ``label_images_semantic/``).
+        table: class table used to group the source-id masks.
+        split: which split (the figure that matters is ``test``).
+    """
+
+    def __init__(self, root: str | Path, table: ClassTable, split: str = "test"):
+        self.captions = CaptionDataset(root, split=split)
+        if not self.captions.has_masks:
+            from segcap.errors import DatasetNotFoundError
+
+            raise DatasetNotFoundError(
+                f"{self.captions.root / self.captions.masks_dir}: the caption set has no masks folder, so its "
+                "segmentation mIoU cannot be measured (real RSICD has none; the synthetic set writes them)"
+            )
+        self.table = table
+        self.stems = [Path(it.filename).stem for it in self.captions]
+        self.image_paths = [self.captions.image_path(it.filename) for it in self.captions]
+        self.mask_paths = [self.captions.mask_path(it.filename) for it in self.captions]
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def load(self, i: int, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        from segcap.errors import DataError
+
+        image = read_rgb_scaled(self.image_paths[i], scale)
+        source = read_mask(self.mask_paths[i])
+        mask = self.table.group(source, where=self.mask_paths[i])
+        if scale in (None, 1.0) and mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{self.mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}; masks must have the size of their image"
+            )
+        return image, resize_mask(mask, (image.shape[1], image.shape[0]))
+
+
+class EvalDataset(Dataset):
+    """Whole images at a fixed scale, for validation: items are (image tensor, mask tensor, index).
+
+    Args:
+        source: a :class:`DroneDataset` or :class:`CaptionMaskSet` (anything with ``load(i, scale)``).
+        indices: which of its items.
+        scale: resize factor (the training's ``target_scale`` for drone photos, 1.0 for the caption set).
+    """
+
+    def __init__(self, source, indices: list[int], scale: float | None):
+        self.source, self.indices, self.scale = source, list(indices), scale
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def raw(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.load(self.indices[k], self.scale)
+
+    def __getitem__(self, k: int):
+        image, mask = self.raw(k)
+        x, y = to_tensors(image, mask)
+        return x, y, k
+
+
+def pad_collate(batch):
+    """Stack samples of different sizes: pad images with 0 and masks with 255 to a common multiple of 32."""
+    h = max(b[0].shape[1] for b in batch)
+    w = max(b[0].shape[2] for b in batch)
+    h, w = h + (-h) % PAD_MULTIPLE, w + (-w) % PAD_MULTIPLE
+    xs = torch.zeros((len(batch), 3, h, w))
+    ys = torch.full((len(batch), h, w), IGNORE_INDEX, dtype=torch.long)
+    for i, b in enumerate(batch):
+        xs[i, :, : b[0].shape[1], : b[0].shape[2]] = b[0]
+        ys[i, : b[1].shape[0], : b[1].shape[1]] = b[1]
+    return xs, ys, torch.tensor([b[2] for b in batch])
+
+
+def split_by_file(stems: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded train/val split of file indices (at least one of each when there are two files or more)."""
+    n = len(stems)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = round(n * val_fraction)
+    if n >= 2 and val_fraction > 0:
+        n_val = min(max(n_val, 1), n - 1)
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return train, val

@@ -1,0 +1,177 @@
+"""Segment a folder of images with a trained checkpoint: one palette PNG of group ids per image.
+
+    python -m segmentation.predict --checkpoint runs/segmentation --images data/synthetic/rsicd/RSICD_images \\
+        --out runs/masks
+    python -m segmentation.predict --checkpoint runs/segmentation --images photos/ --out masks/ \\
+        --overlays overlays/ --scale 0.25              # drone photos: bring them to the model's ground resolution
+    python -m segmentation.predict ... --shard 0/4     # this machine does every 4th file, starting with the first
+
+``<out>/<stem>.png`` holds the group ids (a palette PNG that viewers show in the class colours; read it back with
+``segmentation.images.read_mask``). Masks already in ``out`` are skipped, so an interrupted run resumes where it
+stopped; ``--overwrite`` redoes them. A file that cannot be read is reported and skipped (``--strict``: stop, exit 2).
+Images are decoded in DataLoader workers while the network runs; images of the same size are batched.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from segcap.atomic import atomic_path, write_json
+from segcap.cli import run
+from segcap.errors import ConfigError, DataError, DatasetNotFoundError
+from segmentation.images import list_images, read_rgb, write_mask
+from segmentation.model import load_segmenter
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; None -> (0, 1)."""
+    if shard is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N, e.g. 0/4 (shard I of N, counted from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {shard!r}: need 0 <= I < N, e.g. 0/4 .. 3/4")
+    return i, n
+
+
+def shard_files(files: list[Path], shard: str | None) -> list[Path]:
+    """Every N-th file of the sorted list, starting at I: the N shards are disjoint and cover all files."""
+    i, n = parse_shard(shard)
+    return sorted(files)[i::n]
+
+
+class _Images(Dataset):
+    """Decodes images in loader workers; an unreadable file yields its error message instead of pixels."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, read_rgb(self.files[i]), None
+        except DataError as e:
+            return i, None, str(e)
+
+
+def _collate(batch):
+    return batch
+
+
+def main(
+    checkpoint: Path,
+    images: Path,
+    out: Path,
+    overlays: Path | None = None,
+    scale: float = 1.0,
+    batch_size: int = 16,
+    shard: str | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    threads: int | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Predict group-id masks for every image in a folder.
+
+    Args:
+        checkpoint: segmentation checkpoint folder (model.pt, config.yaml).
+        images: folder of images (jpg, png, tif...).
+        out: folder for the masks (<stem>.png, palette PNG of group ids).
+        overlays: optional folder for colour overlays with a legend (<stem>.jpg).
+        scale: resize factor before the network, aspect kept (1.0: images at the model's ground resolution, such as
+            the caption set; the checkpoint's input.drone_scale for drone photos).
+        batch_size: images per forward pass.
+        shard: I/N: process only every N-th file starting at I (0-based), to split a large folder across machines.
+        workers: DataLoader processes decoding images (0: decode in the main process).
+        device: auto, cpu or cuda.
+        threads: torch CPU threads; empty: torch's default.
+        strict: stop at the first unreadable image (exit 2) instead of reporting and skipping it.
+        overwrite: redo masks that already exist in out (default: skip them, so a rerun resumes).
+        progress: show a progress bar.
+    """
+    # ---- files
+    if not Path(images).is_dir():
+        raise DatasetNotFoundError(f"images folder not found: {images}; pass --images a folder of JPEG/PNG files")
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    if scale <= 0:
+        raise ConfigError(f"--scale must be positive (got {scale})")
+    files = shard_files(list_images(images), shard)
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise ConfigError(f"{images}: {stems[f.stem].name} and {f.name} would both write {f.stem}.png; rename one")
+        stems[f.stem] = f
+    out = Path(out)
+    todo = [f for f in files if overwrite or not (out / f"{f.stem}.png").exists()]
+    skipped = len(files) - len(todo)
+
+    # ---- model
+    if threads:
+        torch.set_num_threads(threads)
+    seg = load_segmenter(checkpoint, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+    if overlays:
+        Path(overlays).mkdir(parents=True, exist_ok=True)
+
+    # ---- predict, batch by batch; decoding runs ahead in the workers
+    loader = DataLoader(_Images(todo), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                        prefetch_factor=4 if workers > 0 else None)
+    failed: list[dict] = []
+    written = 0
+    bar = tqdm(total=len(todo), desc="segment", unit="img", disable=not progress)
+    for batch in loader:
+        good = []
+        for i, image, err in batch:
+            if err is not None:
+                if strict:
+                    raise DataError(f"{err} (--strict: stopped; {written} masks written, rerun skips them)")
+                print(f"skipped: {err}", file=sys.stderr)
+                failed.append({"file": str(todo[i]), "error": err})
+            else:
+                good.append((i, image))
+        if good:
+            masks = seg.predict([im for _, im in good], scale=scale, batch_size=batch_size)
+            for (i, image), mask in zip(good, masks, strict=True):
+                stem = todo[i].stem
+                write_mask(out / f"{stem}.png", mask, seg.table.colors)
+                if overlays:
+                    _write_overlay(Path(overlays) / f"{stem}.jpg", image, mask, seg)
+                written += 1
+        bar.update(len(batch))
+    bar.close()
+    summary = {"images": len(files), "written": written, "skipped_existing": skipped, "failed": failed,
+               "out": str(out), "shard": shard or "0/1"}
+    if failed:
+        write_json(out / "failed.json", failed)
+    elif (out / "failed.json").exists():
+        (out / "failed.json").unlink()  # from an earlier run; nothing failed this time
+    print(f"{written} masks written to {out}, {skipped} already there, {len(failed)} unreadable"
+          + (f" (listed in {out / 'failed.json'})" if failed else ""), file=sys.stderr)
+    return summary
+
+
+def _write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, seg) -> None:
+    from PIL import Image
+
+    from segmentation.plots import overlay_with_legend
+
+    canvas = overlay_with_legend(image, mask, seg.table.names, seg.table.colors)
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="JPEG", quality=90)
+
+
+if __name__ == "__main__":
+    run(main)
