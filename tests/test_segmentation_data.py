@@ -1,0 +1,192 @@
+"""Drone-format reader checklist, grouping, training samples and metrics (checked against scikit-learn)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segcap.errors import DataError, DatasetNotFoundError
+from segmentation.classes import SOURCE_ID, load_class_table
+from segmentation.data import EvalDataset, ScaledCropDataset, pad_collate, split_by_file
+from segmentation.drone import DroneDataset, read_rgb_scaled
+from segmentation.images import read_mask
+from segmentation.metrics import ConfusionMatrix
+
+DRONE = Path(__file__).parent / "data" / "drone"
+
+
+@pytest.fixture
+def drone_copy(tmp_path) -> Path:
+    root = tmp_path / "drone"
+    shutil.copytree(DRONE, root, ignore=shutil.ignore_patterns("data.py"))
+    return root
+
+
+# ---------------------------------------------------------------- reader checklist
+def test_item_and_length():
+    ds = DroneDataset(DRONE, "seed10")
+    assert len(ds) == 6
+    assert ds.stems == [f"{i:03d}" for i in range(6)]
+    image, mask = ds[0]
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    assert mask.shape == (48, 64) and mask.dtype == np.uint8
+    assert mask.max() < ds.table.num_classes
+
+
+def test_grouping_maps_source_ids():
+    ds = DroneDataset(DRONE, "seed10")
+    source = read_mask(ds.mask_paths[0])
+    _, mask = ds[0]
+    table = ds.table
+    for src in ("grass", "paved-area", "roof", "water", "car", "tree", "wall"):
+        sel = source == SOURCE_ID[src]
+        if sel.any():
+            assert (mask[sel] == table.group_of(src)).all(), src
+    # roof is artificial surface in seed10, building in aerial10
+    aerial = DroneDataset(DRONE, "aerial10")
+    roof = source == SOURCE_ID["roof"]
+    assert roof.any()
+    assert (mask[roof] == table.names.index("artificial surface")).all()
+    assert (aerial[0][1][roof] == aerial.table.names.index("building")).all()
+
+
+def test_scaled_load_keeps_image_and_mask_aligned():
+    ds = DroneDataset(DRONE)
+    image, mask = ds.load(2, scale=0.5)
+    assert image.shape == (24, 32, 3) and mask.shape == (24, 32)
+    full_image, full_mask = ds.load(2)
+    assert mask[12, 16] == full_mask[24, 32] or mask[12, 16] in np.unique(full_mask[22:27, 30:35])
+    assert read_rgb_scaled(ds.image_paths[2], 0.25).shape == (12, 16, 3)
+
+
+def test_missing_root_names_root_and_fix(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="synthetic.generate") as e:
+        DroneDataset(tmp_path / "nowhere")
+    assert "nowhere" in str(e.value)
+    (tmp_path / "d" / "original_images").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match="label_images_semantic"):
+        DroneDataset(tmp_path / "d")
+
+
+def test_image_without_mask(drone_copy):
+    (drone_copy / "label_images_semantic" / "003.png").unlink()
+    with pytest.raises(DataError, match="003.jpg"):
+        DroneDataset(drone_copy)
+
+
+def test_corrupt_image_names_file(drone_copy):
+    (drone_copy / "original_images" / "001.jpg").write_bytes(b"not a jpeg")
+    ds = DroneDataset(drone_copy)
+    with pytest.raises(DataError, match="001.jpg"):
+        ds[1]
+    ds[0]  # the others still load
+
+
+def test_corrupt_mask_names_file(drone_copy):
+    (drone_copy / "label_images_semantic" / "002.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match="002.png"):
+        DroneDataset(drone_copy)[2]
+
+
+def test_size_mismatch(drone_copy):
+    Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(drone_copy / "label_images_semantic" / "004.png")
+    with pytest.raises(DataError, match=r"004.png.*10x10.*64x48"):
+        DroneDataset(drone_copy)[4]
+
+
+def test_bad_ids(drone_copy):
+    mask = np.full((48, 64), 3, np.uint8)
+    mask[5, 5] = 40
+    Image.fromarray(mask, mode="L").save(drone_copy / "label_images_semantic" / "005.png")
+    with pytest.raises(DataError, match=r"005.png.*\[40\]"):
+        DroneDataset(drone_copy)[5]
+
+
+def test_colour_mask_rejected(drone_copy):
+    Image.new("RGB", (64, 48)).save(drone_copy / "label_images_semantic" / "000.png")
+    with pytest.raises(DataError, match="single-channel"):
+        DroneDataset(drone_copy)[0]
+
+
+def test_class_dict_mismatch(drone_copy):
+    (drone_copy / "class_dict_seg.csv").write_text("name,r,g,b\nbackground,0,0,0\ngrass,0,102,0\n")
+    with pytest.raises(DataError, match="class_dict_seg.csv"):
+        DroneDataset(drone_copy)
+
+
+# ---------------------------------------------------------------- training / eval samples
+def test_scaled_crops_and_augmentation():
+    ds = DroneDataset(DRONE)
+    train = ScaledCropDataset(ds, [0, 1, 2], crop_size=32, target_scale=0.5, scale_jitter=1.25, crops_per_image=2,
+                              seed=0)
+    assert len(train) == 6
+    scales = [train.draw_scale() for _ in range(200)]
+    assert 0.5 / 1.25 - 1e-9 <= min(scales) < 0.45 and 0.55 < max(scales) <= 0.5 * 1.25 + 1e-9
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert y.shape == (32, 32) and y.dtype == torch.int64
+    valid = y[y != 255]
+    assert valid.numel() > 0 and valid.max() < 10
+    # scaled to 0.5 then cropped: the 48x64 image becomes 24x32, so the crop is padded with ignored rows
+    assert (y == 255).any()
+
+
+def test_eval_collate_pads_to_32():
+    ds = DroneDataset(DRONE)
+    ev = EvalDataset(ds, [0, 1], scale=None)
+    x, y, idx = pad_collate([ev[0], ev[1]])
+    assert x.shape == (2, 3, 64, 64) and y.shape == (2, 64, 64)
+    assert (y[:, 48:] == 255).all() and (y[:, :48] != 255).all()
+    assert idx.tolist() == [0, 1]
+
+
+def test_split_is_seeded_by_file_and_disjoint():
+    stems = [f"{i}" for i in range(10)]
+    tr, va = split_by_file(stems, 0.2, seed=1)
+    assert len(va) == 2 and sorted(tr + va) == list(range(10))
+    assert split_by_file(stems, 0.2, seed=1) == (tr, va)
+    assert split_by_file(stems, 0.2, seed=2) != (tr, va)
+    assert len(split_by_file(stems[:2], 0.01, 0)[1]) == 1
+
+
+# ---------------------------------------------------------------- metrics vs scikit-learn
+def test_metrics_agree_with_sklearn():
+    from sklearn.metrics import confusion_matrix, jaccard_score
+
+    rng = np.random.default_rng(0)
+    n = 6
+    truth = rng.integers(0, n - 1, (4, 20, 30))  # class 5 never in truth...
+    pred = np.where(rng.random(truth.shape) < 0.7, truth, rng.integers(0, n - 2, truth.shape))  # ...nor predicted
+    truth[0, 0, :5] = 255  # ignored padding
+    cm = ConfusionMatrix(n)
+    cm.update(pred[:2], truth[:2])
+    cm.update(torch.from_numpy(pred[2:]), torch.from_numpy(truth[2:]))  # numpy and torch paths accumulate alike
+    keep = truth != 255
+    t, p = truth[keep], pred[keep]
+    ref = confusion_matrix(t, p, labels=list(range(n)))
+    np.testing.assert_array_equal(cm.matrix, ref)
+    assert cm.pixel_accuracy == pytest.approx((t == p).mean())
+    present = sorted(set(t) | set(p))
+    ref_iou = jaccard_score(t, p, labels=present, average=None)
+    np.testing.assert_allclose(cm.iou()[present], ref_iou)
+    assert np.isnan(cm.iou()[5])  # absent from both: excluded from the mean
+    assert cm.miou == pytest.approx(jaccard_score(t, p, labels=present, average="macro"))
+    norm = cm.normalised()
+    np.testing.assert_allclose(norm[:5].sum(1), 1.0)
+    assert (norm[5] == 0).all()
+    names = [f"c{i}" for i in range(n)]
+    s = cm.summary(names)
+    assert s["per_class_iou"]["c5"] is None and "c5" not in s["classes_in_mean"]
+    assert s["miou"] == pytest.approx(cm.miou, abs=1e-5)
+
+
+def test_metrics_reject_bad_ids():
+    with pytest.raises(ValueError):
+        ConfusionMatrix(3).update(np.array([0, 3]), np.array([0, 1]))
+
+
+def test_aerial10_table_loads():
+    assert load_class_table("aerial10").num_classes == 10
