@@ -1,0 +1,105 @@
+"""Composition extraction speed: fast path vs the straightforward per-class reference, in the same run.
+
+    python -m bench.composition_speed                 # 224, 512, 1024; prints one JSON object
+    python -m bench.composition_speed --sizes 224 --masks 200
+
+Masks are procedural aerial-like scenes (seeded): a vegetation background, a road, blobs of water, bare ground and
+buildings, a handful of cars and specks of noise, drawn at each size with the same layout scaled (same scene, more
+pixels), so masks/s at 224 / 512 / 1024 shows how the cost grows with pixel count. Both paths run on one core
+(OpenCV threads = 1, single process); the records they produce are checked to be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import cv2
+import numpy as np
+
+from composition.extract import extract, extract_reference
+from segmentation.classes import load_class_table
+
+
+def scene(rng: np.random.Generator, size: int, speckle: float = 0.0) -> np.ndarray:
+    """One (size, size) uint8 mask of seed10 group ids; the layout is drawn in [0, 1] units, so it scales."""
+    s = size / 224.0
+    m = np.full((size, size), 4, np.uint8)  # vegetation
+    angle = rng.uniform(0, np.pi)
+    c = rng.uniform(0.3, 0.7, 2) * size
+    d = np.array([np.cos(angle), np.sin(angle)]) * size
+    cv2.line(m, tuple(int(v) for v in c - d), tuple(int(v) for v in c + d), 1, max(1, int(12 * s)))  # road
+    for cls, n, rmin, rmax in ((3, 1, 15, 40), (2, 2, 10, 30), (5, 4, 5, 14)):
+        for _ in range(rng.integers(0, n + 1)):
+            ctr = tuple(int(v) for v in rng.uniform(0, size, 2))
+            axes = tuple(int(v * s) for v in rng.uniform(rmin, rmax, 2))
+            cv2.ellipse(m, ctr, axes, float(rng.uniform(0, 180)), 0, 360, int(cls), -1)
+    for _ in range(rng.integers(2, 9)):  # cars
+        x, y = (int(v) for v in rng.uniform(0, size - 6 * s, 2))
+        m[y: y + max(1, int(2 * s)), x: x + max(1, int(4 * s))] = 8
+    if speckle:  # isolated pixels of any class, as a noisy segmentation gives: every class present, full bboxes
+        noise = rng.random((size, size)) < speckle
+        m[noise] = rng.integers(0, 10, int(noise.sum()))
+    return m
+
+
+def rate(fn, masks, table) -> float:
+    t0 = time.process_time()
+    for m in masks:
+        fn(m, table)
+    return len(masks) / (time.process_time() - t0)
+
+
+def main(sizes=(224, 512, 1024), n_masks=(400, 80, 20), repeats: int = 3) -> dict:
+    cv2.setNumThreads(1)
+    table = load_class_table("seed10")
+    rows = {}
+    for size, n in zip(sizes, n_masks, strict=True):
+        rng = np.random.default_rng(size)
+        masks = [scene(rng, size) for _ in range(n)]
+        for m in masks[:10]:
+            if extract(m, table) != extract_reference(m, table):
+                raise SystemExit(f"fast and reference records differ at size {size}")
+        fast = max(rate(extract, masks, table) for _ in range(repeats))
+        ref = max(rate(extract_reference, masks, table) for _ in range(repeats))
+        mp = size * size / 1e6
+        rows[str(size)] = {
+            "masks": n,
+            "fast_masks_per_s": round(fast, 1),
+            "reference_masks_per_s": round(ref, 1),
+            "ratio": round(fast / ref, 2),
+            "fast_ms_per_megapixel": round(1000 / fast / mp, 2),
+            "reference_ms_per_megapixel": round(1000 / ref / mp, 2),
+            "mean_classes": round(float(np.mean([len(np.unique(m)) for m in masks])), 1),
+        }
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    except ImportError:  # torch is a dependency, but the bench does not need it
+        torch_threads = None
+    return {
+        "bench": "composition_speed",
+        "sizes": rows,
+        "best_of": repeats,
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "opencv_threads": cv2.getNumThreads(), "torch_threads": torch_threads,
+                    "loadavg_1min": round(os.getloadavg()[0], 2)},
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 1024], help="mask side lengths")
+    p.add_argument("--masks", type=int, nargs="+", default=None,
+                   help="masks per size (default 400, 80, 20: about the same pixel count per size)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per path; the best is reported")
+    a = p.parse_args()
+    counts = a.masks or [max(5, int(400 * (224 / s) ** 2)) for s in a.sizes]
+    if len(counts) == 1:
+        counts = counts * len(a.sizes)
+    print(json.dumps(main(tuple(a.sizes), tuple(counts), a.repeats), indent=2))

@@ -1,0 +1,410 @@
+"""Mask of group ids -> composition record (``segcap.composition/1``): what the LLM reads and a person inspects.
+
+Library::
+
+    from composition.extract import extract
+    record = extract(mask, load_class_table("seed10"), image="pond_12.jpg")   # mask: (H, W) ints, ids < 10
+
+Command line (a folder of PNG masks, in file order, one JSON object a line)::
+
+    python -m composition.extract --masks runs/pred_masks --out runs/compositions.jsonl
+    python -m composition.extract --masks data/synthetic/rsicd/label_images_semantic --source-ids \\
+        --out runs/gt_compositions.jsonl --workers 2 --config configs/composition.yaml
+
+``--source-ids`` says the masks hold the drone dataset's 24 source ids (ground truth), grouped with the class table
+first. Bad files are reported and skipped (``--strict`` stops at the first, exit code 2).
+
+Measurements (pixel (row i, column j) has its centre at x = (j + 0.5) / W, y = (i + 0.5) / H):
+
+- ``percent``: share of the image in tenths of a percent, by the largest-remainder rule so one image sums to exactly
+  100.0; a present class never shows 0.0 (it gets 0.1, taken from the largest class).
+- ``center``/``radius``: minimum enclosing circle of the class's pixel centres; radius in units of the longer side,
+  plus half a pixel (a one-pixel class has radius 0.5 px; a drawn disc of radius R px gets about R).
+- ``centroid``: mean pixel centre. ``bbox``: [x0, y0, x1, y1] of the pixel edges. ``position``: 3x3 cell of the centroid.
+- ``regions``: 8-connected components of at least ``min_region_pixels`` (at least 1 for a present class);
+  ``largest_region_percent``: the largest component's share of the image.
+- ``elongation``: length / width of the largest component's minimum-area rectangle, each side + 1 pixel (>= 1).
+
+:func:`extract` measures in one pass per present class over the class's bounding box (OpenCV on uint8);
+:func:`extract_reference` is the straightforward per-class version (boolean mask and ``np.where`` per class). They
+give identical records (tested); ``python -m bench.composition_speed`` compares their speed.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from composition.config import CompositionConfig, load_config
+from composition.relations import ClassStats, relations, subjects
+from composition.schema import SCHEMA_ID
+from segcap.atomic import check_writable
+from segcap.errors import DataError, DatasetNotFoundError
+from segmentation.classes import ClassTable, load_class_table
+from segmentation.images import list_images, read_mask
+
+POSITIONS = (
+    ("top left", "top", "top right"),
+    ("left", "center", "right"),
+    ("bottom left", "bottom", "bottom right"),
+)
+_DEFAULT = CompositionConfig()
+_FEW = 16  # up to this many components, areas are counted per component box; beyond, by OpenCV's statistics
+
+
+# ----------------------------------------------------------------------------------------------------------- checks
+def check_mask(mask, num_classes: int, where: str = "mask") -> np.ndarray:
+    """Return ``mask`` as a C-contiguous (H, W) uint8 array of ids < ``num_classes``, or raise :class:`DataError`."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        hint = (" (a colour rendering? class-id masks are single-channel; read them with segmentation.images.read_mask)"
+                if mask.ndim == 3 else "")
+        raise DataError(f"{where}: mask must be a 2-D (H, W) array of class ids, got shape {mask.shape}{hint}")
+    if mask.dtype.kind not in "ui":
+        raise DataError(f"{where}: mask must hold integer class ids, got dtype {mask.dtype}; "
+                        "convert with mask.astype(np.uint8) after checking the values")
+    if mask.size == 0:
+        raise DataError(f"{where}: mask is empty (shape {mask.shape})")
+    if num_classes > 255:
+        raise DataError(f"{where}: class tables of more than 255 classes are not supported")
+    lo, hi = (0 if mask.dtype.kind == "u" else int(mask.min())), int(mask.max())
+    if lo < 0 or hi >= num_classes:
+        bad = np.unique(mask[(mask < 0) | (mask >= num_classes)])[:10].tolist()
+        raise DataError(
+            f"{where}: mask holds ids {bad} outside 0..{num_classes - 1} of the class table; masks must hold group "
+            "ids (pass --source-ids for masks of the drone dataset's 24 source ids)"
+        )
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------- fast measurement
+_KERNELS: dict[int, np.ndarray] = {}
+_ARANGE = np.arange(0)
+
+
+def _kernel(r: int) -> np.ndarray:
+    if r not in _KERNELS:
+        _KERNELS[r] = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return _KERNELS[r]
+
+
+def _arange(n: int) -> np.ndarray:
+    global _ARANGE
+    if len(_ARANGE) < n:
+        _ARANGE = np.arange(max(n, 2048), dtype=np.int64)
+    return _ARANGE
+
+
+def _largest(st: np.ndarray) -> int:
+    """Label of the largest component in a connectedComponentsWithStats table; ties by top, left, width, height
+    (so the choice does not depend on the labelling algorithm's numbering)."""
+    rows = st[1:]
+    order = np.lexsort((rows[:, cv2.CC_STAT_HEIGHT], rows[:, cv2.CC_STAT_WIDTH], rows[:, cv2.CC_STAT_LEFT],
+                        rows[:, cv2.CC_STAT_TOP], -rows[:, cv2.CC_STAT_AREA]))
+    return int(order[0]) + 1
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull starting at its smallest (x, y) vertex: OpenCV's circle and rectangle fits depend on the start."""
+    hull = cv2.convexHull(points)  # (n, 1, 2) int32, clockwise
+    flat = hull.reshape(-1, 2).astype(np.int64)
+    i = int(np.argmin(flat[:, 0] * (1 << 32) + flat[:, 1]))
+    return hull if i == 0 else np.concatenate((hull[i:], hull[:i]))
+
+
+def _ring(m: np.ndarray, c: int, bbox, r: int, num_classes: int) -> np.ndarray:
+    """(K,) counts of the classes in the ``r``-pixel ring around class ``c`` (square dilation, inside the image)."""
+    h, w = m.shape
+    x0, y0, x1, y1 = bbox
+    crop = m[max(y0 - r, 0): min(y1 + r, h), max(x0 - r, 0): min(x1 + r, w)]
+    binary = (crop == c).view(np.uint8)
+    ring = cv2.dilate(binary, _kernel(r)) - binary  # binary is inside its dilation: 0/1
+    hist = cv2.calcHist([crop], [0], ring, [num_classes], [0, num_classes])
+    return hist.ravel().astype(np.int64)
+
+
+def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int, ClassStats]:
+    """Fast measurements of every present class (ring not yet filled in).
+
+    Per class id up to the mask's maximum: 1. a 0/1 image and its bounding box (absent classes stop here); then over
+    the bounding box only: 2. coordinate sums from its row and column sums; 3. connected components (statistics only when there is more than one); 4. outer contours, whose convex
+    hull gives the enclosing circle, and the largest component's contour its minimum-area rectangle.
+    """
+    out = {}
+    ar = _arange(max(m.shape))
+    for c in range(int(m.max()) + 1):
+        full = (m == c).view(np.uint8)  # (H, W) 0/1
+        x0, y0, w, h = cv2.boundingRect(full)
+        if w == 0:
+            continue  # absent
+        x1, y1 = x0 + w, y0 + h
+        bbox = (x0, y0, x1, y1)
+        binary = full if (w, h) == (m.shape[1], m.shape[0]) else np.ascontiguousarray(full[y0:y1, x0:x1])
+        col = cv2.reduce(binary, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()  # (w,) pixels per column
+        row = cv2.reduce(binary, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()  # (h,) pixels per row
+        count = int(col.sum())
+        sum_x = int(col @ ar[x0:x1])
+        sum_y = int(row @ ar[y0:y1])
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
+        n, labels = cv2.connectedComponentsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        if n == 2:  # one component: it is the whole class, and its contour the only one
+            regions, largest_area, largest = 1, count, contours[0]
+        elif len(contours) == n - 1 <= _FEW:  # a few components, each with its own outer contour: area per box
+            comps = []
+            for cnt in contours:
+                x, y, w, h = cv2.boundingRect(cnt)  # the component's bounding box (image coordinates)
+                k = labels[cnt[0, 0, 1] - y0, cnt[0, 0, 0] - x0]
+                box = labels[y - y0: y - y0 + h, x - x0: x - x0 + w]
+                comps.append((-cv2.countNonZero((box == k).view(np.uint8)), y, x, w, h))
+            areas = np.array([-c[0] for c in comps])
+            i = min(range(len(comps)), key=comps.__getitem__)
+            regions = max(1, int((areas >= cfg.min_region_pixels).sum()))
+            largest_area, largest = int(areas[i]), contours[i]
+        else:  # many components, or one inside a hole of another: OpenCV's per-component statistics
+            n, labels, st, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
+            areas = st[1:, cv2.CC_STAT_AREA]
+            k = _largest(st)
+            regions = max(1, int((areas >= cfg.min_region_pixels).sum()))
+            largest_area, largest = int(areas[k - 1]), None
+            for cnt in contours:  # the outer contour whose first pixel carries label k
+                if labels[cnt[0, 0, 1] - y0, cnt[0, 0, 0] - x0] == k:
+                    largest = cnt
+                    break
+            if largest is None:  # the largest component lies in a hole of another one: no outer contour of its own
+                largest = cv2.findContours((labels == k).view(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0][0]
+        pts = contours[0] if len(contours) == 1 else np.concatenate(contours)
+        (cx, cy), radius = cv2.minEnclosingCircle(_hull(pts))
+        _, (rw, rh), _ = cv2.minAreaRect(_hull(largest))
+        out[c] = ClassStats(c, count, sum_x, sum_y, bbox, regions, largest_area, (cx, cy, radius), (rw, rh))
+    return out
+
+
+def extract(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfig | None = None,
+            where: str | None = None) -> dict:
+    """The composition record of a (H, W) mask of group ids of ``table``.
+
+    Args:
+        mask: (H, W) integer array of group ids (0..table.num_classes - 1).
+        table: the class table whose ids the mask holds (names in the record come from it).
+        image: the image file name recorded in ``"image"`` (the caption set's filename).
+        cfg: thresholds; default :class:`CompositionConfig` (same as configs/composition.yaml).
+        where: name of the mask in error messages (default: ``image``).
+    """
+    cfg = cfg or _DEFAULT
+    m = check_mask(mask, table.num_classes, where or image)
+    stats = measure(m, table.num_classes, cfg)
+    order, tenths = _order(stats, m.size)
+    for s in subjects(order, stats, table.names, m.size, cfg):
+        stats[s].ring = _ring(m, s, stats[s].bbox, cfg.ring_pixels, table.num_classes)
+    return _record(stats, order, tenths, table, m.shape, image, cfg)
+
+
+# -------------------------------------------------------------------------------------------- reference measurement
+def measure_reference(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int, ClassStats]:
+    """Straightforward per-class measurements: a boolean mask, ``np.where`` and OpenCV on the whole image."""
+    out = {}
+    for c in range(num_classes):
+        bm = m == c
+        if not bm.any():
+            continue
+        ys, xs = np.where(bm)
+        n, labels, st, _ = cv2.connectedComponentsWithStats(bm.astype(np.uint8), connectivity=8)
+        areas = st[1:, cv2.CC_STAT_AREA]
+        k = _largest(st)
+        pts = np.stack([xs, ys], axis=1).astype(np.int32)
+        (cx, cy), radius = cv2.minEnclosingCircle(_hull(pts))
+        ky, kx = np.where(labels == k)
+        _, (rw, rh), _ = cv2.minAreaRect(_hull(np.stack([kx, ky], axis=1).astype(np.int32)))
+        out[c] = ClassStats(c, len(xs), int(xs.sum()), int(ys.sum()),
+                            (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+                            max(1, int((areas >= cfg.min_region_pixels).sum())), int(areas[k - 1]),
+                            (cx, cy, radius), (rw, rh))
+    return out
+
+
+def _ring_reference(m: np.ndarray, c: int, r: int, num_classes: int) -> np.ndarray:
+    bm = m == c
+    dil = cv2.dilate(bm.astype(np.uint8), _kernel(r)).astype(bool)
+    return np.bincount(m[dil & ~bm], minlength=num_classes).astype(np.int64)
+
+
+def extract_reference(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfig | None = None) -> dict:
+    """Same record as :func:`extract`, measured the straightforward way (the benchmark's baseline)."""
+    cfg = cfg or _DEFAULT
+    m = check_mask(mask, table.num_classes, image)
+    stats = measure_reference(m, table.num_classes, cfg)
+    order, tenths = _order(stats, m.size)
+    for s in subjects(order, stats, table.names, m.size, cfg):
+        stats[s].ring = _ring_reference(m, s, cfg.ring_pixels, table.num_classes)
+    return _record(stats, order, tenths, table, m.shape, image, cfg)
+
+
+# ---------------------------------------------------------------------------------------------------- the record
+def _order(stats: dict[int, ClassStats], total: int) -> tuple[list[int], dict[int, int]]:
+    """Record order (percent desc, pixels desc, id) and percent in tenths (largest remainder, sum 1000, min 1)."""
+    ids = sorted(stats)
+    tenths = {c: stats[c].count * 1000 // total for c in ids}
+    left = 1000 - sum(tenths.values())
+    by_rem = sorted(ids, key=lambda c: (-(stats[c].count * 1000 % total), -stats[c].count, c))
+    for c in by_rem[:left]:
+        tenths[c] += 1
+    for c in ids:  # a present class never reads 0.0%
+        if tenths[c] == 0:
+            big = max(ids, key=lambda i: (tenths[i], stats[i].count, -i))
+            tenths[big] -= 1
+            tenths[c] = 1
+    order = sorted(ids, key=lambda c: (-tenths[c], -stats[c].count, c))
+    return order, tenths
+
+
+def _position(st: ClassStats, width: int, height: int) -> str:
+    """3x3 cell of the centroid, in exact integer arithmetic: x = (2 sum_x + n) / (2 n W) against 1/3 and 2/3."""
+    def cell(s: int, size: int) -> int:
+        v = 3 * (2 * s + st.count)
+        return 0 if v < 2 * st.count * size else (2 if v > 4 * st.count * size else 1)
+
+    return POSITIONS[cell(st.sum_y, height)][cell(st.sum_x, width)]
+
+
+def _record(stats, order, tenths, table: ClassTable, shape, image: str, cfg: CompositionConfig) -> dict:
+    height, width = shape
+    names = table.names
+    total, side = width * height, max(width, height)
+    classes = []
+    for c in order:
+        st = stats[c]
+        cx, cy, r = st.circle
+        x0, y0, x1, y1 = st.bbox
+        percent = tenths[c] / 10
+        long_side, short_side = max(st.rect) + 1.0, min(st.rect) + 1.0
+        classes.append({
+            "id": int(c),
+            "name": names[c],
+            "percent": percent,
+            "center": [round((cx + 0.5) / width, 3), round((cy + 0.5) / height, 3)],
+            "radius": round((r + 0.5) / side, 3),
+            "centroid": [round((st.sum_x / st.count + 0.5) / width, 3),
+                         round((st.sum_y / st.count + 0.5) / height, 3)],
+            "regions": st.regions,
+            "largest_region_percent": min(round(100.0 * st.largest_area / total, 1), percent),
+            "bbox": [round(x0 / width, 3), round(y0 / height, 3), round(x1 / width, 3), round(y1 / height, 3)],
+            "elongation": round(max(long_side / short_side, 1.0), 2),
+            "position": _position(st, width, height),
+        })
+    return {
+        "schema": SCHEMA_ID,
+        "image": str(image),
+        "width": int(width),
+        "height": int(height),
+        "classes": classes,
+        "relations": relations(order, stats, names, width, height, cfg),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def _one(path: Path, table: ClassTable, source_ids: bool, image_suffix: str, cfg: CompositionConfig):
+    """(record, None) or (None, error message) for one mask file."""
+    try:
+        mask = read_mask(path)
+        if source_ids:
+            mask = table.group(mask, where=path)
+        return extract(mask, table, image=path.stem + image_suffix, cfg=cfg, where=str(path)), None
+    except DataError as e:
+        return None, str(e)
+
+
+def main(
+    masks: Path,
+    out: Path,
+    classes: str = "seed10",
+    source_ids: bool = False,
+    image_suffix: str = ".jpg",
+    workers: int = 0,
+    strict: bool = False,
+    overwrite: bool = False,
+    min_region_pixels: int = _DEFAULT.min_region_pixels,
+    dominant_min_percent: float = _DEFAULT.dominant_min_percent,
+    max_dominant: int = _DEFAULT.max_dominant,
+    ignore_in_relations: list[str] | None = None,
+    ring_pixels: int = _DEFAULT.ring_pixels,
+    surround_share: float = _DEFAULT.surround_share,
+    on_distance: float = _DEFAULT.on_distance,
+    next_to_distance: float = _DEFAULT.next_to_distance,
+) -> Path:
+    """Write the composition record of every PNG mask in a folder, in file order, as JSON Lines.
+
+    Args:
+        masks: folder of single-channel PNG masks (group ids, or source ids with --source-ids).
+        out: the JSON Lines file to write (one record a line, atomically).
+        classes: class table name (seed10, aerial10) or path to its YAML file.
+        source_ids: the masks hold the drone dataset's 24 source ids (ground truth); group them with the table first.
+        image_suffix: appended to the mask's stem to give the record's "image" (the caption set's filename).
+        workers: worker processes (0 = this process); order is kept either way.
+        strict: stop at the first bad mask (exit code 2) instead of reporting it and going on.
+        overwrite: replace an existing output file.
+        min_region_pixels: a connected component counts as a region from this many pixels.
+        dominant_min_percent: a class with at least this share of the image is dominant.
+        max_dominant: at most this many dominant classes.
+        ignore_in_relations: class names in no relation (default: unlabeled).
+        ring_pixels: width in pixels of the ring that says what a class touches.
+        surround_share: share of the ring the object must cover for "surrounded by".
+        on_distance: centroids closer than this (fraction of the longer side) give "on".
+        next_to_distance: touching classes with centroids closer than this give "next to".
+    """
+    from tqdm import tqdm
+
+    from composition.schema import write_jsonl
+
+    cfg = load_config(None, min_region_pixels=min_region_pixels, dominant_min_percent=dominant_min_percent,
+                      max_dominant=max_dominant, ignore_in_relations=ignore_in_relations, ring_pixels=ring_pixels,
+                      surround_share=surround_share, on_distance=on_distance, next_to_distance=next_to_distance)
+    table = load_class_table(classes)
+    check_writable(out, overwrite, "compositions file")
+    if not Path(masks).is_dir():
+        raise DatasetNotFoundError(f"mask folder not found: {masks}; pass --masks a folder of PNG masks")
+    files = list_images(masks, (".png",))
+    if not files:
+        raise DatasetNotFoundError(f"no PNG masks in {masks}; pass --masks a folder of single-channel PNG masks")
+
+    work = partial(_one, table=table, source_ids=source_ids, image_suffix=image_suffix, cfg=cfg)
+    records, bad = [], []
+    bar = tqdm(total=len(files), desc="compositions", unit="mask", file=sys.stderr)
+    pool = None
+    try:
+        if workers > 0:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(workers)
+            results = pool.imap(work, files, chunksize=max(1, min(64, len(files) // (4 * workers) or 1)))
+        else:
+            results = map(work, files)
+        for path, (record, error) in zip(files, results, strict=True):
+            bar.update()
+            if error is not None:
+                if strict:
+                    raise DataError(f"{error} (stopped by --strict; {len(records)} masks done, nothing written)")
+                bad.append(path)
+                tqdm.write(f"skipped: {error}", file=sys.stderr)
+                continue
+            records.append(record)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    if not records:
+        raise DataError(f"no readable mask in {masks} ({len(bad)} bad files); nothing written")
+    write_jsonl(out, records)
+    print(f"wrote {len(records)} records to {out}" + (f"; skipped {len(bad)} bad masks" if bad else ""),
+          file=sys.stderr)
+    return Path(out)
+
+
+if __name__ == "__main__":
+    from segcap.cli import run
+
+    run(main)
