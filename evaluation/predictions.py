@@ -36,7 +36,7 @@ def read_predictions(path: str | Path, refs: dict[str, list[str]], split: str | 
         DataError: listing every problem of the file (what, which file, how to fix).
     """
     path = Path(path)
-    where = f"split {split!r} of the references" if split else "the references"
+    where = f"the {split} split of the references" if split else "the references"
     if not path.is_file():
         raise DataError(f"predictions file not found: {path}; pass the JSON written by `python -m llm.generate`")
     try:
