@@ -1,0 +1,232 @@
+"""Prompt/caption examples: compositions joined with a caption set, rendered through the prompt template.
+
+A composition record (``segcap.composition/1``, one JSON line per image) is joined with the caption set's image of the
+same filename **stem** (``pond_12.jpg`` and ``pond_12.png`` both join ``pond_12``). Each of the image's captions is a
+training target; exact duplicate (prompt, caption) pairs are dropped, as the seed did.
+
+The prompt is the configured template (``{instruction}``, ``{composition}``) with the composition text from
+:func:`composition.text.to_prompt`. ``prompt_mode="blind"`` renders the same template with the composition text removed:
+the "blind LM" baseline, which shows how much of a score comes from the caption prior alone.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from segcap.errors import ConfigError, DataError
+from segmentation.captionset import CaptionDataset
+
+PromptMode = Literal["full", "blind"]
+CaptionsPerImage = Literal["all", "sample", "fixed"]
+
+DEFAULT_INSTRUCTION = "Describe the aerial image whose segmentation is summarised below in one sentence."
+DEFAULT_TEMPLATE = "{instruction}\n{composition}\nCaption:"
+PLACEHOLDERS = ("instruction", "composition")
+
+
+def _default_render(record: dict) -> str:
+    """The composition text of ``record`` (imported lazily: :mod:`composition.text` owns the wording)."""
+    from composition.text import to_prompt
+
+    return to_prompt(record)
+
+
+def stem(name: str) -> str:
+    """The join key of an image or record name: ``Path(name).stem``."""
+    return Path(name).stem
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """The prompt the LM reads: ``template`` with ``{instruction}`` and ``{composition}`` filled in.
+
+    Blank lines are dropped after filling, so that the blind prompt (composition text removed) has no hole.
+    The caption follows the prompt after one space: ``"...Caption: a pond surrounded by trees ."``
+    """
+
+    instruction: str = DEFAULT_INSTRUCTION
+    template: str = DEFAULT_TEMPLATE
+    mode: PromptMode = "full"
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this template (empty list when it is usable)."""
+        out = []
+        if self.mode not in ("full", "blind"):
+            out.append(f"prompt_mode {self.mode!r} is not one of full, blind")
+        try:
+            names = {f[1] for f in string.Formatter().parse(self.template) if f[1] is not None}
+        except ValueError as e:
+            return out + [f"prompt_template {self.template!r} is not a valid format string ({e})"]
+        unknown = sorted(names - set(PLACEHOLDERS))
+        if unknown:
+            out.append(
+                f"prompt_template uses unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                f"allowed: {{instruction}}, {{composition}}"
+            )
+        if "composition" not in names:
+            out.append("prompt_template lacks {composition}: the model would never see the composition text")
+        if not self.template.strip():
+            out.append("prompt_template is empty")
+        return out
+
+    def render_text(self, composition_text: str) -> str:
+        text = "" if self.mode == "blind" else composition_text
+        filled = self.template.format(instruction=self.instruction, composition=text)
+        return "\n".join(line.rstrip() for line in filled.split("\n") if line.strip())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ImageExamples:
+    """One image's prompt and its (deduplicated) target captions."""
+
+    image: str  # the caption set's filename (the image_id of predictions)
+    split: str
+    prompt: str
+    captions: list[str] = field(default_factory=list)
+
+
+def normalise_caption(text: str, lowercase: bool = True) -> str:
+    """One line, single spaces, optionally lowercased (COCO scoring is case-insensitive)."""
+    text = " ".join(text.split())
+    return text.lower() if lowercase else text
+
+
+def join_records(
+    records: Sequence[dict],
+    captions: CaptionDataset,
+    splits: Iterable[str],
+    source: str | Path = "compositions",
+    allow_missing: bool = False,
+) -> list[tuple[dict, object]]:
+    """Pair each caption-set image of ``splits`` with its composition record (by filename stem), in caption-set order.
+
+    Raises:
+        DataError: a record names an image the caption set lacks, two records share a stem, or an image of
+            ``splits`` has no record (unless ``allow_missing``, which skips those images). The message says how many,
+            and names a few.
+    """
+    splits = list(splits)
+    by_stem: dict[str, dict] = {}
+    dupes: list[str] = []
+    for i, rec in enumerate(records):
+        name = rec.get("image") if isinstance(rec, dict) else None
+        if not isinstance(name, str) or not name:
+            raise DataError(f"{source}: record {i} has no 'image' name; expected segcap.composition/1 records")
+        key = stem(name)
+        if key in by_stem:
+            dupes.append(name)
+        by_stem[key] = rec
+    if dupes:
+        raise DataError(
+            f"{source}: {len(dupes)} image stem(s) appear more than once, e.g. {_few(dupes)}; "
+            "write one composition per image"
+        )
+    all_stems = {stem(it.filename) for it in captions.items}
+    unknown = [rec["image"] for key, rec in by_stem.items() if key not in all_stems]
+    if unknown:
+        raise DataError(
+            f"{source}: {len(unknown)} of {len(by_stem)} composition(s) name images that {captions.json_path} lacks, "
+            f"e.g. {_few(unknown)}; the compositions and the caption set must come from the same images "
+            "(joined by filename stem)"
+        )
+    pairs, missing = [], []
+    for it in captions.items:
+        if it.split not in splits:
+            continue
+        rec = by_stem.get(stem(it.filename))
+        if rec is None:
+            missing.append(it.filename)
+        else:
+            pairs.append((rec, it))
+    if missing and not allow_missing:
+        total = len(missing) + len(pairs)
+        raise DataError(
+            f"{source}: {len(missing)} of {total} {'/'.join(splits)} image(s) of {captions.json_path} have no "
+            f"composition, e.g. {_few(missing)}; run composition.extract on every image of the caption set "
+            "(or pass --allow-missing to skip them)"
+        )
+    if not pairs:
+        raise DataError(f"{source}: no composition matches an image of split(s) {', '.join(splits)} in {captions.json_path}")
+    return pairs
+
+
+def _few(names: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(str(x) for x in list(names)[:n])
+    return shown + (f" (and {len(names) - n} more)" if len(names) > n else "")
+
+
+def build_image_examples(
+    records: Sequence[dict],
+    captions: CaptionDataset,
+    split: str,
+    template: PromptTemplate,
+    lowercase: bool = True,
+    render: Callable[[dict], str] | None = None,
+    source: str | Path = "compositions",
+    allow_missing: bool = False,
+) -> tuple[list[ImageExamples], int]:
+    """Per-image examples of one split, exact duplicate (prompt, caption) pairs dropped across the split.
+
+    Returns:
+        (images, dropped): the images that keep at least one caption, and how many pairs were dropped as duplicates.
+    """
+    render = render or _default_render
+    seen: set[tuple[str, str]] = set()
+    out, dropped = [], 0
+    for rec, item in join_records(records, captions, [split], source, allow_missing):
+        prompt = template.render_text(render(rec))
+        kept = []
+        for raw in item.sentences:
+            cap = normalise_caption(raw, lowercase)
+            if not cap:
+                continue
+            if (prompt, cap) in seen:
+                dropped += 1
+                continue
+            seen.add((prompt, cap))
+            kept.append(cap)
+        if kept:
+            out.append(ImageExamples(item.filename, item.split, prompt, kept))
+    return out, dropped
+
+
+class CaptionExamples:
+    """(prompt, caption) pairs for training, from per-image examples.
+
+    ``per_image="all"``: every kept caption is an example. ``"sample"``: one caption per image, drawn anew each
+    epoch (call :meth:`set_epoch`). ``"fixed"``: one caption per image, drawn once from ``seed``.
+    """
+
+    def __init__(self, images: Sequence[ImageExamples], per_image: CaptionsPerImage = "all", seed: int = 0):
+        if per_image not in ("all", "sample", "fixed"):
+            raise ConfigError(f"captions_per_image {per_image!r} is not one of all, sample, fixed")
+        self.images = list(images)
+        self.per_image = per_image
+        self.seed = seed
+        self.epoch = 0
+        if per_image == "all":
+            self._index = [(i, j) for i, im in enumerate(self.images) for j in range(len(im.captions))]
+        else:
+            self._index = [(i, None) for i in range(len(self.images))]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, k: int) -> tuple[str, str]:
+        i, j = self._index[k]
+        im = self.images[i]
+        if j is None:
+            epoch = self.epoch if self.per_image == "sample" else 0
+            j = random.Random(f"{self.seed}:{epoch}:{i}").randrange(len(im.captions))
+        return im.prompt, im.captions[j]

@@ -1,0 +1,452 @@
+"""Fine-tune a causal LM to write a caption from an image's composition text.
+
+The offline default (a tiny Llama trained from scratch with its own tokenizer, CPU-friendly)::
+
+    python -m llm.finetune --config configs/llm/tiny.yaml \\
+        --compositions runs/gt/compositions.jsonl --captions data/synthetic/rsicd/dataset_rsicd.json --out runs/llm/tiny
+
+The "blind LM" baseline (same template without the composition text), LoRA, and 4-bit QLoRA on the tiny model::
+
+    python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/blind --prompt-mode blind
+    python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/lora --method lora
+    python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/qlora --method lora --quantize nf4
+
+A real run (local Llama-2 checkpoint, QLoRA), on one or several GPUs::
+
+    python -m llm.finetune --config configs/llm/llama2-7b-qlora.yaml --base-model /models/Llama-2-7b-hf \\
+        --compositions runs/rsicd/compositions.jsonl --captions /data/RSICD/dataset_rsicd.json --out runs/llm/llama2
+    accelerate launch --num_processes 2 -m llm.finetune --config configs/llm/llama2-7b-qlora.yaml ...
+    torchrun --nproc_per_node 2 -m llm.finetune --config configs/llm/tiny.yaml ...
+
+An interrupted run continues from its last epoch checkpoint with ``--resume`` (same command otherwise).
+
+The output folder loads with ``from_pretrained``: a full model (``config.json`` + weights) or a LoRA adapter
+(``adapter_config.json`` records the base model path; the tiny base lives in ``base_model/``), the tokenizer beside
+it, and ``segcap_llm.json`` (prompt template and mode, options, figures; written last, so its presence marks a
+finished folder). Also ``loss.csv``/``loss.png`` (train and eval loss against step and epoch) and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import TrainerCallback
+
+from llm.curves import loss_rows, plot_loss, write_loss_csv
+from llm.examples import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_TEMPLATE,
+    CaptionExamples,
+    PromptTemplate,
+    build_image_examples,
+)
+from llm.model import (
+    BASE_DIR,
+    META_FILE,
+    ModelOptions,
+    apply_method,
+    compute_dtype,
+    load_base,
+    option_problems,
+)
+from llm.tokenizer import (
+    CaptionCollator,
+    TokenizedExamples,
+    ensure_pad_token,
+    tokenizer_problems,
+    train_tokenizer,
+)
+from segcap.atomic import write_json
+from segcap.cli import run
+from segcap.errors import ConfigError, DatasetNotFoundError, OutputExistsError
+
+RUN_FILE = "run.json"  # the options of the run, written first: marks the folder as ours and lets --resume check them
+# options that define the model: a resumed run must use the same ones
+MODEL_KEYS = ("base_model", "tiny_model", "tokenizer", "quantize", "method", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_modules", "prompt_mode", "instruction", "prompt_template", "lowercase", "max_length")
+
+
+def read_compositions(path: Path) -> list[dict]:
+    """Composition records, validated by :mod:`composition.schema`."""
+    from composition.schema import read_jsonl
+
+    return read_jsonl(path)
+
+
+def main(
+    compositions: Path,
+    captions: Path,
+    out: Path,
+    base_model: str = "tiny",
+    tiny_model: dict | None = None,
+    tokenizer: dict | None = None,
+    quantize: Literal["none", "nf4", "int8"] = "none",
+    method: Literal["full", "lora"] = "full",
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    lora_target_modules: list[str] | None = None,
+    prompt_mode: Literal["full", "blind"] = "full",
+    instruction: str = DEFAULT_INSTRUCTION,
+    prompt_template: str = DEFAULT_TEMPLATE,
+    captions_per_image: Literal["all", "sample", "fixed"] = "all",
+    lowercase: bool = True,
+    train_split: str = "train",
+    eval_split: str = "val",
+    allow_missing: bool = False,
+    epochs: float = 10.0,
+    batch_size: int = 32,
+    eval_batch_size: int = 64,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    warmup_ratio: float = 0.05,
+    lr_scheduler: str = "cosine",
+    max_length: int = 512,
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
+    gradient_checkpointing: bool = False,
+    logging_steps: int = 10,
+    save_total_limit: int = 2,
+    seed: int = 0,
+    num_threads: int = 0,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Fine-tune a causal LM on (composition prompt, caption) pairs; eval loss on the val split each epoch.
+
+    Args:
+        compositions: composition records (JSON Lines, segcap.composition/1) of the caption set's images.
+        captions: caption set, Karpathy-split JSON (dataset_rsicd.json) or the folder holding it.
+        out: output folder (model + tokenizer + segcap_llm.json, loss.csv, loss.png, checkpoints/).
+        base_model: "tiny" (built from tiny_model, tokenizer trained here) or a local Hugging Face checkpoint folder.
+        tiny_model: LlamaConfig fields of the tiny model (hidden_size, num_hidden_layers, ...; set in the config file).
+        tokenizer: the tiny model's tokenizer (kind: bpe|word, vocab_size, min_frequency; set in the config file).
+        quantize: load the base in 4-bit NormalFloat (nf4, QLoRA), 8-bit (int8) or not at all (none).
+        method: fine-tune every weight (full) or LoRA adapters (lora; required with nf4/int8).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (scale = alpha / r).
+        lora_dropout: dropout on the LoRA input.
+        lora_target_modules: names of the linear modules that get adapters (default q_proj k_proj v_proj o_proj).
+        prompt_mode: full (instruction + composition text) or blind (same template without the composition text).
+        instruction: the instruction line of the prompt.
+        prompt_template: prompt format with {instruction} and {composition}; the caption follows it after a space.
+        captions_per_image: all (every caption a target), sample (one drawn per image each epoch), fixed (one, drawn once).
+        lowercase: lowercase the target captions (COCO scoring is case-insensitive).
+        train_split: caption-set split to train on.
+        eval_split: caption-set split for the eval loss each epoch ("none" to skip).
+        allow_missing: skip caption-set images without a composition instead of stopping.
+        epochs: passes over all training examples.
+        batch_size: examples per optimizer step per process (before gradient accumulation).
+        eval_batch_size: examples per eval forward pass.
+        gradient_accumulation_steps: batches accumulated per optimizer step.
+        learning_rate: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_ratio: fraction of the steps with linear warm-up.
+        lr_scheduler: learning-rate schedule after warm-up (cosine, linear, constant, ...).
+        max_length: longest example in tokens; longer prompts lose their start (never the caption).
+        precision: auto (bf16 on CUDA when supported, else fp32), fp32, bf16 or fp16 (CUDA only).
+        gradient_checkpointing: trade compute for memory (large models).
+        logging_steps: optimizer steps between train-loss log entries.
+        save_total_limit: epoch checkpoints kept in out/checkpoints (for --resume).
+        seed: seed of the tiny model's weights, caption sampling and data order.
+        num_threads: torch CPU threads (0 = torch's default).
+        progress: show progress bars.
+        resume: continue an interrupted run in out from its last checkpoint.
+        overwrite: replace an existing output folder made by an earlier run.
+    """
+    t0 = time.perf_counter()
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    options = {k: v for k, v in locals().items() if k not in ("t0",)}
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    tiny_model, tokenizer = _mapping("tiny_model", tiny_model), _mapping("tokenizer", tokenizer)
+    tok_settings = dict(tokenizer or {})
+    opts = ModelOptions(
+        base_model=str(base_model),
+        tiny_model=dict(tiny_model or {}),
+        quantize=quantize,
+        method=method,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_target_modules=tuple(lora_target_modules or ("q_proj", "k_proj", "v_proj", "o_proj")),
+        precision=precision,
+        gradient_checkpointing=gradient_checkpointing,
+    )
+    template = PromptTemplate(instruction=instruction, template=prompt_template, mode=prompt_mode)
+    options["lora_target_modules"] = list(opts.lora_target_modules)
+
+    # 1. options: every problem at once, before any work
+    problems = option_problems(opts) + template.problems()
+    if opts.is_tiny:
+        problems += tokenizer_problems(tok_settings)
+    elif tokenizer:
+        problems.append("tokenizer settings apply to the tiny model only; a checkpoint brings its own tokenizer")
+    problems += _training_problems(locals())
+    problems += [f"{what} not found: {p}" for what, p in (("compositions", compositions), ("captions", captions))
+                 if not Path(p).exists()]
+    if resume and overwrite:
+        problems.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
+    if problems:
+        raise ConfigError(problems)
+
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
+    out = Path(out)
+    _prepare_out(out, options, resume, overwrite, state)
+
+    # 2. data: compositions joined with the caption set, per split
+    from segmentation.captionset import CaptionDataset
+
+    records = read_compositions(Path(compositions))
+    capset = CaptionDataset(captions)
+    if not any(it.split == train_split for it in capset.items):
+        raise DatasetNotFoundError(f"{capset.json_path}: no images in split {train_split!r}; check --train-split")
+    train_images, train_dropped = build_image_examples(
+        records, capset, train_split, template, lowercase, source=compositions, allow_missing=allow_missing
+    )
+    eval_images, eval_dropped = [], 0
+    if eval_split != "none" and any(it.split == eval_split for it in capset.items):
+        eval_images, eval_dropped = build_image_examples(
+            records, capset, eval_split, template, lowercase, source=compositions, allow_missing=allow_missing
+        )
+    train_pairs = CaptionExamples(train_images, captions_per_image, seed)
+    eval_pairs = CaptionExamples(eval_images, "all", seed) if eval_images else None
+
+    # 3. tokenizer: trained on the training text (tiny) or the checkpoint's; saved into out first (resume reuses it)
+    from transformers import AutoTokenizer
+
+    with state.main_process_first():
+        if (out / "tokenizer.json").is_file() and resume:
+            tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+        elif opts.is_tiny:
+            texts = [im.prompt for im in train_images] + [c for im in train_images for c in im.captions]
+            tok = train_tokenizer(texts, **tok_settings)
+        else:
+            tok = AutoTokenizer.from_pretrained(opts.base_model, local_files_only=True)
+        ensure_pad_token(tok)
+        if state.is_main_process:
+            tok.save_pretrained(str(out))
+
+    # 4. model: base (built or loaded, quantized or not), then full or LoRA
+    with state.main_process_first():
+        model = load_base(opts, tok, out / BASE_DIR, seed)
+    model = apply_method(model, opts)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+
+    # 5. trainer: epochs over every example, eval loss and a checkpoint each epoch
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    dtype = compute_dtype(precision)
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_ratio,
+        lr_scheduler_type=lr_scheduler,
+        eval_strategy="epoch" if eval_pairs else "no",
+        save_strategy="epoch",
+        save_total_limit=save_total_limit,
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        bf16=dtype == torch.bfloat16 and (cuda or precision == "bf16"),
+        fp16=dtype == torch.float16,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+        save_only_model=False,
+    )
+    train_ds = TokenizedExamples(train_pairs, tok, max_length)
+    eval_ds = TokenizedExamples(eval_pairs, tok, max_length) if eval_pairs else None
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=CaptionCollator(tok.pad_token_id),
+        processing_class=tok,
+        callbacks=[_EpochCallback(train_ds), _CurvesCallback(out)],
+    )
+    if state.is_main_process:
+        print(
+            f"examples: train {len(train_pairs)} ({len(train_images)} images, {train_dropped} duplicate pairs dropped, "
+            f"captions_per_image={captions_per_image}), eval {len(eval_pairs) if eval_pairs else 0} "
+            f"({len(eval_images)} images); parameters: {n_train:,} trainable of {n_all:,}; "
+            f"{state.num_processes} process(es) on {state.device}",
+            flush=True,
+        )
+
+    # 6. train (from the last checkpoint with --resume)
+    last = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
+    if resume and last is None and state.is_main_process:
+        print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from the first step", flush=True)
+    result = trainer.train(resume_from_checkpoint=last)
+
+    # 7. save: model or adapter + tokenizer, curves, then segcap_llm.json last
+    trainer.save_model(str(out))
+    if state.is_main_process:
+        tok.save_pretrained(str(out))
+        rows = loss_rows(trainer.state.log_history)
+        write_loss_csv(out / "loss.csv", rows)
+        plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
+        evals = [r["loss"] for r in rows if r["split"] == "eval"]
+        meta = {
+            "format": "segcap.llm/1",
+            "prompt": template.to_dict(),
+            "composition_text_version": _composition_text_version(),
+            "lowercase": lowercase,
+            "max_length": max_length,
+            "base_model": BASE_DIR if (out / BASE_DIR / "config.json").is_file() else opts.base_model,
+            "method": opts.method,
+            "quantize": opts.quantize,
+            "options": options,
+            "figures": {
+                "train_examples": len(train_pairs),
+                "train_images": len(train_images),
+                "train_duplicates_dropped": train_dropped,
+                "eval_examples": len(eval_pairs) if eval_pairs else 0,
+                "eval_duplicates_dropped": eval_dropped,
+                "trainable_parameters": n_train,
+                "parameters": n_all,
+                "vocab_size": len(tok),
+                "steps": trainer.state.global_step,
+                "epochs": float(trainer.state.epoch or 0),
+                "final_train_loss": float(result.training_loss),
+                "eval_loss": evals,
+                "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 1),
+                "total_seconds": round(time.perf_counter() - t0, 1),
+                "processes": state.num_processes,
+                "device": str(state.device),
+            },
+        }
+        write_json(out / META_FILE, meta)
+        print(
+            f"saved {out} ({meta['figures']['steps']} steps, {meta['figures']['train_seconds']} s training, "
+            f"final eval loss {evals[-1] if evals else float('nan'):.4f})",
+            flush=True,
+        )
+    state.wait_for_everyone()
+    return out
+
+
+def _mapping(name: str, value: Any) -> dict | None:
+    """A mapping option: from the config file as is, or from the command line as YAML/JSON text."""
+    if value is None or isinstance(value, dict):
+        return value
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(str(value))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--{name.replace('_', '-')}: not a YAML/JSON mapping ({e})") from e
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"--{name.replace('_', '-')} must be a mapping, e.g. '{{hidden_size: 128}}' (got {value!r})")
+    return parsed
+
+
+def _training_problems(a: dict[str, Any]) -> list[str]:
+    out = []
+    for k in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
+        if not isinstance(a[k], int) or a[k] < 1:
+            out.append(f"{k} must be a positive integer (got {a[k]!r})")
+    if not isinstance(a["epochs"], (int, float)) or not a["epochs"] > 0 or math.isinf(a["epochs"]):
+        out.append(f"epochs must be a positive number (got {a['epochs']!r})")
+    if not isinstance(a["learning_rate"], (int, float)) or not a["learning_rate"] > 0:
+        out.append(f"learning_rate must be positive (got {a['learning_rate']!r})")
+    if not 0 <= a["warmup_ratio"] < 1:
+        out.append(f"warmup_ratio must be in [0, 1) (got {a['warmup_ratio']!r})")
+    if a["captions_per_image"] not in ("all", "sample", "fixed"):
+        out.append(f"captions_per_image {a['captions_per_image']!r} is not one of all, sample, fixed")
+    if a["train_split"] == a["eval_split"]:
+        out.append(f"train_split and eval_split are both {a['train_split']!r}; the eval loss needs held-out images")
+    if a["save_total_limit"] < 1:
+        out.append("save_total_limit must be >= 1 (the last checkpoint is what --resume continues from)")
+    return out
+
+
+def _prepare_out(out: Path, options: dict, resume: bool, overwrite: bool, state) -> None:
+    """Refuse to clobber, clear on --overwrite (only a folder this tool made), check options on --resume."""
+    run_file = out / RUN_FILE
+    if resume:
+        if run_file.is_file():
+            before = json.loads(run_file.read_text(encoding="utf-8"))
+            changed = [f"{k}: {before.get(k)!r} -> {options.get(k)!r}" for k in MODEL_KEYS
+                       if before.get(k) != options.get(k)]
+            if changed:
+                raise ConfigError(
+                    [f"--resume with options that change the model (run them with a new --out): {c}" for c in changed]
+                )
+    elif out.is_file() or (out.is_dir() and any(out.iterdir())):
+        if not overwrite:
+            raise OutputExistsError(out, "output folder")
+        if not run_file.is_file():
+            raise ConfigError(
+                f"--overwrite refuses to delete {out}: it was not made by llm.finetune (no {RUN_FILE}); choose another --out"
+            )
+        state.wait_for_everyone()
+        if state.is_main_process:
+            shutil.rmtree(out)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not run_file.is_file() or not resume:
+            write_json(run_file, options)
+        (out / META_FILE).unlink(missing_ok=True)  # not finished until this run writes it again
+    state.wait_for_everyone()
+
+
+def _composition_text_version() -> str | None:
+    try:
+        import composition.text as ct
+    except ImportError:
+        return None
+    version = getattr(ct, "PROMPT_VERSION", None)
+    return None if version is None else str(version)
+
+
+class _EpochCallback(TrainerCallback):
+    """Tell the dataset which epoch it is (one caption sampled per image per epoch)."""
+
+    def __init__(self, dataset: TokenizedExamples):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        self.dataset.set_epoch(int(math.floor(state.epoch or 0)))
+
+
+class _CurvesCallback(TrainerCallback):
+    """Rewrite loss.csv / loss.png after each evaluation, so a long run can be watched."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def on_evaluate(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            rows = loss_rows(state.log_history)
+            write_loss_csv(self.out / "loss.csv", rows)
+            plot_loss(self.out / "loss.png", rows)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,424 @@
+"""Base models for captioning: the tiny default or a local Hugging Face checkpoint, 4-bit/8-bit or not, full or LoRA.
+
+* ``base_model="tiny"``: a small :class:`~transformers.LlamaForCausalLM` built from the ``tiny_model`` mapping of
+  ``configs/llm/tiny.yaml`` (any :class:`~transformers.LlamaConfig` field), with the vocabulary of a tokenizer trained
+  on the training text (:mod:`llm.tokenizer`).
+* ``base_model=/path/to/Llama-2-7b-hf``: a local checkpoint and its tokenizer, loaded with ``local_files_only=True``.
+* ``quantize``: ``none`` | ``nf4`` (QLoRA: 4-bit NormalFloat, double quantisation, bf16 compute on CUDA) | ``int8``
+  (bitsandbytes LLM.int8). Quantized models train LoRA adapters only (``peft.prepare_model_for_kbit_training``).
+* ``method``: ``full`` (every weight) | ``lora`` (rank, alpha, dropout and target modules from the config).
+
+:func:`validate_options` checks all of this before any work and raises one :class:`~segcap.errors.ConfigError`
+listing every problem.
+
+bitsandbytes 4-bit on CPU (measured with bitsandbytes 0.50): every quantized Linear's ``out_features`` must be a
+multiple of 32, and after an eval/no-grad forward the packed weights are repacked for an AVX512-bf16 kernel through
+which gradients silently vanish. :func:`fix_bnb_for_cpu` sets ``support_avx512bf16_for_cpu = False`` on every
+``Linear4bit`` after loading, which fixes both; :func:`validate_options` rejects dimensions that are not multiples of 32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from segcap.errors import ConfigError, DataError
+
+Quantize = Literal["none", "nf4", "int8"]
+Method = Literal["full", "lora"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+META_FILE = "segcap_llm.json"  # written last: its presence marks a finished model folder
+BASE_DIR = "base_model"  # the tiny base model saved beside a LoRA adapter
+QUANT_MULTIPLE = 32  # bitsandbytes 4-bit on CPU: quantized out_features must be multiples of 32
+
+TINY_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 192,
+    "intermediate_size": 512,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 6,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True,
+}
+_NOT_CONFIG_FIELDS = {"vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"}  # come from the tokenizer
+
+
+@dataclass
+class ModelOptions:
+    """How the model is built and trained (one place, validated together)."""
+
+    base_model: str = "tiny"
+    tiny_model: dict = field(default_factory=dict)
+    quantize: Quantize = "none"
+    method: Method = "full"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    precision: Precision = "auto"
+    gradient_checkpointing: bool = False
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base_model == "tiny"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_target_modules"] = list(self.lora_target_modules)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def tiny_config(fields: dict | None, tokenizer: PreTrainedTokenizerBase | None = None, vocab_size: int = 64) -> LlamaConfig:
+    """LlamaConfig of the tiny model: defaults, then ``fields``; vocabulary and special ids from ``tokenizer``.
+
+    The vocabulary is rounded up to a multiple of 64 (so every Linear's out_features is a multiple of 32).
+    """
+    cfg = {**TINY_DEFAULTS, **(fields or {})}
+    if tokenizer is not None:
+        vocab_size = len(tokenizer)
+        cfg.update(
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
+    cfg["vocab_size"] = int(math.ceil(vocab_size / 64) * 64)
+    return LlamaConfig(**cfg)
+
+
+def tiny_config_problems(fields: Any, quantize: str = "none") -> list[str]:
+    """Everything wrong with the ``tiny_model`` mapping (unknown fields, heads that do not divide, 4-bit dims)."""
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        return [f"tiny_model must be a mapping of LlamaConfig fields, got {type(fields).__name__}"]
+    out = []
+    valid = set(LlamaConfig().to_dict()) - _NOT_CONFIG_FIELDS
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+        out.append(
+            f"tiny_model: unknown LlamaConfig field(s) {', '.join(unknown)}; e.g. hidden_size, intermediate_size, "
+            "num_hidden_layers, num_attention_heads, num_key_value_heads, max_position_embeddings"
+        )
+    given = sorted(set(fields) & _NOT_CONFIG_FIELDS)
+    if given:
+        out.append(f"tiny_model: {', '.join(given)} come(s) from the trained tokenizer; remove from the config")
+    cfg = {**TINY_DEFAULTS, **{k: v for k, v in fields.items() if k in valid}}
+    ints = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "max_position_embeddings")
+    bad = [k for k in ints if not isinstance(cfg.get(k), int) or cfg[k] < 1]
+    if bad:
+        return out + [f"tiny_model: {k} must be a positive integer (got {cfg.get(k)!r})" for k in bad]
+    h, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    if h % nh:
+        out.append(f"tiny_model: hidden_size {h} is not divisible by num_attention_heads {nh}")
+    if nh % nkv:
+        out.append(f"tiny_model: num_attention_heads {nh} is not divisible by num_key_value_heads {nkv}")
+    if quantize == "nf4" and not out:
+        head_dim = cfg.get("head_dim") or h // nh
+        dims = {"hidden_size": h, "intermediate_size": cfg["intermediate_size"],
+                "num_attention_heads x head_dim": nh * head_dim,
+                "num_key_value_heads x head_dim": nkv * head_dim}
+        odd = [f"{k} = {v}" for k, v in dims.items() if v % QUANT_MULTIPLE]
+        if odd:
+            out.append(
+                f"tiny_model: with quantize nf4 every quantized layer's width must be a multiple of {QUANT_MULTIPLE} "
+                f"(bitsandbytes 4-bit); not so: {', '.join(odd)}"
+            )
+    return out
+
+
+def linear_module_names(opts: ModelOptions) -> dict[str, torch.nn.Linear]:
+    """Full name -> Linear module of the base model, built on the meta device (no memory, no weights read)."""
+    if opts.is_tiny:
+        cfg = tiny_config(opts.tiny_model)
+    else:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(opts.base_model, local_files_only=True)
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def option_problems(opts: ModelOptions, cuda: bool | None = None) -> list[str]:
+    """Every problem with ``opts`` (empty when they are usable together)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    out: list[str] = []
+    if opts.quantize not in ("none", "nf4", "int8"):
+        out.append(f"quantize {opts.quantize!r} is not one of none, nf4, int8")
+    if opts.method not in ("full", "lora"):
+        out.append(f"method {opts.method!r} is not one of full, lora")
+    if opts.precision not in ("auto", "fp32", "bf16", "fp16"):
+        out.append(f"precision {opts.precision!r} is not one of auto, fp32, bf16, fp16")
+    if opts.quantize in ("nf4", "int8") and opts.method == "full":
+        out.append(
+            f"quantize {opts.quantize} needs --method lora: quantized weights cannot be fine-tuned directly "
+            "(QLoRA trains LoRA adapters on a frozen quantized base)"
+        )
+    if opts.precision == "fp16" and not cuda:
+        out.append("precision fp16 needs CUDA (mixed fp16 training is not supported on CPU); use fp32 or bf16")
+    if opts.method == "lora":
+        if not isinstance(opts.lora_r, int) or opts.lora_r < 1:
+            out.append(f"lora_r must be a positive integer (got {opts.lora_r!r})")
+        if not isinstance(opts.lora_alpha, (int, float)) or opts.lora_alpha <= 0:
+            out.append(f"lora_alpha must be positive (got {opts.lora_alpha!r})")
+        if not isinstance(opts.lora_dropout, (int, float)) or not 0 <= opts.lora_dropout < 1:
+            out.append(f"lora_dropout must be in [0, 1) (got {opts.lora_dropout!r})")
+        if not opts.lora_target_modules:
+            out.append("lora_target_modules is empty; name at least one module, e.g. q_proj v_proj")
+
+    base_ok = True
+    if opts.is_tiny:
+        found = tiny_config_problems(opts.tiny_model, opts.quantize)
+        out += found
+        base_ok = not found
+    else:
+        p = Path(opts.base_model)
+        if not p.is_dir():
+            out.append(
+                f"base_model {opts.base_model} is not a folder; pass 'tiny' or the path of a local Hugging Face "
+                "checkpoint (a folder with config.json, the weights and the tokenizer)"
+            )
+            base_ok = False
+        elif not (p / "config.json").is_file():
+            out.append(f"base_model {p} has no config.json; it is not a Hugging Face checkpoint folder")
+            base_ok = False
+        if opts.tiny_model:
+            out.append("tiny_model is set but base_model is a checkpoint path; remove tiny_model or use --base-model tiny")
+
+    if base_ok:
+        try:
+            linears = linear_module_names(opts)
+        except Exception as e:  # an unreadable config.json, or an architecture transformers does not know
+            out.append(f"base_model {opts.base_model}: cannot build the model from its config ({e})")
+            linears = None
+        if linears is not None:
+            leaf = {n.rsplit(".", 1)[-1] for n in linears}
+            if opts.method == "lora" and opts.lora_target_modules and list(opts.lora_target_modules) != ["all-linear"]:
+                unknown = [t for t in opts.lora_target_modules if t not in leaf]
+                if unknown:
+                    out.append(
+                        f"lora_target_modules: unknown module name(s) {', '.join(unknown)}; the model's linear "
+                        f"modules are {', '.join(sorted(leaf))} (or use all-linear)"
+                    )
+            if opts.quantize == "nf4" and not cuda and not opts.is_tiny:
+                odd = sorted({n.rsplit(".", 1)[-1] for n, m in linears.items()
+                              if n != "lm_head" and m.out_features % QUANT_MULTIPLE})
+                if odd:
+                    out.append(
+                        f"quantize nf4 on CPU needs out_features multiples of {QUANT_MULTIPLE}; these modules are "
+                        f"not: {', '.join(odd)}"
+                    )
+    return out
+
+
+def validate_options(opts: ModelOptions, cuda: bool | None = None) -> None:
+    """Raise one :class:`ConfigError` listing every problem with ``opts``."""
+    problems = option_problems(opts, cuda)
+    if problems:
+        raise ConfigError(problems)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def compute_dtype(precision: str = "auto") -> torch.dtype:
+    """The weights/compute dtype: bf16 on CUDA when supported under ``auto``, else fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def quantization_config(quantize: str, dtype: torch.dtype):
+    """The :class:`~transformers.BitsAndBytesConfig` of ``quantize`` (None for ``none``)."""
+    if quantize == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def fix_bnb_for_cpu(model: torch.nn.Module) -> int:
+    """Turn off the AVX512-bf16 repacking of every bitsandbytes ``Linear4bit`` (see module docstring); return count."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def device_map() -> dict[str, Any]:
+    """Everything on this process's device (quantized models must be placed at load time)."""
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return {"": "cpu"}
+
+
+def load_causal_lm(path: str | Path, quantize: str = "none", precision: str = "auto") -> torch.nn.Module:
+    """A causal LM from a local folder, quantized at load time when asked (CPU 4-bit fix applied)."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = compute_dtype(precision)
+    q = quantization_config(quantize, dtype)
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    if q is not None:
+        kwargs.update(quantization_config=q, device_map=device_map())
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if not torch.cuda.is_available():
+        fix_bnb_for_cpu(model)
+    return model
+
+
+def build_tiny(fields: dict | None, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> LlamaForCausalLM:
+    """The tiny Llama with random weights drawn from ``seed`` (the same on every process)."""
+    cfg = tiny_config(fields, tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_base(opts: ModelOptions, tokenizer: PreTrainedTokenizerBase, base_dir: Path | None, seed: int = 0):
+    """The base model for training.
+
+    Tiny: built from the config; when it is to be quantized or carry LoRA adapters, saved (full precision) to
+    ``base_dir`` first and loaded back from there, quantized at load as any checkpoint would be; the adapter folder
+    records that path. A checkpoint path: loaded from the folder.
+    """
+    if opts.is_tiny:
+        if opts.method == "full":
+            return build_tiny(opts.tiny_model, tokenizer, seed)
+        if base_dir is None:
+            raise ValueError("a tiny LoRA base needs a folder to live in")
+        if not (base_dir / "config.json").is_file():
+            build_tiny(opts.tiny_model, tokenizer, seed).save_pretrained(base_dir)
+        return load_causal_lm(base_dir, opts.quantize, opts.precision)
+    return load_causal_lm(opts.base_model, opts.quantize, opts.precision)
+
+
+def apply_method(model: torch.nn.Module, opts: ModelOptions) -> torch.nn.Module:
+    """Full fine-tuning: the model as is. LoRA: a PEFT model (quantized bases prepared for k-bit training first)."""
+    if opts.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if opts.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if opts.quantize != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing)
+        if not torch.cuda.is_available():
+            fix_bnb_for_cpu(model)
+    targets = list(opts.lora_target_modules)
+    lcfg = LoraConfig(
+        r=opts.lora_r,
+        lora_alpha=opts.lora_alpha,
+        lora_dropout=opts.lora_dropout,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+# ------------------------------------------------------------------------------------------------ trained folders
+def read_meta(model_dir: str | Path) -> dict:
+    """The ``segcap_llm.json`` of a trained model folder, with a clear error when the folder is not one."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise DataError(
+            f"{model_dir} is not a finished segcap LM folder (no {META_FILE}); train one with "
+            "`python -m llm.finetune ... --out DIR` (an interrupted run resumes with --resume)"
+        )
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{meta_path}: not valid JSON ({e}); retrain or restore the folder") from e
+
+
+def resolve_base(model_dir: Path, meta: dict) -> Path:
+    """Where an adapter's base model lives: the tiny base beside it, else the recorded checkpoint path."""
+    local = model_dir / BASE_DIR
+    if (local / "config.json").is_file():
+        return local
+    for cand in (meta.get("base_model"), _adapter_base(model_dir)):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    raise DataError(
+        f"{model_dir}: the adapter's base model {meta.get('base_model')!r} is not a folder here; "
+        "copy the base checkpoint there or edit base_model_name_or_path in adapter_config.json"
+    )
+
+
+def _adapter_base(model_dir: Path) -> str | None:
+    try:
+        return json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def load_trained(model_dir: str | Path, quantize: str | None = None, precision: str = "auto"):
+    """(model, tokenizer, meta) of a trained folder, ready for generation (LoRA merged when the base is not quantized).
+
+    Args:
+        model_dir: the ``--out`` folder of :mod:`llm.finetune`.
+        quantize: load the base quantized this way; None = as it was trained.
+        precision: weights dtype (``auto``: bf16 on CUDA, fp32 on CPU).
+    """
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    quantize = meta.get("quantize", "none") if quantize is None else quantize
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_causal_lm(resolve_base(model_dir, meta), quantize, precision)
+        model = PeftModel.from_pretrained(base, str(model_dir), is_trainable=False)
+        if quantize == "none":
+            model = model.merge_and_unload()
+    else:
+        model = load_causal_lm(model_dir, quantize if quantize != "none" else "none", precision)
+    if not torch.cuda.is_available():
+        fix_bnb_for_cpu(model)
+    if quantize == "none" and torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer, meta
+
+
+def temp_base_dir() -> Path:
+    """A scratch folder (for callers that build a tiny quantized base outside a training run)."""
+    return Path(tempfile.mkdtemp(prefix="segcap-tiny-base-"))
