@@ -37,7 +37,18 @@ WORD_CLASSES: dict[str, tuple[str, ...]] = {
     "pool": ("pool",), "pools": ("pool",),
     "beach": ("dirt",), "sand": ("dirt",), "bare": ("dirt", "gravel", "rocks"), "soil": ("dirt",),
     "rocks": ("rocks",), "stones": ("rocks", "gravel"), "gravel": ("gravel",),
+    "park": ("grass", "tree"),
 }
+
+# every other word a template may use: they name no class (tests check that captions use no word outside the two
+# lists, so a new noun cannot slip past the caption-content check)
+OTHER_WORDS = frozenset("""
+a across along among an and are area around arranged at banks beside between big blue both bottom brown by center
+corner crossed curved dense densely distributed divided empty encircles few five four from full go goes green hit in
+inside into is it its land large left long lot lots many middle near neatly next nothing of on order over parked
+passes picture piece pieces planted rectangular red right rows running runs scattered several side sides small some
+sparse sparsely straight surrounded swimming the there this three through to top two wide with yellow
+""".split())
 
 _NUM = {2: "two", 3: "three", 4: "four", 5: "five"}
 

@@ -632,7 +632,7 @@ def drone_extras(cv: Canvas, p: Painter) -> None:
     w, h = cv.w, cv.h
     if rng.random() < 0.5:  # a garden fence with poles
         x0, y0 = rng.uniform(0, w * 0.5), rng.uniform(0, h * 0.5)
-        x1, y1 = x0 + rng.uniform(15, w * 0.6), y0 + rng.uniform(10, h * 0.6)
+        x1, y1 = x0 + w * rng.uniform(0.2, 0.6), y0 + h * rng.uniform(0.2, 0.6)
         pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])[: int(rng.integers(2, 5))]
         cv.line(pts, 0.25, "fence", FLAT, min_px=2)
         for a, b in zip(pts[:-1], pts[1:], strict=False):
