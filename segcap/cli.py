@@ -63,13 +63,23 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _mapping(text: str) -> dict:
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{seed: 1}}', got {text!r}")
+    return value
+
+
 def _converter(tp: Any) -> Callable[[str], Any]:
     if tp in (int, float, str, Path):
         return tp
+    if tp is dict or typing.get_origin(tp) is dict:
+        return _mapping
     return str
 
 
-def build_parser(fn: Callable[..., Any], positional: Sequence[str] = ()) -> argparse.ArgumentParser:
+def build_parser(fn: Callable[..., Any], positional: Sequence[str] = (),
+                 aliases: dict[str, list[str]] | None = None) -> argparse.ArgumentParser:
     """The argparse parser for ``fn``'s keyword arguments (see module docstring)."""
     summary, docs = _arg_docs(fn)
     module = getattr(fn, "__module__", "") or ""
@@ -104,30 +114,25 @@ def build_parser(fn: Callable[..., Any], positional: Sequence[str] = ()) -> argp
             parser.add_argument(name, **kw)
         else:
             flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+            flags += list((aliases or {}).get(name, []))
             parser.add_argument(*flags, dest=name, **kw)
     return parser
 
 
-def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = ()) -> dict[str, Any]:
-    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return kwargs."""
-    parser = build_parser(fn, positional)
+def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
+          aliases: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return kwargs.
+
+    ``positional`` names parameters given without a flag; ``aliases`` adds flags, e.g. ``{"from_stage": ["--from"]}``.
+    """
+    parser = build_parser(fn, positional, aliases)
     args = list(sys.argv[1:] if args is None else args)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
     known, _ = pre.parse_known_args(args)
     params = inspect.signature(fn).parameters
     if known.config is not None:
-        cfg = load_yaml(known.config)
-        unknown = sorted(k for k in cfg if k.replace("-", "_") not in params)
-        if unknown:
-            valid = ", ".join(p for p in params)
-            raise ConfigError(f"{known.config}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
-        defaults = {k.replace("-", "_"): v for k, v in cfg.items()}
-        hints = typing.get_type_hints(fn)
-        for k, v in list(defaults.items()):
-            tp, _ = _unwrap_optional(hints.get(k, str))
-            if tp is Path and v is not None:
-                defaults[k] = Path(v)
+        defaults = config_kwargs(fn, known.config)
         parser.set_defaults(**defaults)
         for action in parser._actions:  # a value from the config satisfies a required option
             if action.dest in defaults:
@@ -140,6 +145,23 @@ def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional:
     if missing:
         parser.error("missing required option(s): " + ", ".join(f"--{m.replace('_', '-')}" for m in missing))
     return ns
+
+
+def config_kwargs(fn: Callable[..., Any], path: str | Path) -> dict[str, Any]:
+    """Read a YAML config for ``fn``: keys must be its parameter names (dashes allowed); Path-typed values
+    become Paths. An unknown key is a :class:`ConfigError` that lists the valid ones."""
+    cfg = load_yaml(path)
+    params = inspect.signature(fn).parameters
+    unknown = sorted(k for k in cfg if k.replace("-", "_") not in params)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(params)}")
+    out = {k.replace("-", "_"): v for k, v in cfg.items()}
+    hints = typing.get_type_hints(fn)
+    for k, v in out.items():
+        tp, _ = _unwrap_optional(hints.get(k, str))
+        if tp is Path and v is not None:
+            out[k] = Path(v)
+    return out
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -156,10 +178,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = ()) -> Any:
+def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
+        aliases: dict[str, list[str]] | None = None) -> Any:
     """Parse the command line for ``fn``, call it, and turn user errors into one message and exit code 2."""
     try:
-        kwargs = parse(fn, args, positional)
+        kwargs = parse(fn, args, positional, aliases)
         return fn(**kwargs)
     except SegcapError as e:
         print(f"error: {e}", file=sys.stderr)
