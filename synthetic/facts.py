@@ -60,30 +60,34 @@ def scene_facts(label: np.ndarray, category: str, px_per_m: float) -> dict:
         px_per_m: ground resolution, to turn minimum object sizes in square metres into pixels.
     """
     h, w = label.shape
-    hist = np.bincount(label.ravel(), minlength=len(SOURCE_NAMES)).astype(np.float64) / label.size
+    hist = np.bincount(label.ravel(), minlength=256)[: len(SOURCE_NAMES)].astype(np.float64) / label.size
     percent = {SOURCE_NAMES[i]: round(100 * float(v), 2) for i, v in enumerate(hist) if v > 0}
     counts: dict[str, int] = {}
     cells: dict[str, str] = {}
+    comps: dict[str, tuple] = {}
     for thing, (sources, min_m2) in THINGS.items():
-        region = np.isin(label, _ids(sources))
-        if not region.any():
+        if not any(hist[i] for i in _ids(sources)):
             continue
-        n, _, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
-        big = stats[1:, cv2.CC_STAT_AREA] >= min_m2 * px_per_m**2
+        lut = np.zeros(256, np.uint8)
+        lut[_ids(sources)] = 1
+        region = lut[label]
+        n, lab, stats, cent = cv2.connectedComponentsWithStats(region, connectivity=8)
+        area = stats[1:, cv2.CC_STAT_AREA]
+        big = area >= min_m2 * px_per_m**2
         if big.sum() == 0:
             continue
         counts[thing] = int(big.sum())
-        ys, xs = np.nonzero(region)
-        cells[thing] = cell_of(float(xs.mean()) / w, float(ys.mean()) / h)
+        cx, cy = (cent[1:] * area[:, None]).sum(0) / area.sum()  # centroid of all the thing's pixels
+        cells[thing] = cell_of(float(cx) / w, float(cy) / h)
+        comps[thing] = (lab, stats, cent)
     facts: dict = {"category": category, "percent": percent, "counts": counts, "cells": cells}
-    water = label == SOURCE_ID["water"]
     if "water" in counts:
-        n, lab, stats, cent = cv2.connectedComponentsWithStats(water.view(np.uint8), connectivity=8)
+        lab, stats, cent = comps["water"]
         k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         region = lab == k
         x0, y0, bw, bh = stats[k, :4]
         facts["water"] = {
-            "percent": round(100 * float(region.mean()), 2),
+            "percent": round(100 * float(stats[k, cv2.CC_STAT_AREA]) / label.size, 2),
             "elongation": round(elongation(region), 2),
             "cell": cell_of(cent[k][0] / w, cent[k][1] / h),
             # which borders the largest water body touches: a river crosses the scene, a sea fills one side
@@ -95,7 +99,9 @@ def scene_facts(label: np.ndarray, category: str, px_per_m: float) -> dict:
         ring = cv2.dilate(region.view(np.uint8), np.ones((9, 9), np.uint8), iterations=max(1, int(2 * px_per_m))) > 0
         ring &= ~region
         inside = ring.sum()
-        green = np.isin(label[ring], _ids(("grass", "vegetation", "tree", "bald-tree"))).sum()
+        green_lut = np.zeros(256, bool)
+        green_lut[_ids(("grass", "vegetation", "tree", "bald-tree"))] = True
+        green = green_lut[label[ring]].sum()
         facts["water"]["green_around"] = round(float(green / inside) if inside else 0.0, 2)
     return facts
 
