@@ -36,16 +36,19 @@ def main(captions: Path = DEFAULT_CAPTIONS, split: str = "val", human: bool = Fa
     preds = {k: v[0] for k, v in refs_all.items() if len(v) >= 2}
     refs = {k: refs_all[k][1:] for k in preds}
 
+    # everything a real run does, JVM starts included: timed from opening the scorer to the scores
     t0 = time.perf_counter()
     with CocoScorer() as scorer:
         scores = scorer.score(preds, refs)
-        t_score = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        stages = {k: round(v, 3) for k, v in scorer.timings.items()}
+        stages["meteor_start"] = scorer.meteor_start_seconds
         human_scores, t_human = None, None
-        if human:
+        if human:  # reuses the warm JVM
             t1 = time.perf_counter()
-            human_scores = average_rounds(scorer.score_many(human_rounds(refs_all)))
+            rounds = human_rounds(refs_all)
+            human_scores = average_rounds(scorer.score_many(rounds))
             t_human = time.perf_counter() - t1
-    seconds = time.perf_counter() - t0
 
     import torch
 
@@ -56,11 +59,11 @@ def main(captions: Path = DEFAULT_CAPTIONS, split: str = "val", human: bool = Fa
         "images": len(preds),
         "references_per_image": round(sum(len(v) for v in refs_all.values()) / len(refs_all), 2),
         "scored_as": "reference 1 of each image against its other references",
-        "seconds": round(t_score, 3),
-        "seconds_with_close": round(seconds, 3),
-        "per_stage_seconds": {k: round(v, 3) for k, v in scorer.timings.items()},
-        "note": "METEOR runs in its own JVM in parallel with the Python scorers; meteor_start = JVM start and "
-        "paraphrase table load, METEOR = start + scoring, both overlapping tokenize/Bleu/ROUGE_L/CIDEr",
+        "seconds": round(seconds, 3),
+        "target_seconds": 10,
+        "per_stage_seconds": stages,
+        "note": "stages overlap: METEOR runs in its own JVM, started first, while the PTB tokenizer, BLEU, ROUGE-L and "
+        "CIDEr run; meteor_start = JVM start + paraphrase table load; METEOR = wait for the JVM + scoring",
         "scores": {k: round(v, 6) for k, v in scores.items()},
         "machine": {
             "processor": platform.processor() or platform.machine(),
@@ -71,7 +74,7 @@ def main(captions: Path = DEFAULT_CAPTIONS, split: str = "val", human: bool = Fa
         },
     }
     if human:
-        out["human"] = {"seconds": round(t_human, 3), "scores": {k: round(v, 6) for k, v in human_scores.items()}}
+        out["human"] = {"rounds": len(rounds), "seconds_warm_jvm": round(t_human, 3), "scores": {k: round(v, 6) for k, v in human_scores.items()}}
     print(json.dumps(out, indent=2))
     return out
 

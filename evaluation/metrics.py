@@ -277,6 +277,13 @@ class CocoScorer:
             self.timings["meteor_start"] = round(self._meteor.start_seconds, 3)
             self._meteor = None
 
+    @property
+    def meteor_start_seconds(self) -> float | None:
+        """Seconds METEOR's JVM took to start and load its paraphrase table (None before it is ready)."""
+        if self._meteor is None or not self._meteor._future.done():
+            return self.timings.get("meteor_start")
+        return round(self._meteor.start_seconds, 3)
+
     def _add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
 

@@ -186,6 +186,7 @@ def render_markdown(scores: dict, title: str = "Caption scores") -> str:
     """The ``scores.md`` text: overall table, per-category CIDEr table, then each category's full table."""
     md = scores["metadata"]
     cols, metrics = scores["systems"], scores["metrics"]
+    systems_only = [c for c in cols if c != HUMAN]
     rp = md["refs_per_image"]
     refs_txt = str(rp["min"]) if rp["min"] == rp["max"] else f"{rp['min']}-{rp['max']} (mean {rp['mean']})"
     where = f"split **{md['split']}**" if md.get("split") else "the given references"
@@ -197,7 +198,7 @@ def render_markdown(scores: dict, title: str = "Caption scores") -> str:
         f"{where}: {md['images']} images, {refs_txt} references per image. "
         f"Scored with pycocoevalcap {md['scorers'].get('pycocoevalcap', '?')} "
         f"({'PTB tokenizer, ' if md['tokenize'] else 'no tokenization, '}BLEU-1..4, METEOR 1.5, ROUGE-L, CIDEr), "
-        "as COCO caption evaluation computes them. Best system of each row in bold.",
+        "as COCO caption evaluation computes them." + (" Best system of each row in bold." if len(systems_only) > 1 else ""),
     ]
     if md.get("human"):
         lines += [
@@ -267,7 +268,8 @@ def render_chart(scores: dict, path: str | Path) -> Path:
         ax.set_axisbelow(True)
 
     rows = 2 if per else 1
-    fig = plt.figure(figsize=(max(9.0, 0.45 * len(per) * max(1, len(cols)) / 2 + 4), 4.2 * rows), layout="constrained")
+    width = min(18.0, max(9.0, 0.13 * len(per) * len(cols) + 4))  # wider for many categories x systems, capped
+    fig = plt.figure(figsize=(width, 4.4 * rows), layout="constrained")
     grid = fig.add_gridspec(rows, 2, width_ratios=[len(unit_metrics), 1.6])
     ax1 = fig.add_subplot(grid[0, 0])
     bars(ax1, unit_metrics, lambda m, c: scores["overall"][c].get(m), "score", True)
