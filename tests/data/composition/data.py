@@ -24,8 +24,8 @@ def scenes() -> dict[str, np.ndarray]:
     out["pond_1"] = m
     m = np.full((32, 32), SOURCE_ID["grass"], np.uint8)
     m[:, 12:20] = SOURCE_ID["paved-area"]
-    m[4:10, 3:12] = SOURCE_ID["wall"]
-    m[20:26, 3:12] = SOURCE_ID["wall"]
+    m[4:12, 0:12] = SOURCE_ID["wall"]
+    m[20:28, 0:12] = SOURCE_ID["wall"]
     out["road_2"] = m
     m = np.full((32, 32), SOURCE_ID["tree"], np.uint8)
     m[12:19, :] = SOURCE_ID["water"]
