@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,13 @@ from segmentation.captionset import CaptionDataset
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "evaluation"
 ANCHOR = HERE / "data" / "evaluation_anchor"
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR and the PTB tokenizer need Java")
 
 
 @pytest.fixture(scope="module")
 def scorer():
+    if shutil.which("java") is None:
+        pytest.skip("METEOR and the PTB tokenizer need Java (apt-get install default-jre-headless)")
     with CocoScorer() as s:
         yield s
 
@@ -124,6 +128,7 @@ def test_human_ceiling_identical_references(scorer, refs):
     assert ponds["Bleu_4"] < 0.5 and ponds["CIDEr"] < 2.0
 
 
+@needs_java
 def test_cli_two_systems_per_category_human(scorer, refs, tmp_path, capsys):
     """End to end with its own JVM: columns per system + human, per-category rows, files written, no overwrite."""
     out = tmp_path / "scores"
