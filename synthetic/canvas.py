@@ -48,6 +48,14 @@ class Canvas:
         cv2.fillPoly(self.mat, p, MAT[material], cv2.LINE_8, SHIFT)
         cv2.fillPoly(self.shade, p, shade, cv2.LINE_8, SHIFT)
 
+    def poly_on(self, pts, material: str, on: np.ndarray, shade: int = FLAT) -> None:
+        """A polygon painted only over pixels whose current material ``on`` ((256,) bool by material id) allows."""
+        tmp = np.zeros_like(self.mat)
+        cv2.fillPoly(tmp, [self._pts(pts)], 1, cv2.LINE_8, SHIFT)
+        where = (tmp == 1) & on[self.mat]
+        self.mat[where] = MAT[material]
+        self.shade[where] = shade
+
     def convex(self, pts, material: str, shade: int = FLAT) -> None:
         """A convex polygon (faster than :meth:`poly`); ``pts`` in metres."""
         p = self._pts(pts)

@@ -39,7 +39,7 @@ MATERIALS: tuple[Material, ...] = (
     Material("track", "paved-area", (178, 84, 64), 8, 6, 32),
     Material("marking", "paved-area", (225, 225, 215), 6, 3, 32),
     Material("dirt", "dirt", (140, 108, 72), 12, 18, 28),
-    Material("sand", "dirt", (214, 196, 150), 8, 10, 40, "waves"),
+    Material("sand", "dirt", (198, 176, 128), 9, 10, 40),
     Material("plough", "dirt", (120, 88, 58), 10, 10, 24, "stripes"),
     Material("grass", "grass", (96, 142, 60), 12, 16, 24),
     Material("grass_dry", "grass", (132, 148, 78), 12, 16, 24),

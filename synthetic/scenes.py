@@ -144,7 +144,7 @@ class Painter:
                 cv2.polylines(cv.shade, lines, False, 140, 1, cv2.LINE_8, 3)
 
     def blob(self, cx, cy, r, mat: str, irregular: float = 0.25, aspect: float = 1.0, angle: float = 0.0,
-             shade: int = FLAT, n: int = 40) -> np.ndarray:
+             shade: int = FLAT, n: int = 40, on: np.ndarray | None = None) -> np.ndarray:
         """An irregular closed shape of mean radius ``r``; returns its polygon (metres)."""
         rng = self.rng
         t = np.linspace(0, 2 * math.pi, n, endpoint=False)
@@ -156,7 +156,10 @@ class Painter:
         x, y = rad * np.cos(t) * aspect, rad * np.sin(t) / aspect
         ca, sa = math.cos(angle), math.sin(angle)
         pts = np.stack([cx + ca * x - sa * y, cy + sa * x + ca * y], 1)
-        self.cv.poly(pts, mat, shade)
+        if on is None:
+            self.cv.poly(pts, mat, shade)
+        else:
+            self.cv.poly_on(pts, mat, on, shade)
         return pts
 
     def canopy(self, region: np.ndarray, species: tuple[str, ...], gaps: float = 0.0) -> None:
@@ -172,10 +175,11 @@ class Painter:
             cv2.circle(region.view(np.uint8), c, int(rng.uniform(3, 9) * cv.s), 0, -1)
         cv.canopy(region, spec, rng)
 
-    def patches(self, n: int, mats, rmin: float, rmax: float) -> None:
+    def patches(self, n: int, mats, rmin: float, rmax: float, on: np.ndarray | None = None) -> None:
         cv, rng = self.cv, self.rng
         for _ in range(n):
-            self.blob(rng.uniform(0, cv.w), rng.uniform(0, cv.h), rng.uniform(rmin, rmax), str(rng.choice(mats)), 0.35)
+            self.blob(rng.uniform(0, cv.w), rng.uniform(0, cv.h), rng.uniform(rmin, rmax), str(rng.choice(mats)), 0.35,
+                      on=on)
 
 
 def _curve(rng, p0, p1, amp: float, n: int = 24) -> np.ndarray:
@@ -626,6 +630,13 @@ def industrial(cv: Canvas, p: Painter) -> None:
     p.trees(int(rng.integers(0, 10)), 0, 0, w, h, 2, 4, avoid=lambda x, y: not p.free(x, y, 1))
 
 
+# open ground: where drone-only patches (gravel, rocks, clutter) may be painted, never over cars or roofs
+GROUND = np.zeros(256, bool)
+for _name in ("grass", "grass_dry", "lawn", "dirt", "sand", "shrub", "crop", "crop_yellow", "crop_dark", "plough",
+              "concrete", "asphalt", "gravel"):
+    GROUND[MAT[_name]] = True
+
+
 def drone_extras(cv: Canvas, p: Painter) -> None:
     """What a drone flying low sees on top of the layout: people, dogs, bicycles, markers, obstacles, fences, rocks."""
     rng = p.rng
@@ -640,9 +651,9 @@ def drone_extras(cv: Canvas, p: Painter) -> None:
                 q = a + (b - a) * t
                 cv.circle(q[0], q[1], 0.22, "fence_pole", 100, min_px=3)
     if rng.random() < 0.5:
-        p.patches(int(rng.integers(1, 3)), ["gravel", "dirt", "rocks"], 3, 8)
+        p.patches(int(rng.integers(1, 3)), ["gravel", "dirt", "rocks"], 3, 8, on=GROUND)
     if rng.random() < 0.3:
-        p.patches(1, ["clutter"], 1, 3)
+        p.patches(1, ["clutter"], 1, 3, on=GROUND)
     for _ in range(int(rng.integers(0, 3))):
         p.tree(rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, 4), "bald_tree")
     for _ in range(int(rng.integers(0, 9))):  # people

@@ -225,3 +225,13 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         gen.generate(tmp_path / "never", drone_images=1, caption_images=12, drone_size=(96, 64), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_grid_png_from_written_set(small_set, tmp_path):
+    from synthetic.grid import main as grid_main
+
+    out = grid_main(out=tmp_path / "grid.png", data=small_set, drone=2)
+    rgb = read_rgb(out)
+    assert rgb.shape[0] > 500 and rgb.shape[1] > 1000 and rgb.std() > 20
+    with pytest.raises(OutputExistsError):
+        grid_main(out=out, data=small_set)
