@@ -116,23 +116,30 @@ def _hull(points: np.ndarray) -> np.ndarray:
     return hull if i == 0 else np.concatenate((hull[i:], hull[:i]))
 
 
-def _ring(m: np.ndarray, c: int, bbox, r: int, num_classes: int) -> np.ndarray:
-    """(K,) counts of the classes in the ``r``-pixel ring around class ``c`` (square dilation, inside the image)."""
+def _ring(m: np.ndarray, full: np.ndarray, bbox, r: int, num_classes: int) -> np.ndarray:
+    """(K,) counts of the classes in the ``r``-pixel ring around a class (square dilation, inside the image).
+
+    ``full`` is the class's (H, W) 0/1 image and ``bbox`` its bounding box; only the box grown by ``r`` is touched.
+    """
     h, w = m.shape
     x0, y0, x1, y1 = bbox
-    crop = m[max(y0 - r, 0): min(y1 + r, h), max(x0 - r, 0): min(x1 + r, w)]
-    binary = (crop == c).view(np.uint8)
+    ys, xs = slice(max(y0 - r, 0), min(y1 + r, h)), slice(max(x0 - r, 0), min(x1 + r, w))
+    crop = m[ys, xs]
+    binary = full[ys, xs]
     ring = cv2.dilate(binary, _kernel(r)) - binary  # binary is inside its dilation: 0/1
     hist = cv2.calcHist([crop], [0], ring, [num_classes], [0, num_classes])
     return hist.ravel().astype(np.int64)
 
 
-def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int, ClassStats]:
-    """Fast measurements of every present class (ring not yet filled in).
+def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig,
+            binaries: dict[int, np.ndarray] | None = None) -> dict[int, ClassStats]:
+    """Fast measurements of every present class (ring not yet filled in); ``binaries`` receives each class's
+    (H, W) 0/1 image when given.
 
     Per class id up to the mask's maximum: 1. a 0/1 image and its bounding box (absent classes stop here); then over
-    the bounding box only: 2. coordinate sums from its row and column sums; 3. connected components (statistics only when there is more than one); 4. outer contours, whose convex
-    hull gives the enclosing circle, and the largest component's contour its minimum-area rectangle.
+    the bounding box only: 2. coordinate sums from its row and column sums; 3. outer contours; 4. connected
+    components, their areas counted per component box when there are few, else by OpenCV's statistics; 5. the
+    convex hull of the outer contours gives the enclosing circle, the largest component's the minimum-area rectangle.
     """
     out = {}
     ar = _arange(max(m.shape))
@@ -141,6 +148,8 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int
         x0, y0, w, h = cv2.boundingRect(full)
         if w == 0:
             continue  # absent
+        if binaries is not None:
+            binaries[c] = full
         x1, y1 = x0 + w, y0 + h
         bbox = (x0, y0, x1, y1)
         binary = full if (w, h) == (m.shape[1], m.shape[0]) else np.ascontiguousarray(full[y0:y1, x0:x1])
@@ -150,16 +159,24 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int
         sum_x = int(col @ ar[x0:x1])
         sum_y = int(row @ ar[y0:y1])
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
-        n, labels = cv2.connectedComponentsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        if len(contours) > _FEW:
+            n, labels = len(contours) + 1, None  # at least that many components: go to the statistics
+        else:
+            n, labels = cv2.connectedComponentsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
         if n == 2:  # one component: it is the whole class, and its contour the only one
             regions, largest_area, largest = 1, count, contours[0]
         elif len(contours) == n - 1 <= _FEW:  # a few components, each with its own outer contour: area per box
+            boxes = [cv2.boundingRect(cnt) for cnt in contours]  # each component's box (image coordinates)
+            big = max(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3])
             comps = []
-            for cnt in contours:
-                x, y, w, h = cv2.boundingRect(cnt)  # the component's bounding box (image coordinates)
+            for i, (cnt, (x, y, w, h)) in enumerate(zip(contours, boxes, strict=True)):
+                if i == big:  # the component with the largest box is counted last, by difference
+                    comps.append([0, y, x, w, h])
+                    continue
                 k = labels[cnt[0, 0, 1] - y0, cnt[0, 0, 0] - x0]
                 box = labels[y - y0: y - y0 + h, x - x0: x - x0 + w]
-                comps.append((-cv2.countNonZero((box == k).view(np.uint8)), y, x, w, h))
+                comps.append([-cv2.countNonZero((box == k).view(np.uint8)), y, x, w, h])
+            comps[big][0] = -(count + sum(c[0] for c in comps))
             areas = np.array([-c[0] for c in comps])
             i = min(range(len(comps)), key=comps.__getitem__)
             regions = max(1, int((areas >= cfg.min_region_pixels).sum()))
@@ -177,9 +194,9 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int
             if largest is None:  # the largest component lies in a hole of another one: no outer contour of its own
                 largest = cv2.findContours((labels == k).view(np.uint8), cv2.RETR_EXTERNAL,
                                            cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0][0]
-        pts = contours[0] if len(contours) == 1 else np.concatenate(contours)
-        (cx, cy), radius = cv2.minEnclosingCircle(_hull(pts))
-        _, (rw, rh), _ = cv2.minAreaRect(_hull(largest))
+        hull = _hull(contours[0] if len(contours) == 1 else np.concatenate(contours))
+        (cx, cy), radius = cv2.minEnclosingCircle(hull)
+        _, (rw, rh), _ = cv2.minAreaRect(hull if len(contours) == 1 and largest is contours[0] else _hull(largest))
         out[c] = ClassStats(c, count, sum_x, sum_y, bbox, regions, largest_area, (cx, cy, radius), (rw, rh))
     return out
 
@@ -197,10 +214,11 @@ def extract(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfi
     """
     cfg = cfg or _DEFAULT
     m = check_mask(mask, table.num_classes, where or image)
-    stats = measure(m, table.num_classes, cfg)
+    binaries: dict[int, np.ndarray] = {}
+    stats = measure(m, table.num_classes, cfg, binaries)
     order, tenths = _order(stats, m.size)
     for s in subjects(order, stats, table.names, m.size, cfg):
-        stats[s].ring = _ring(m, s, stats[s].bbox, cfg.ring_pixels, table.num_classes)
+        stats[s].ring = _ring(m, binaries[s], stats[s].bbox, cfg.ring_pixels, table.num_classes)
     return _record(stats, order, tenths, table, m.shape, image, cfg)
 
 
