@@ -48,6 +48,7 @@ corner crossed curved dense densely distributed divided empty encircles few five
 inside into is it its land large left long lot lots many middle near neatly next nothing of on order over parked
 passes picture piece pieces planted rectangular red right rows running runs scattered several side sides small some
 sparse sparsely straight surrounded swimming the there this three through to top two wide with yellow
+closely different grow growing oval standard surround surrounding surrounds together
 """.split())
 
 _NUM = {2: "two", 3: "three", 4: "four", 5: "five"}
@@ -136,7 +137,9 @@ def _pond(s: _Say) -> list[str]:
     out = [f"there is {_a(pond)} {s.where('water')} of the {s.pick('meadow', 'grassland', 'lawn')} ."] if s.has("grass", 10) else []
     if s.n("tree"):
         out += [f"{s.trees()} are around {_a(pond)} .", f"{s.trees()} are planted around the {pond} .",
-                f"{_a(pond)} is surrounded by {s.trees()} ."]
+                f"{_a(pond)} is surrounded by {s.trees()} .", f"there are {s.trees()} around {_a(pond)} .",
+                f"{_a(pond)} {s.where('water')} is surrounded by {s.trees()} .",
+                f"{s.trees()} {s.pick('surround', 'are surrounding')} {_a(pond)} ."]
     if s.n("building"):
         out += [f"{s.buildings()} and {s.trees() if s.n('tree') else 'some meadows'} are around {_a(pond)} ."]
         if s.side("building"):
@@ -155,7 +158,9 @@ def _river(s: _Say) -> list[str]:
     out = [f"a river passes through the {ground} .", f"a river runs {run} through the {ground} .",
            f"a {s.pick('long', 'curved', 'wide')} river goes through the {ground} ."]
     if s.n("tree"):
-        out += [f"{s.trees()} are on both sides of the river .", f"a river with {s.trees()} on its banks ."]
+        out += [f"{s.trees()} are on both sides of the river .", f"a river with {s.trees()} on its banks .",
+                f"{s.trees()} are {s.pick('planted', 'growing')} along the river .",
+                f"there are {s.trees()} near a {s.pick('long', 'wide', 'curved')} river ."]
     if s.n("building") and s.side("building"):
         out += [f"a river passes through the {ground} with {s.buildings()} {s.side('building')} .",
                 f"{s.buildings()} are {s.side('building')} of the river ."]
@@ -168,7 +173,9 @@ def _river(s: _Say) -> list[str]:
 
 def _forest(s: _Say) -> list[str]:
     out = ["many green trees are in the forest .", "it is a dense forest .", "the forest is full of green trees .",
-           "many trees are in a piece of forest .", f"a large piece of {s.pick('forest', 'woods')} ."]
+           "many trees are in a piece of forest .", f"a large piece of {s.pick('forest', 'woods')} .",
+           f"{s.pick('dense', 'many', 'lots of')} trees {s.pick('grow', 'are growing')} closely together in the forest .",
+           f"this is a {s.pick('dense', 'green', 'large')} forest with many trees ."]
     if s.has("dirt", 1.0):
         out += ["a path goes through the forest .", "a path passes through the dense forest ."]
     if s.n("grass"):
@@ -180,6 +187,8 @@ def _forest(s: _Say) -> list[str]:
 
 def _denseresidential(s: _Say) -> list[str]:
     out = [f"{s.buildings()} are densely arranged .", f"{s.buildings()} are arranged in rows along the roads .",
+           f"there are {s.buildings()} in the dense residential area .",
+           f"{s.buildings()} are {s.pick('neatly', 'closely')} arranged {s.pick('in this dense residential area', 'beside the roads')} .",
            "many houses and some roads are in the dense residential area .",
            f"a dense residential area with {s.buildings()} and {s.pick('straight', 'crossed', 'some')} roads ."]
     if s.n("tree"):
@@ -190,7 +199,8 @@ def _denseresidential(s: _Say) -> list[str]:
 
 
 def _sparseresidential(s: _Say) -> list[str]:
-    out = [f"{s.buildings()} are {s.pick('scattered', 'sparsely distributed')} in the sparse residential area ."]
+    out = [f"{s.buildings()} are {s.pick('scattered', 'sparsely distributed')} in the sparse residential area .",
+           f"this is a sparse residential area with {s.buildings()} ."]
     if s.n("tree"):
         out += [f"{s.buildings()} are scattered among {s.trees()} .",
                 f"{s.trees()} and {s.buildings()} are on both sides of the road ."]
@@ -209,7 +219,8 @@ def _parking(s: _Say) -> list[str]:
     out = []
     if cars:
         out += [f"{s.qty('car', 'car', 'cars')} are parked in the parking lot .",
-                f"there are {s.qty('car', 'car', 'cars')} in the parking lot ."]
+                f"there are {s.qty('car', 'car', 'cars')} in the parking lot .",
+                f"{s.qty('car', 'car', 'cars')} are parked {s.pick('neatly', 'in rows', '')} in a {s.pick('large', 'big', '')} parking lot ."]
         if cars >= 10:
             out += ["many cars are parked in rows .", "a parking lot full of cars ."]
             if cars >= 60:
@@ -228,7 +239,9 @@ def _parking(s: _Say) -> list[str]:
 def _farmland(s: _Say) -> list[str]:
     out = [f"many pieces of farmland are arranged {s.pick('neatly', 'in order')} .", "many rectangular farmlands .",
            f"the farmland is divided into {s.qty('field', 'field', 'fields')} .",
-           f"it is a piece of farmland with {s.qty('field', 'field', 'fields', s.pick('', 'rectangular'))} ."]
+           f"it is a piece of farmland with {s.qty('field', 'field', 'fields', s.pick('', 'rectangular'))} .",
+           f"{s.pick('many', 'some', 'lots of')} pieces of {s.pick('green', 'rectangular', '')} farmland .",
+           f"there are {s.qty('field', 'field', 'fields')} of different crops ."]
     if s.n("building"):
         out += [f"{s.buildings()} are in the farmland .", f"{s.buildings()} are {s.where('building')} of the farmland ."]
     if s.n("road"):
@@ -265,7 +278,10 @@ def _beach(s: _Say) -> list[str]:
 
 def _park(s: _Say) -> list[str]:
     out = ["many green trees and lawns are in the park ." if s.n("tree") else "green lawns are in the park .",
-           f"it is a park with {s.trees() if s.n('tree') else 'green lawns'} ."]
+           f"it is a park with {s.trees() if s.n('tree') else 'green lawns'} .",
+           f"there are {s.trees() if s.n('tree') else 'green lawns'} in this park .",
+           f"a park with green {s.pick('lawns', 'grass', 'meadows')} and {s.trees() if s.n('tree') else 'some paths'} ."
+           if s.n("tree") or s.has("paved-area", 0.5) else "a park with green lawns ."]
     if s.n("water"):
         out += [f"a park with {s.trees() if s.n('tree') else 'lawns'} and a pond .",
                 f"there is a pond {s.where('water')} of the park ."]
@@ -279,7 +295,8 @@ def _park(s: _Say) -> list[str]:
 def _playground(s: _Say) -> list[str]:
     out = ["a playground with a green football field inside a red track .",
            f"a playground is {s.where('grass') if s.cells.get('grass') != 'center' else 'in the middle'} .",
-           "a running track encircles a green field .", "there is a playground with a track ."]
+           "a running track encircles a green field .", "there is a playground with a track .",
+           f"a {s.pick('red', 'oval', 'standard')} track {s.pick('surrounds', 'is around')} a green football field ."]
     if s.n("tree"):
         out += [f"a playground is surrounded by {s.trees()} .", f"{s.trees()} are around a playground ."]
     if s.n("building"):

@@ -68,7 +68,7 @@ def make_grid(out: Path, data: Path | None = None, seed: int = 0, classes: str =
         ax_i.imshow(rgb)
         ax_m.imshow(table.colors[table.group(mask)])
         ax_i.set_title(cat, fontsize=11, fontweight="bold", loc="left")
-        ax_i.text(0, -0.04, "\n".join(textwrap.wrap(caption, 44)), transform=ax_i.transAxes, va="top", ha="left",
+        ax_i.text(0, -0.04, "\n".join(textwrap.wrap(caption.replace(" .", "\u00a0."), 44)), transform=ax_i.transAxes, va="top", ha="left",
                   fontsize=8.5)
         for ax in (ax_i, ax_m):
             ax.set_xticks([]), ax.set_yticks([])

@@ -403,7 +403,7 @@ def sparseresidential(cv: Canvas, p: Painter) -> None:
             continue
         p.house(x, y, hw, hd, rng.uniform(0, 180))
         k += 1
-        if rng.random() < 0.35:  # a pool in the garden
+        if rng.random() < 0.45:  # a pool in the garden
             cv.rect(x + rng.uniform(-12, 12), y + rng.uniform(-12, 12), rng.uniform(4, 8), rng.uniform(3, 5),
                     rng.uniform(0, 180), "pool", FLAT, min_px=2)
     p.trees(int(rng.integers(10, 40) * w * h / 224**2), 0, 0, w, h, 2, 5,
@@ -635,6 +635,8 @@ GROUND = np.zeros(256, bool)
 for _name in ("grass", "grass_dry", "lawn", "dirt", "sand", "shrub", "crop", "crop_yellow", "crop_dark", "plough",
               "concrete", "asphalt", "gravel"):
     GROUND[MAT[_name]] = True
+LAWN = np.zeros(256, bool)
+LAWN[[MAT["grass"], MAT["grass_dry"], MAT["lawn"]]] = True
 
 
 def drone_extras(cv: Canvas, p: Painter) -> None:
@@ -656,19 +658,25 @@ def drone_extras(cv: Canvas, p: Painter) -> None:
         p.patches(1, ["clutter"], 1, 3, on=GROUND)
     for _ in range(int(rng.integers(0, 3))):
         p.tree(rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, 4), "bald_tree")
-    for _ in range(int(rng.integers(0, 9))):  # people
+    for _ in range(int(rng.integers(1, 14))):  # people, some in small groups, some walking a dog
         x, y = rng.uniform(0, w), rng.uniform(0, h)
-        cv.circle(x, y, 0.35, str(rng.choice(PEOPLE)), FLAT, min_px=3)
-        if rng.random() < 0.25:  # walking a dog
-            cv.rect(x + 1.2, y + 0.4, 0.9, 0.4, rng.uniform(0, 180), "dog", FLAT, min_px=2)
-    for _ in range(int(rng.integers(0, 3))):
-        cv.rect(rng.uniform(0, w), rng.uniform(0, h), 1.8, 0.5, rng.uniform(0, 180), "bicycle", FLAT, min_px=2)
-    for _ in range(int(rng.integers(0, 3))):
-        cv.rect(rng.uniform(0, w), rng.uniform(0, h), 1.2, 1.2, rng.uniform(0, 90), "ar_marker", FLAT, min_px=3)
-    for _ in range(int(rng.integers(0, 5))):
+        for _ in range(int(rng.integers(1, 4))):
+            cv.circle(x, y, 0.4, str(rng.choice(PEOPLE)), FLAT, min_px=3)
+            x, y = x + rng.uniform(-1.5, 1.5), y + rng.uniform(-1.5, 1.5)
+        if rng.random() < 0.3:
+            cv.rect(x + 1.2, y + 0.4, 1.0, 0.45, rng.uniform(0, 180), "dog", FLAT, min_px=2)
+    for _ in range(int(rng.integers(0, 4))):
+        cv.rect(rng.uniform(0, w), rng.uniform(0, h), 1.8, 0.55, rng.uniform(0, 180), "bicycle", FLAT, min_px=2)
+    for _ in range(int(rng.integers(0, 4))):
+        cv.rect(rng.uniform(0, w), rng.uniform(0, h), 1.5, 1.5, rng.uniform(0, 90), "ar_marker", FLAT, min_px=3)
+    for _ in range(int(rng.integers(1, 7))):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         cv.rect(x, y, rng.uniform(0.6, 2.5), rng.uniform(0.6, 1.5), rng.uniform(0, 180),
                 str(rng.choice(["obstacle", "obstacle_grey"])), FLAT, min_px=2)
+    if rng.random() < 0.25:  # a garden pool, on a lawn only
+        box = cv2.boxPoints(((rng.uniform(0, w), rng.uniform(0, h)), (rng.uniform(5, 10), rng.uniform(3, 5)),
+                             rng.uniform(0, 180)))
+        cv.poly_on(box, "pool", LAWN)
 
 
 LAYOUTS: dict[str, Callable[[Canvas, Painter], None]] = {
