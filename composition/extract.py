@@ -186,14 +186,11 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig,
             areas = st[1:, cv2.CC_STAT_AREA]
             k = _largest(st)
             regions = max(1, int((areas >= cfg.min_region_pixels).sum()))
-            largest_area, largest = int(areas[k - 1]), None
-            for cnt in contours:  # the outer contour whose first pixel carries label k
-                if labels[cnt[0, 0, 1] - y0, cnt[0, 0, 0] - x0] == k:
-                    largest = cnt
-                    break
-            if largest is None:  # the largest component lies in a hole of another one: no outer contour of its own
-                largest = cv2.findContours((labels == k).view(np.uint8), cv2.RETR_EXTERNAL,
-                                           cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0][0]
+            largest_area = int(areas[k - 1])
+            # its outer contour, traced in its own box (it may lie in a hole of another component)
+            x, y, w, h = (int(v) for v in st[k, :4])
+            largest = cv2.findContours((labels[y: y + h, x: x + w] == k).view(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE, offset=(x0 + x, y0 + y))[0][0]
         hull = _hull(contours[0] if len(contours) == 1 else np.concatenate(contours))
         (cx, cy), radius = cv2.minEnclosingCircle(hull)
         _, (rw, rh), _ = cv2.minAreaRect(hull if len(contours) == 1 and largest is contours[0] else _hull(largest))

@@ -351,3 +351,12 @@ def test_features_vector():
     assert v[WATER, 2:4] == pytest.approx(water["centroid"], abs=1e-6)
     with pytest.raises(DataError, match="another class table"):
         vector(r, 3)
+
+
+def test_speed_bench_runs_and_checks_agreement():
+    from bench.composition_speed import main as bench
+
+    out = bench(sizes=(32, 48), n_masks=(3, 2), repeats=1)
+    row = out["sizes"]["32"]["clean"]
+    assert row["fast_masks_per_s"] > 0 and row["reference_masks_per_s"] > 0 and row["masks"] == 3
+    assert set(out["sizes"]["48"]) == {"clean", "speckled"}

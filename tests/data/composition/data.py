@@ -40,8 +40,8 @@ def main() -> None:
     for name, src in scenes().items():
         write_mask(HERE / "source_masks" / f"{name}.png", src)
         write_mask(HERE / "masks" / f"{name}.png", table.group(src), table.colors)
-    (HERE / "masks" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(np.random.default_rng(0).integers(0, 256, 40,
-                                                                                                                  dtype=np.uint8)))
+    junk = np.random.default_rng(0).integers(0, 256, 40, dtype=np.uint8).tobytes()
+    (HERE / "masks" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + junk)  # a PNG signature, then junk
 
 
 if __name__ == "__main__":
