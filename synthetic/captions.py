@@ -54,6 +54,11 @@ closely different grow growing oval standard surround surrounding surrounds toge
 _NUM = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
+def _choose(rng: np.random.Generator, options) -> str:
+    """One of ``options`` (much faster than ``rng.choice``, which builds an array each call)."""
+    return options[int(rng.integers(0, len(options)))]
+
+
 def mentioned_classes(caption: str) -> dict[str, tuple[str, ...]]:
     """The words of ``caption`` that name things, each with the source classes it stands for."""
     return {w: WORD_CLASSES[w] for w in re.findall(r"[a-z]+", caption.lower()) if w in WORD_CLASSES}
@@ -65,10 +70,10 @@ def quantity_word(n: int, rng: np.random.Generator) -> str:
     if n <= 1:
         return "a"
     if n <= 5:
-        return str(rng.choice(["some", "several", "a few", _NUM.get(n, "some")]))
+        return _choose(rng, ["some", "several", "a few", _NUM.get(n, "some")])
     if n <= 9:
-        return str(rng.choice(["some", "several", "many"]))
-    return str(rng.choice(["many", "many", "lots of", "a lot of"]))
+        return _choose(rng, ["some", "several", "many"])
+    return _choose(rng, ["many", "many", "lots of", "a lot of"])
 
 
 def _a(word: str) -> str:
@@ -83,7 +88,7 @@ class _Say:
         self.counts, self.cells = facts["counts"], facts["cells"]
 
     def pick(self, *options: str) -> str:
-        return str(self.rng.choice(options))
+        return _choose(self.rng, options)
 
     def n(self, thing: str) -> int:
         return int(self.counts.get(thing, 0))
