@@ -181,7 +181,11 @@ def generate(out: str | Path, seed: int = 0, drone_images: int = 300, caption_im
             for cat, names in by_cat.items():
                 (r / "txtclasses_rsicd" / f"{cat}.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
             (r / "dataset_rsicd.json").write_text(
-                json.dumps({"images": images, "dataset": "synthetic-rsicd"}, separators=(",", ":")) + "\n",
+                json.dumps({"images": images, "dataset": "synthetic-rsicd",
+                            "generator": {"name": "synthetic.generate", "seed": seed, "image_size": caption_size,
+                                          "metres_per_pixel": WORLD_M / caption_size, "categories": categories,
+                                          "drone_scale": drone_scale}},
+                           separators=(",", ":")) + "\n",
                 encoding="utf-8")
     bar.close()
     splits = {s: sum(1 for _, _, sp in plan if sp == s) for s in ("train", "val", "test")}
