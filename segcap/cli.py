@@ -83,7 +83,10 @@ def build_parser(fn: Callable[..., Any], positional: Sequence[str] = (),
     """The argparse parser for ``fn``'s keyword arguments (see module docstring)."""
     summary, docs = _arg_docs(fn)
     module = getattr(fn, "__module__", "") or ""
-    prog = f"python -m {module}" if module and module != "__main__" else None
+    if module == "__main__":  # under `python -m pkg.mod` the module's real name is on its spec
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else ""
+    prog = f"python -m {module}" if module else None
     parser = argparse.ArgumentParser(
         prog=prog, description=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
