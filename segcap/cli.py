@@ -88,7 +88,7 @@ def build_parser(fn: Callable[..., Any], positional: Sequence[str] = (),
         module = spec.name if spec is not None else ""
     prog = f"python -m {module}" if module else None
     parser = argparse.ArgumentParser(
-        prog=prog, description=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog, description=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
     )
     parser.add_argument("--config", type=Path, help="YAML file setting any of the options below (flags override it)")
     hints = typing.get_type_hints(fn)
