@@ -274,14 +274,13 @@ def main(
     elif d.world > 1 and d.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", d.world))))
     seed_everything(seed + d.rank)
-    show = progress and d.main
     try:
-        return _train(opts, d, show)
+        return _train(opts, d, bars=progress and d.main)
     finally:
         d.close()
 
 
-def _train(opts: dict, d: Dist, show: bool) -> dict:
+def _train(opts: dict, d: Dist, bars: bool) -> dict:
     out = Path(opts["out"])
     seed = opts["seed"]
 
@@ -369,13 +368,13 @@ def _train(opts: dict, d: Dist, show: bool) -> dict:
         torch.set_rng_state(state["rng"]["torch"])
         gen.set_state(state["rng"]["loader"])
         train_ds._rng.setstate(state["rng"]["crop"])
-        if show:
+        if d.main:
             print(f"resuming {out} after epoch {start_epoch} (step {step}, best val mIoU {best['miou']:.3f})")
     cfg = checkpoint_config(table, opts)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-        if show:
+        if d.main:
             print(f"train {len(train_idx)} images ({len(train_ds)} crops/epoch), val {len(val_idx)}, "
                   f"captions {len(cap_ds) if cap_ds else 0}; {steps_per_epoch} steps/epoch, "
                   f"{total_steps} steps; device {d.device} x{d.world}, {torch.get_num_threads()} threads")
@@ -390,7 +389,7 @@ def _train(opts: dict, d: Dist, show: bool) -> dict:
         net.train()
         t_ep = time.perf_counter()
         loss_sum, n_batches = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{opts['epochs']}", disable=not show, leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{opts['epochs']}", disable=not bars, leave=False)
         for x, y in bar:
             x = x.to(d.device, non_blocking=True)
             y = y.to(d.device, non_blocking=True)
@@ -436,7 +435,7 @@ def _train(opts: dict, d: Dist, show: bool) -> dict:
             best = {"miou": score, "epoch": epoch + 1,
                     "val": val_cm.summary(table.names) if val_cm else None,
                     "captions": cap_cm.summary(table.names) if cap_cm else None}
-        if show:
+        if d.main:
             msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}"
             if "val_miou" in row:
                 msg += f", val loss {row['val_loss']:.3f}, val mIoU {row['val_miou']:.3f}"
@@ -464,9 +463,8 @@ def _train(opts: dict, d: Dist, show: bool) -> dict:
     if d.main:
         write_json(out / "metrics.json", metrics)
         _figures(out, table, cfg, best, history, val_ds, cap_ds, opts["samples"])
-        if show:
-            print(f"best epoch {best['epoch']}: val mIoU {_fmt(best['val'])}, caption-set mIoU {_fmt(best['captions'])}"
-                  f"; wrote {out}")
+        print(f"best epoch {best['epoch']}: val mIoU {_fmt(best['val'])}, caption-set mIoU {_fmt(best['captions'])}"
+              f"; wrote {out}")
     d.barrier()
     return metrics
 
