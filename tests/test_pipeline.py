@@ -174,3 +174,13 @@ def test_template_on_random_records_never_crashes():
                                      (0.5, 0.5)) for i, p in zip(ids, pct, strict=True)], key=lambda c: -c[2]))
         cap = template_caption(rec)
         assert cap.endswith(" .") and len(cap.split()) >= 3
+
+
+def test_composition_health_counts_diversity():
+    from composition.health import health
+
+    h = health([POND, POND, RIVER])
+    assert h["images"] == 3 and h["distinct prompts"] == 2 and h["single-class records"] == 0
+    assert h["classes per record"] == round((3 + 3 + 2) / 3, 2)
+    assert h["most common largest class"] == "vegetation (100%)"
+    assert health([]) == {"images": 0}
