@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,7 +84,6 @@ def _rel(path: Path, start: Path) -> str:
 
 def composition_health(path: Path) -> dict:
     from composition.health import health
-
     from composition.schema import read_jsonl
 
     return health(read_jsonl(path)) if path.is_file() else {}
@@ -126,19 +126,17 @@ def write_examples(run: Run, path: Path, n: int = 4) -> Path | None:
         row[1].imshow(table.colors[np.minimum(mask, table.num_classes - 1)])
         row[1].set_title("predicted mask", fontsize=10)
         rec = records.get(Path(it.filename).stem)
-        text = [f"composition: {to_prompt(rec) if rec else '?'}", ""]
+        text = [textwrap.shorten(f"composition: {to_prompt(rec) if rec else '?'}", 330, placeholder=" ..."), ""]
         for name in systems:
-            text.append(f"{name}: {preds[name].get(it.filename, '')}")
+            text.append(textwrap.shorten(f"{name}: {preds[name].get(it.filename, '')}", 140, placeholder=" ..."))
         text.append(f"reference: {it.sentences[0]}")
-        import textwrap
-
-        row[2].text(0, 1, "\n".join(textwrap.fill(t, 70, subsequent_indent="    ") for t in text), va="top",
-                    ha="left", fontsize=9.5, family="monospace", transform=row[2].transAxes)
+        row[2].text(0, 1, "\n".join(textwrap.fill(t, 78, subsequent_indent="    ") for t in text), va="top",
+                    ha="left", fontsize=9, family="monospace", transform=row[2].transAxes)
         for ax in row:
             ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=table.colors[i] / 255) for i in range(table.num_classes)]
     fig.legend(handles, table.names, loc="lower center", ncol=5, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.99))
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
@@ -172,14 +170,17 @@ def write_report(run: Run) -> Path:
     seg = _read(run.checkpoint / "metrics.json")
     if seg:
         lines += ["## Segmentation", ""]
-        best = seg.get("best", seg)
-        for key, label in (("miou", "val mIoU (drone set)"), ("pixel_accuracy", "val pixel accuracy")):
-            if isinstance(best.get(key), (int, float)):
-                lines.append(f"- {label}: {best[key]:.3f}")
-        cap = seg.get("caption_eval") or seg.get("captions") or {}
-        if isinstance(cap, dict) and isinstance(cap.get("miou"), (int, float)):
-            lines.append(f"- mIoU on the caption set's {cap.get('split', 'test')} split (after the scale gap): "
-                         f"{cap['miou']:.3f}")
+        val, cap, train = seg.get("val", {}), seg.get("captions") or {}, seg.get("train", {})
+        if isinstance(val.get("miou"), (int, float)):
+            lines.append(f"- val mIoU on the drone set: {val['miou']:.3f} (pixel accuracy {val['pixel_accuracy']:.3f}), "
+                         f"best epoch {seg.get('best_epoch')}, {train.get('train_minutes', '?')} min of training")
+        if isinstance(cap.get("miou"), (int, float)):
+            lines.append(f"- mIoU on the caption set's {cap.get('split', 'test')} split, after the scale gap "
+                         f"(the figure that matters): {cap['miou']:.3f} (pixel accuracy {cap['pixel_accuracy']:.3f})")
+        per = cap.get("per_class_iou") or val.get("per_class_iou") or {}
+        if isinstance(per, dict) and per:
+            lines.append("- per-class IoU" + (" (caption set)" if cap else "") + ": " + ", ".join(
+                f"{k} {v:.2f}" for k, v in per.items() if isinstance(v, (int, float))))
         lines.append("")
         for png in sorted(run.checkpoint.glob("*.png")):
             lines += [f"![{png.stem}]({_rel(png, rd)})", ""]
