@@ -111,8 +111,10 @@ def main(
     max_length: int = 512,
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     gradient_checkpointing: bool = False,
+    group_by_length: bool = True,
     logging_steps: int = 10,
     save_total_limit: int = 2,
+    save_checkpoints: bool = True,
     seed: int = 0,
     num_threads: int = 0,
     progress: bool = True,
@@ -153,8 +155,10 @@ def main(
         max_length: longest example in tokens; longer prompts lose their start (never the caption).
         precision: auto (bf16 on CUDA when supported, else fp32), fp32, bf16 or fp16 (CUDA only).
         gradient_checkpointing: trade compute for memory (large models).
+        group_by_length: batch examples of similar length together (less padding; order still shuffled).
         logging_steps: optimizer steps between train-loss log entries.
         save_total_limit: epoch checkpoints kept in out/checkpoints (for --resume).
+        save_checkpoints: write a checkpoint each epoch (needed for --resume; off only for quick experiments).
         seed: seed of the tiny model's weights, caption sampling and data order.
         num_threads: torch CPU threads (0 = torch's default).
         progress: show progress bars.
@@ -260,7 +264,7 @@ def main(
         warmup_steps=warmup_ratio,
         lr_scheduler_type=lr_scheduler,
         eval_strategy="epoch" if eval_pairs else "no",
-        save_strategy="epoch",
+        save_strategy="epoch" if save_checkpoints else "no",
         save_total_limit=save_total_limit,
         logging_strategy="steps",
         logging_steps=logging_steps,
@@ -272,6 +276,7 @@ def main(
         report_to="none",
         disable_tqdm=not progress,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
         use_cpu=not cuda,

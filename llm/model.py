@@ -122,7 +122,7 @@ def tiny_config_problems(fields: Any, quantize: str = "none") -> list[str]:
         out.append(f"tiny_model: hidden_size {h} is not divisible by num_attention_heads {nh}")
     if nh % nkv:
         out.append(f"tiny_model: num_attention_heads {nh} is not divisible by num_key_value_heads {nkv}")
-    if quantize == "nf4" and not out:
+    if quantize == "nf4" and h % nh == 0:
         head_dim = cfg.get("head_dim") or h // nh
         dims = {"hidden_size": h, "intermediate_size": cfg["intermediate_size"],
                 "num_attention_heads x head_dim": nh * head_dim,
