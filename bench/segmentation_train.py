@@ -2,7 +2,7 @@
 
     python -m synthetic.generate --out data/synthetic          # once
     python -m bench.segmentation_train                          # configs/segmentation.yaml, as `make demo` trains
-    python -m bench.segmentation_train --out runs/bench_seg --epochs 20
+    python -m bench.segmentation_train --out runs/bench_seg --epochs 20 --train-config configs/segmentation.yaml
 
 Trains with the default config (a fresh output folder each run, ``--overwrite``), then prints one JSON object: the
 best epoch's drone val mIoU and pixel accuracy, the caption set's test-split mIoU (the figure that matters: after the
@@ -12,9 +12,11 @@ with other work: the load average before and after is printed, and minutes measu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -25,21 +27,22 @@ from segmentation import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(config: str = str(REPO / "configs" / "segmentation.yaml"), out: str = "runs/bench_segmentation",
+def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: str = "runs/bench_segmentation",
          threads: int = 2, epochs: int | None = None, target_scale: float | None = None) -> dict:
-    args = ["--config", config, "--out", out, "--overwrite", "--no-progress", "--threads", str(threads)]
+    args = ["--config", train_config, "--out", out, "--overwrite", "--no-progress", "--threads", str(threads)]
     if epochs:
         args += ["--epochs", str(epochs)]
     if target_scale:
         args += ["--target-scale", str(target_scale)]
     kwargs = parse(train.main, args)
     load0 = os.getloadavg()
-    m = train.main(**kwargs)
+    with contextlib.redirect_stdout(sys.stderr):  # epoch lines on stderr: stdout is the one JSON object
+        m = train.main(**kwargs)
     caps = m.get("captions") or {}
     val = m.get("val") or {}
     result = {
         "bench": "segmentation_train",
-        "config": config,
+        "config": train_config,
         "options": {k: kwargs[k] for k in ("target_scale", "scale_jitter", "crop_size", "batch_size", "epochs", "lr",
                                            "schedule", "loss", "decoder_channels")},
         "train_images": m["train"]["images"], "val_images": m["train"]["val_images"],

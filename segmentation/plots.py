@@ -67,7 +67,8 @@ def plot_confusion(normalised: np.ndarray, names: list[str], path: str | Path, t
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n, 0.8 + 0.55 * n))
     im = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
+    absent = normalised.sum(1) == 0
+    ax.set_yticks(range(n), [f"{name} (absent)" if a else name for name, a in zip(names, absent, strict=True)])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for i in range(n):

@@ -506,7 +506,7 @@ def _figures(out: Path, table: ClassTable, cfg: dict, best: dict, history: list[
         if ds is None or samples <= 0 or len(ds) == 0:
             continue
         rows = []
-        for k in range(min(samples, len(ds))):
+        for k in sorted({int(v) for v in np.linspace(0, len(ds) - 1, min(samples, len(ds)))}):  # spread over the set
             image, truth = ds.raw(k)
             pred = seg.predict([image])[0]
             rows.append((ds.source.stems[ds.indices[k]], image, truth, pred))
