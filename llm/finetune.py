@@ -168,9 +168,9 @@ def main(
     t0 = time.perf_counter()
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+    tiny_model, tokenizer = _mapping("tiny_model", tiny_model), _mapping("tokenizer", tokenizer)
     options = {k: v for k, v in locals().items() if k not in ("t0",)}
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    tiny_model, tokenizer = _mapping("tiny_model", tiny_model), _mapping("tokenizer", tokenizer)
     tok_settings = dict(tokenizer or {})
     opts = ModelOptions(
         base_model=str(base_model),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -417,8 +416,3 @@ def load_trained(model_dir: str | Path, quantize: str | None = None, precision: 
         model = model.to("cuda")
     model.eval()
     return model, tokenizer, meta
-
-
-def temp_base_dir() -> Path:
-    """A scratch folder (for callers that build a tiny quantized base outside a training run)."""
-    return Path(tempfile.mkdtemp(prefix="segcap-tiny-base-"))
