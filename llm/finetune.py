@@ -16,7 +16,7 @@ A real run (local Llama-2 checkpoint, QLoRA), on one or several GPUs::
     python -m llm.finetune --config configs/llm/llama2-7b-qlora.yaml --base-model /models/Llama-2-7b-hf \\
         --compositions runs/rsicd/compositions.jsonl --captions /data/RSICD/dataset_rsicd.json --out runs/llm/llama2
     accelerate launch --num_processes 2 -m llm.finetune --config configs/llm/llama2-7b-qlora.yaml ...
-    torchrun --nproc_per_node 2 -m llm.finetune --config configs/llm/tiny.yaml ...
+    torchrun --nproc_per_node 2 -m llm.finetune --config configs/llm/tiny.yaml ...   # also several CPU processes (gloo)
 
 An interrupted run continues from its last epoch checkpoint with ``--resume`` (same command otherwise).
 

@@ -187,7 +187,6 @@ def test_nf4_finetune_cli_on_cpu(tmp_path):
     assert len(Captioner(out, max_new_tokens=6).caption(_records("test"))) == 2
 
 
-@pytest.mark.slow
 def test_two_cpu_processes_torchrun(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
