@@ -1,0 +1,48 @@
+"""Run the quick benchmarks one after another (`make bench`) and print one JSON object of their figures.
+
+    python -m bench.all                     # synthetic, composition, evaluation, prediction and generation speed
+    python -m bench.all --with-training     # + segmentation training (about 4 min) and the tiny LM fine-tune + scores
+
+Each benchmark also runs on its own (`python -m bench.<name>`); run them on idle cores, the figures are wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = [
+    ["bench.synthetic_speed"],
+    ["bench.composition_speed"],
+    ["bench.evaluation_speed"],
+    ["bench.segmentation_predict", "--checkpoint", "runs/demo/segmentation"],
+    ["bench.llm_throughput"],
+]
+TRAINING = [["bench.segmentation_train"], ["bench.llm_caption", "--blind"]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--with-training", action="store_true", help="also the training benchmarks (minutes)")
+    args = ap.parse_args()
+    results = {}
+    for cmd in QUICK + (TRAINING if args.with_training else []):
+        if cmd[0] == "bench.segmentation_predict" and not (REPO / cmd[2] / "model.pt").is_file():
+            results[cmd[0]] = {"skipped": f"no checkpoint at {cmd[2]}: run `make demo` first"}
+            continue
+        print(f"running python -m {' '.join(cmd)}", file=sys.stderr, flush=True)
+        r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=REPO)
+        try:
+            results[cmd[0]] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {
+                "failed": r.stderr.strip().splitlines()[-1:]}
+        except (json.JSONDecodeError, IndexError):
+            results[cmd[0]] = {"failed": "no JSON on stdout", "stdout_tail": r.stdout[-300:]}
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
