@@ -55,6 +55,17 @@ def test_whole_chain_then_resume(tmp_path):
     report = (run / "report.md").read_text()
     assert "## Captions on the test split" in report and "python -m llm.finetune" in report
 
+    # one image in, one caption out, with the composition table and an overlay
+    image = next((tmp_path / "data" / "rsicd" / "RSICD_images").glob("*.jpg"))
+    r = subprocess.run([sys.executable, "-m", "pipeline.caption", str(image), "--segmentation",
+                        str(run / "segmentation"), "--llm", str(run / "llm" / "pipeline"), "--explain",
+                        "--overlay", str(tmp_path / "overlay.png"), "--json", str(tmp_path / "caption.json")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "prompt: " in r.stdout and (tmp_path / "overlay.png").stat().st_size > 0
+    result = json.loads((tmp_path / "caption.json").read_text())
+    assert result[0]["composition"]["schema"] == "segcap.composition/1"
+
     # a second run finds every stage finished and does nothing
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and "=== stage" not in r.stdout
