@@ -119,17 +119,18 @@ def _as_command(module: str, kwargs: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _call(run: Run, stage: str, fn: Callable[..., Any], config: Path | None = None, **overrides) -> Any:
-    """Call an entry point's ``main`` with its YAML config, then ``overrides``; log the equivalent command."""
+def _call(run: Run, stage: str, fn: Callable[..., Any], config: Path | None = None, user: dict | None = None,
+          **overrides) -> Any:
+    """Call an entry point's ``main``: its YAML ``config``, then the pipeline's ``overrides`` (None included: it
+    clears a config value), then the ``user``'s section of the pipeline config (which wins); log the command."""
     kwargs = config_kwargs(fn, config) if config else {}
-    kwargs.update({k: v for k, v in overrides.items() if v is not None or k not in kwargs})
+    kwargs.update(overrides)
+    kwargs.update(user or {})
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ConfigError(f"{fn.__module__}.main does not take {', '.join(unknown)}; check the pipeline config")
-    shown = dict(kwargs)
-    if config:
-        shown = {"config": config, **{k: v for k, v in overrides.items() if v is not None}}
+    shown = {"config": config, **overrides, **(user or {})} if config else dict(kwargs)
     run.commands.setdefault(stage, []).append(_as_command(fn.__module__, shown))
     return fn(**kwargs)
 
@@ -148,7 +149,7 @@ def stage_data(run: Run) -> dict:
         )
     from synthetic.generate import main as generate
 
-    return _call(run, "data", generate, out=run.data_root, progress=run.progress, overwrite=False, **run.synthetic)
+    return _call(run, "data", generate, out=run.data_root, progress=run.progress, overwrite=False, user=run.synthetic)
 
 
 def stage_segmentation(run: Run) -> dict:
@@ -164,7 +165,7 @@ def stage_segmentation(run: Run) -> dict:
         run, "segmentation", train, config=run.segmentation_config,
         data_root=run.drone_root, out=out, classes=run.classes,
         eval_captions=run.captions_root if run.has_truth_masks() else None,
-        resume=resume, overwrite=not resume, progress=run.progress, **run.segmentation,
+        resume=resume, overwrite=not resume, progress=run.progress, user=run.segmentation,
     )
     return {"best_val_miou": (metrics or {}).get("best", {}).get("miou") if isinstance(metrics, dict) else None}
 
@@ -213,7 +214,7 @@ def _finetune(run: Run, stage: str, compositions: Path, out: Path, prompt_mode: 
 
     resume = any((out / "checkpoints").glob("checkpoint-*"))
     return _call(run, stage, finetune, config=run.llm_config, compositions=compositions, captions=run.references,
-                 out=out, prompt_mode=prompt_mode, resume=resume, overwrite=not resume, **run.llm)
+                 out=out, prompt_mode=prompt_mode, resume=resume, overwrite=not resume, user=run.llm)
 
 
 def stage_llm(run: Run) -> dict:

@@ -184,3 +184,23 @@ def test_composition_health_counts_diversity():
     assert h["classes per record"] == round((3 + 3 + 2) / 3, 2)
     assert h["most common largest class"] == "vegetation (100%)"
     assert health([]) == {"images": 0}
+
+
+def test_call_layers_config_then_pipeline_then_user(tmp_path):
+    """The entry's YAML, then what the pipeline sets (None clears a value), then the user's section, which wins."""
+    def entry(a: int = 0, b: str | None = "x", c: int = 0, d: int = 0) -> dict:
+        """E.
+
+        Args:
+            a: a. b: b. c: c. d: d.
+        """
+        return {"a": a, "b": b, "c": c, "d": d}
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text("a: 1\nb: from-config\nc: 1\n")
+    run = prun.Run.__new__(prun.Run)
+    run.commands = {}
+    got = prun._call(run, "s", entry, config=cfg, user={"c": 3}, b=None, c=2, d=2)
+    assert got == {"a": 1, "b": None, "c": 3, "d": 2}
+    with pytest.raises(ConfigError, match="does not take e"):
+        prun._call(run, "s", entry, user={"e": 1})
