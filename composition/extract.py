@@ -25,7 +25,8 @@ Measurements (pixel (row i, column j) has its centre at x = (j + 0.5) / W, y = (
   ``largest_region_percent``: the largest component's share of the image.
 - ``elongation``: length / width of the largest component's minimum-area rectangle, each side + 1 pixel (>= 1).
 
-:func:`extract` measures in one pass per present class over the class's bounding box (OpenCV on uint8);
+:func:`extract` finds every class's bounding box in one pass over the mask (:func:`boxes`), then measures each
+present class over its box only (OpenCV on uint8);
 :func:`extract_reference` is the straightforward per-class version (boolean mask and ``np.where`` per class). They
 give identical records (tested); ``python -m bench.composition_speed`` compares their speed.
 """
@@ -116,43 +117,68 @@ def _hull(points: np.ndarray) -> np.ndarray:
     return hull if i == 0 else np.concatenate((hull[i:], hull[:i]))
 
 
-def _ring(m: np.ndarray, full: np.ndarray, bbox, r: int, num_classes: int) -> np.ndarray:
-    """(K,) counts of the classes in the ``r``-pixel ring around a class (square dilation, inside the image).
+def _ring(m: np.ndarray, c: int, bbox, r: int, num_classes: int) -> np.ndarray:
+    """(K,) counts of the classes in the ``r``-pixel ring around class ``c`` (square dilation, inside the image).
 
-    ``full`` is the class's (H, W) 0/1 image and ``bbox`` its bounding box; only the box grown by ``r`` is touched.
+    Only the class's bounding box ``bbox`` grown by ``r`` is touched. Every pixel of class ``c`` in that crop belongs
+    to the class, so the ring's histogram is the dilated class's histogram with class ``c`` itself set to 0.
     """
     h, w = m.shape
     x0, y0, x1, y1 = bbox
-    ys, xs = slice(max(y0 - r, 0), min(y1 + r, h)), slice(max(x0 - r, 0), min(x1 + r, w))
-    crop = m[ys, xs]
-    binary = full[ys, xs]
-    ring = cv2.dilate(binary, _kernel(r)) - binary  # binary is inside its dilation: 0/1
-    hist = cv2.calcHist([crop], [0], ring, [num_classes], [0, num_classes])
-    return hist.ravel().astype(np.int64)
+    crop = m[max(y0 - r, 0): min(y1 + r, h), max(x0 - r, 0): min(x1 + r, w)]
+    grown = cv2.dilate((crop == c).view(np.uint8), _kernel(r))
+    hist = cv2.calcHist([crop], [0], grown, [num_classes], [0, num_classes]).ravel().astype(np.int64)
+    hist[c] = 0
+    return hist
 
 
-def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig,
-            binaries: dict[int, np.ndarray] | None = None) -> dict[int, ClassStats]:
-    """Fast measurements of every present class (ring not yet filled in); ``binaries`` receives each class's
-    (H, W) 0/1 image when given.
+_BIT_TYPES = ((16, np.uint16), (32, np.uint32), (64, np.uint64))
 
-    Per class id up to the mask's maximum: 1. a 0/1 image and its bounding box (absent classes stop here); then over
-    the bounding box only: 2. coordinate sums from its row and column sums; 3. outer contours; 4. connected
-    components, their areas counted per component box when there are few, else by OpenCV's statistics; 5. the
-    convex hull of the outer contours gives the enclosing circle, the largest component's the minimum-area rectangle.
+
+def boxes(m: np.ndarray, num_classes: int) -> dict[int, tuple[int, int, int, int]]:
+    """{class id: (x0, y0, x1, y1)} bounding box of every class present (x1, y1 exclusive), in one pass.
+
+    Each pixel becomes the bit ``1 << id``; OR-ing the bits down the columns and along the rows gives, per column and
+    per row, the set of classes found there; a class's box runs from the first to the last column (row) holding it.
+    Tables of more than 64 classes fall back to one ``cv2.boundingRect`` per class.
+    """
+    dtype = next((t for n, t in _BIT_TYPES if num_classes <= n), None)
+    if dtype is None:
+        out = {}
+        for c in range(int(m.max()) + 1):
+            x, y, w, h = cv2.boundingRect((m == c).view(np.uint8))
+            if w:
+                out[c] = (x, y, x + w, y + h)
+        return out
+    bits = np.left_shift(dtype(1), m, dtype=dtype)
+    cols = np.bitwise_or.reduce(bits, axis=0)  # (W,) classes per column
+    rows = np.bitwise_or.reduce(bits, axis=1)  # (H,) classes per row
+    present = int(np.bitwise_or.reduce(cols))
+    ids = [c for c in range(num_classes) if present >> c & 1]
+    shifts = np.array(ids, dtype=dtype)[:, None]
+    in_col = (cols[None, :] >> shifts & 1) != 0
+    in_row = (rows[None, :] >> shifts & 1) != 0
+    x0 = in_col.argmax(1).tolist()
+    x1 = (in_col.shape[1] - in_col[:, ::-1].argmax(1)).tolist()
+    y0 = in_row.argmax(1).tolist()
+    y1 = (in_row.shape[1] - in_row[:, ::-1].argmax(1)).tolist()
+    return {c: (x0[i], y0[i], x1[i], y1[i]) for i, c in enumerate(ids)}
+
+
+def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int, ClassStats]:
+    """Fast measurements of every present class (ring not yet filled in).
+
+    1. The bounding boxes of all classes in one pass (:func:`boxes`); then per present class, over its box only:
+    2. a 0/1 image and coordinate sums from its row and column sums; 3. outer contours; 4. connected components,
+    their areas counted per component box when there are few, else by OpenCV's statistics; 5. the convex hull of the
+    outer contours gives the enclosing circle, the largest component's the minimum-area rectangle.
     """
     out = {}
     ar = _arange(max(m.shape))
-    for c in range(int(m.max()) + 1):
-        full = (m == c).view(np.uint8)  # (H, W) 0/1
-        x0, y0, w, h = cv2.boundingRect(full)
-        if w == 0:
-            continue  # absent
-        if binaries is not None:
-            binaries[c] = full
-        x1, y1 = x0 + w, y0 + h
-        bbox = (x0, y0, x1, y1)
-        binary = full if (w, h) == (m.shape[1], m.shape[0]) else np.ascontiguousarray(full[y0:y1, x0:x1])
+    min_px = cfg.min_region_pixels
+    for c, bbox in boxes(m, num_classes).items():
+        x0, y0, x1, y1 = bbox
+        binary = (m[y0:y1, x0:x1] == c).view(np.uint8)  # (h, w) 0/1, contiguous
         col = cv2.reduce(binary, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()  # (w,) pixels per column
         row = cv2.reduce(binary, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()  # (h,) pixels per row
         count = int(col.sum())
@@ -166,26 +192,28 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig,
         if n == 2:  # one component: it is the whole class, and its contour the only one
             regions, largest_area, largest = 1, count, contours[0]
         elif len(contours) == n - 1 <= _FEW:  # a few components, each with its own outer contour: area per box
-            boxes = [cv2.boundingRect(cnt) for cnt in contours]  # each component's box (image coordinates)
-            big = max(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3])
             comps = []
-            for i, (cnt, (x, y, w, h)) in enumerate(zip(contours, boxes, strict=True)):
-                if i == big:  # the component with the largest box is counted last, by difference
-                    comps.append([0, y, x, w, h])
-                    continue
-                k = labels[cnt[0, 0, 1] - y0, cnt[0, 0, 0] - x0]
-                box = labels[y - y0: y - y0 + h, x - x0: x - x0 + w]
-                comps.append([-cv2.countNonZero((box == k).view(np.uint8)), y, x, w, h])
-            comps[big][0] = -(count + sum(c[0] for c in comps))
-            areas = np.array([-c[0] for c in comps])
-            i = min(range(len(comps)), key=comps.__getitem__)
-            regions = max(1, int((areas >= cfg.min_region_pixels).sum()))
-            largest_area, largest = int(areas[i]), contours[i]
+            for cnt in contours:
+                x, y, w, h = cv2.boundingRect(cnt)  # the component's box (image coordinates)
+                comps.append([w * h, y, x, w, h, cnt])
+            big = max(range(len(comps)), key=lambda i: comps[i][0])  # largest box: counted last, by difference
+            rest = 0
+            for i, comp in enumerate(comps):
+                if i != big:
+                    _, y, x, w, h, cnt = comp
+                    k = labels[cnt[0, 0, 1] - y0, cnt[0, 0, 0] - x0]
+                    comp[0] = cv2.countNonZero((labels[y - y0: y - y0 + h, x - x0: x - x0 + w] == k).view(np.uint8))
+                    rest += comp[0]
+            comps[big][0] = count - rest
+            # the largest component; ties by top, left, width, height (as _largest)
+            best = min(comps, key=lambda cp: (-cp[0], cp[1], cp[2], cp[3], cp[4]))
+            regions = max(1, sum(cp[0] >= min_px for cp in comps))
+            largest_area, largest = best[0], best[5]
         else:  # many components, or one inside a hole of another: OpenCV's per-component statistics
             n, labels, st, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
             areas = st[1:, cv2.CC_STAT_AREA]
             k = _largest(st)
-            regions = max(1, int((areas >= cfg.min_region_pixels).sum()))
+            regions = max(1, int((areas >= min_px).sum()))
             largest_area = int(areas[k - 1])
             # its outer contour, traced in its own box (it may lie in a hole of another component)
             x, y, w, h = (int(v) for v in st[k, :4])
@@ -193,7 +221,7 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig,
                                        cv2.CHAIN_APPROX_SIMPLE, offset=(x0 + x, y0 + y))[0][0]
         hull = _hull(contours[0] if len(contours) == 1 else np.concatenate(contours))
         (cx, cy), radius = cv2.minEnclosingCircle(hull)
-        _, (rw, rh), _ = cv2.minAreaRect(hull if len(contours) == 1 and largest is contours[0] else _hull(largest))
+        _, (rw, rh), _ = cv2.minAreaRect(hull if largest is contours[0] and len(contours) == 1 else _hull(largest))
         out[c] = ClassStats(c, count, sum_x, sum_y, bbox, regions, largest_area, (cx, cy, radius), (rw, rh))
     return out
 
@@ -211,11 +239,10 @@ def extract(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfi
     """
     cfg = cfg or _DEFAULT
     m = check_mask(mask, table.num_classes, where or image)
-    binaries: dict[int, np.ndarray] = {}
-    stats = measure(m, table.num_classes, cfg, binaries)
+    stats = measure(m, table.num_classes, cfg)
     order, tenths = _order(stats, m.size)
     for s in subjects(order, stats, table.names, m.size, cfg):
-        stats[s].ring = _ring(m, binaries[s], stats[s].bbox, cfg.ring_pixels, table.num_classes)
+        stats[s].ring = _ring(m, s, stats[s].bbox, cfg.ring_pixels, table.num_classes)
     return _record(stats, order, tenths, table, m.shape, image, cfg)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from composition.config import DEFAULT_CONFIG_PATH, CompositionConfig, load_config
-from composition.extract import extract, extract_reference
+from composition.extract import boxes, extract, extract_reference
 from composition.features import PER_CLASS, vector
 from composition.schema import read_jsonl, validate, write_jsonl
 from composition.text import PROMPT_VERSION, to_prompt
@@ -204,6 +204,21 @@ def test_fast_equals_reference_on_random_masks(seed):
                        interpolation=cv2.INTER_NEAREST)
         m[rng.random((h, w)) < 0.02] = int(rng.integers(0, k))
     assert extract(m, TABLE) == extract_reference(m, TABLE)
+
+
+@pytest.mark.parametrize("num_classes", [1, 10, 17, 40, 64, 200])
+def test_boxes_match_opencv_per_class(num_classes):
+    """The one-pass bounding boxes equal cv2.boundingRect per class, for every bit width and the fallback."""
+    rng = np.random.default_rng(num_classes)
+    for h, w in ((1, 1), (1, 9), (13, 1), (37, 52)):
+        m = rng.integers(0, num_classes, (h, w)).astype(np.uint8)
+        m[rng.random((h, w)) < 0.7] = num_classes - 1  # mostly one class: some ids absent, sparse boxes
+        want = {}
+        for c in range(num_classes):
+            x, y, bw, bh = cv2.boundingRect((m == c).view(np.uint8))
+            if bw:
+                want[c] = (x, y, x + bw, y + bh)
+        assert boxes(m, num_classes) == want
 
 
 @pytest.mark.parametrize("scene", [disc_scene, road_scene, nested_scene])
