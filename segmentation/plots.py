@@ -39,16 +39,20 @@ def plot_history(history: list[dict], path: str | Path, title: str = "segmentati
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     minutes = [h["minutes"] for h in history]
+
+    def curve(ax, key, style, label):  # only the epochs that measured ``key`` (evaluation may skip epochs)
+        pts = [(h["minutes"], h[key]) for h in history if h.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, label=label)
+
     ax1.plot(minutes, [h["train_loss"] for h in history], "o-", label="train loss")
-    if any(h.get("val_loss") is not None for h in history):
-        ax1.plot(minutes, [h.get("val_loss") for h in history], "s-", label="val loss")
+    curve(ax1, "val_loss", "s-", "val loss")
     ax1.set_xlabel("wall-clock minutes")
-    ax1.set_ylabel("cross-entropy")
+    ax1.set_ylabel("loss")
     ax1.legend()
     ax1.grid(alpha=0.3)
-    ax2.plot(minutes, [h.get("val_miou") for h in history], "o-", label="drone val mIoU")
-    if any(h.get("caption_miou") is not None for h in history):
-        ax2.plot(minutes, [h.get("caption_miou") for h in history], "s-", label="caption-set test mIoU")
+    curve(ax2, "val_miou", "o-", "drone val mIoU")
+    curve(ax2, "caption_miou", "s-", "caption-set test mIoU")
     ax2.set_xlabel("wall-clock minutes")
     ax2.set_ylabel("mIoU")
     ax2.set_ylim(0, 1)

@@ -176,7 +176,7 @@ def _validate(opts: dict) -> None:
     if opts["crop_size"] < 32 or opts["crop_size"] % PAD_MULTIPLE:
         c = opts["crop_size"]
         problems.append(f"--crop-size must be a multiple of 32 (got {c}); try {max(32, round(c / 32) * 32)}")
-    for k in ("batch_size", "epochs", "crops_per_image"):
+    for k in ("batch_size", "epochs", "crops_per_image", "eval_every"):
         if opts[k] < 1:
             problems.append(f"--{k.replace('_', '-')} must be at least 1 (got {opts[k]})")
     if opts["max_steps"] is not None and opts["max_steps"] < 1:
@@ -210,6 +210,7 @@ def main(
     batch_size: int = 8,
     epochs: int = 12,
     max_steps: int | None = None,
+    eval_every: int = 1,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
     schedule: Literal["onecycle", "cosine"] = "onecycle",
@@ -245,6 +246,8 @@ def main(
         batch_size: crops per optimizer step (per process under torchrun).
         epochs: passes over the training images.
         max_steps: stop after this many optimizer steps in all (smoke tests); empty: no limit.
+        eval_every: evaluate (and keep the best weights) every N epochs and after the last; evaluation at full
+            resolution can cost more than an epoch of training.
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         schedule: onecycle (warm-up then anneal) or cosine (anneal from lr).
@@ -419,18 +422,20 @@ def _train(opts: dict, d: Dist, bars: bool) -> dict:
         row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0],
                "train_loss": round(float(loss_t[0] / max(loss_t[1], 1)), 5)}
         val_cm = cap_cm = None
-        if val_loader is not None:
+        last = epoch + 1 == opts["epochs"] or step >= total_steps
+        evaluating = last or (epoch + 1) % opts["eval_every"] == 0
+        if val_loader is not None and evaluating:
             val_cm, val_loss = evaluate(model, val_loader, table.num_classes, d, use_amp)
             row.update(val_loss=round(val_loss, 5), val_miou=round(val_cm.miou, 5),
                        val_pixel_accuracy=round(val_cm.pixel_accuracy, 5))
-        if cap_ds is not None:
+        if cap_ds is not None and evaluating:
             cap_cm, _ = evaluate(model, cap_loader, table.num_classes, d, use_amp)
             row.update(caption_miou=round(cap_cm.miou, 5), caption_pixel_accuracy=round(cap_cm.pixel_accuracy, 5))
         row["train_minutes"] = round(train_minutes, 4)
         row["minutes"] = round(minutes_before + (time.perf_counter() - t0) / 60, 4)
         history.append(row)
         score = row.get("val_miou", row.get("caption_miou", -row["train_loss"]))
-        improved = score > best["miou"]
+        improved = evaluating and score > best["miou"]
         if improved:
             best = {"miou": score, "epoch": epoch + 1,
                     "val": val_cm.summary(table.names) if val_cm else None,
