@@ -28,8 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: str = "runs/bench_segmentation",
-         threads: int = 2, epochs: int | None = None, target_scale: float | None = None) -> dict:
+         threads: int = 2, epochs: int | None = None, target_scale: float | None = None,
+         classes: str | None = None) -> dict:
     args = ["--config", train_config, "--out", out, "--overwrite", "--no-progress", "--threads", str(threads)]
+    if classes:
+        args += ["--classes", classes]
     if epochs:
         args += ["--epochs", str(epochs)]
     if target_scale:
@@ -43,8 +46,8 @@ def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: s
     result = {
         "bench": "segmentation_train",
         "config": train_config,
-        "options": {k: kwargs[k] for k in ("target_scale", "scale_jitter", "crop_size", "batch_size", "epochs", "lr",
-                                           "schedule", "loss", "decoder_channels")},
+        "options": {k: kwargs[k] for k in ("classes", "target_scale", "scale_jitter", "crop_size", "batch_size", "epochs",
+                                           "eval_every", "lr", "schedule", "loss", "decoder_channels")},
         "train_images": m["train"]["images"], "val_images": m["train"]["val_images"],
         "best_epoch": m["best_epoch"],
         "val_miou": val.get("miou"), "val_pixel_accuracy": val.get("pixel_accuracy"),
@@ -55,7 +58,8 @@ def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: s
         "val_per_class_iou": val.get("per_class_iou"),
         "caption_per_class_iou": caps.get("per_class_iou"),
         "history": [{k: h.get(k) for k in ("epoch", "minutes", "train_minutes", "train_loss", "val_miou",
-                                            "caption_miou")} for h in m["history"]],
+                                            "caption_miou")} for h in m["history"] if h.get("val_miou") is not None
+                    or h.get("caption_miou") is not None],
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "load_avg_before": [round(v, 2) for v in load0],
                     "load_avg_after": [round(v, 2) for v in os.getloadavg()]},

@@ -98,6 +98,17 @@ def test_resume_continues_from_last_epoch(tmp_path, monkeypatch):
         train.main(**TINY, out=tmp_path / "empty", epochs=2, resume=True)
 
 
+def test_eval_every_measures_every_nth_and_the_last_epoch(tmp_path):
+    out = tmp_path / "run"
+    m = train.main(**{**TINY, "samples": 0}, out=out, epochs=3, eval_every=2, cache_images=True)
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert [h.get("val_miou") is not None for h in m["history"]] == [False, True, True]
+    assert m["best_epoch"] in (2, 3)  # the best weights come from a measured epoch
+    assert (out / "history.png").is_file()
+    with pytest.raises(ConfigError, match="eval-every"):
+        train.main(**TINY, out=tmp_path / "bad", eval_every=0)
+
+
 def test_bad_options_reported_together(tmp_path):
     with pytest.raises(ConfigError) as e:
         train.main(data_root=DRONE, out=tmp_path / "x", crop_size=50, batch_size=0, target_scale=-1)
