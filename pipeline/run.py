@@ -6,8 +6,7 @@
     python -m pipeline.run --config configs/pipeline/synthetic.yaml --only score    # one stage, outputs upstream
     python -m pipeline.run --config configs/pipeline/rsicd.yaml                     # real data, Llama-2 + QLoRA
 
-Stages, in order (each writes under ``run_dir`` and a stamp ``stages/<name>.json`` when it has finished; a stage
-with a stamp is skipped, one without is run again, resuming where its own tool can):
+Stages, in order (each writes under ``run_dir`` and a stamp ``stages/<name>.json`` when it has finished):
 
 =============  =========================================================================================
 data           synthetic.generate, only when the data is absent and ``generate`` is on
@@ -21,10 +20,18 @@ captions       llm.generate (greedy, and beam search) and the baselines on the t
 score          evaluation.score of every system, with the human-agreement ceiling
 report         report.md: results, segmentation and composition figures, examples
 =============  =========================================================================================
+
+Each stamp holds the stage's *fingerprint*: a hash of the options it ran with (the bytes of its config files, the
+pipeline settings it reads, the class table) and of the fingerprints of the stages it reads from. A rerun skips a
+stage whose stamp matches. A stage that never finished resumes where its own tool can, if it started with the same
+fingerprint (``stages/<name>.started.json``); otherwise it starts afresh, replacing its outputs. A stage whose options
+changed runs afresh, and so does every stage downstream of it. ``--force`` redoes the named stages afresh (only
+them); ``--from`` redoes a stage and every later one afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import time
@@ -69,6 +76,7 @@ class Run:
     split: str
     progress: bool
     commands: dict[str, list[str]] = field(default_factory=dict)
+    fresh: bool = False  # the running stage replaces its outputs (True) or resumes an interrupted attempt (False)
 
     @property
     def stamps(self) -> Path:
@@ -160,7 +168,7 @@ def stage_segmentation(run: Run) -> dict:
     from segmentation.train import main as train
 
     out = run.run_dir / "segmentation"
-    resume = (out / "last.pt").is_file()
+    resume = not run.fresh and (out / "last.pt").is_file()
     metrics = _call(
         run, "segmentation", train, config=run.segmentation_config,
         data_root=run.drone_root, out=out, classes=run.classes,
@@ -175,7 +183,7 @@ def stage_masks(run: Run) -> dict:
 
     return _call(
         run, "masks", predict, checkpoint=run.checkpoint, images=run.captions_root / run.images_dir,
-        out=run.masks, scale=run.caption_scale, overwrite=False, progress=run.progress,
+        out=run.masks, scale=run.caption_scale, overwrite=run.fresh, progress=run.progress,
     )
 
 
@@ -212,7 +220,7 @@ def _checkpoint_classes(run: Run) -> str:
 def _finetune(run: Run, stage: str, compositions: Path, out: Path, prompt_mode: str) -> dict:
     from llm.finetune import main as finetune
 
-    resume = any((out / "checkpoints").glob("checkpoint-*"))
+    resume = not run.fresh and any((out / "checkpoints").glob("checkpoint-*"))
     return _call(run, stage, finetune, config=run.llm_config, compositions=compositions, captions=run.references,
                  out=out, prompt_mode=prompt_mode, resume=resume, overwrite=not resume, user=run.llm)
 
@@ -306,37 +314,115 @@ def _stamp(run: Run, stage: str) -> Path:
     return run.stamps / f"{stage}.json"
 
 
+def _started(run: Run, stage: str) -> Path:
+    return run.stamps / f"{stage}.started.json"
+
+
+# What each stage reads from the stages before it (its fingerprint includes theirs).
+UPSTREAM = {
+    "data": (), "segmentation": ("data",), "masks": ("segmentation",), "compositions": ("masks",),
+    "llm": ("compositions",), "oracle": ("compositions",), "blind": ("compositions",),
+    "captions": ("llm", "oracle", "blind"), "score": ("captions",), "report": ("score",),
+}
+
+
+def _file_digest(path: Path | str | None) -> str | None:
+    """sha256 of a file's bytes (a config or class-table YAML); the plain string for a name like seed10."""
+    if path is None:
+        return None
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else str(path)
+
+
+def _own_options(run: Run, stage: str) -> dict:
+    """The options a stage's outputs depend on (beyond its upstream stages' outputs)."""
+    if stage == "data":
+        return {"drone_root": str(run.drone_root), "captions_root": str(run.captions_root),
+                "captions_json": run.captions_json, "images_dir": run.images_dir}
+    if stage == "segmentation":
+        return {"config": _file_digest(run.segmentation_config), "options": run.segmentation,
+                "classes": _file_digest(run.classes), "checkpoint": str(run.segmentation_checkpoint or "")}
+    if stage == "masks":
+        return {"caption_scale": run.caption_scale}
+    if stage == "compositions":
+        return {"config": _file_digest(run.composition_config)}
+    if stage in ("llm", "oracle", "blind"):
+        wanted = {} if stage == "llm" else {"wanted": run.wants(stage)}  # oracle/blind are skipped when not wanted
+        return {"config": _file_digest(run.llm_config), "options": run.llm, **wanted}
+    if stage == "captions":
+        return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split}
+    if stage == "score":
+        return {"split": run.split}
+    return {}
+
+
+def fingerprints(run: Run) -> dict[str, str]:
+    """Each stage's fingerprint: its own options and its upstream stages' fingerprints, hashed."""
+    out: dict[str, str] = {}
+    for stage in STAGES:
+        blob = json.dumps({"stage": stage, "options": _own_options(run, stage),
+                           "upstream": [out[u] for u in UPSTREAM[stage]]}, sort_keys=True, default=str)
+        out[stage] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return out
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def plan(run: Run, force: list[str], from_stage: str | None, only: str | None) -> list[str]:
-    """Which stages to run: those without a stamp, plus the forced ones; ``only`` runs exactly one stage."""
+    """Which stages to run: those not finished with their current fingerprint (and everything downstream of a
+    stage that runs for that reason), plus the forced ones; ``only`` runs exactly one stage."""
     if only:
         return [only]
     todo = set(force)
     if from_stage:
         todo |= set(STAGES[STAGES.index(from_stage):])
-    return [s for s in STAGES if s in todo or not _stamp(run, s).is_file()]
+    prints = fingerprints(run)
+    return [s for s in STAGES if s in todo or _read(_stamp(run, s)).get("fingerprint") != prints[s]]
 
 
-def execute(run: Run, stages: list[str]) -> list[dict]:
-    """Run ``stages`` in order, stamping each when done; returns one summary row per stage of the chain."""
+def execute(run: Run, stages: list[str], force: list[str] | None = None, from_stage: str | None = None) -> list[dict]:
+    """Run ``stages`` in order, stamping each when done; returns one summary row per stage of the chain.
+
+    A stage runs afresh (replacing its outputs) when forced, named by ``from_stage`` or after it, or when it did not
+    start with its current fingerprint; otherwise it resumes an interrupted attempt.
+    """
     run.stamps.mkdir(parents=True, exist_ok=True)
+    prints = fingerprints(run)
+    forced = set(force or []) | (set(STAGES[STAGES.index(from_stage):]) if from_stage else set())
     rows = []
     for stage in STAGES:
         stamp = _stamp(run, stage)
         if stage not in stages:
-            done = json.loads(stamp.read_text()) if stamp.is_file() else {}
+            done = _read(stamp)
             rows.append({"stage": stage, "status": "done before" if done else "not run", "seconds": done.get("seconds")})
             continue
+        before = _read(stamp)
         stamp.unlink(missing_ok=True)
-        # a later stage's stamp no longer describes the new outputs of this one
-        for later in STAGES[STAGES.index(stage) + 1:]:
-            if later in stages:
-                _stamp(run, later).unlink(missing_ok=True)
-        print(f"\n=== stage {stage} ===", flush=True)
+        started = _read(_started(run, stage))
+        run.fresh = stage in forced or started.get("fingerprint") != prints[stage]
+        if stage in forced:
+            why = "forced: afresh"
+        elif before:
+            why = "its options or inputs changed: afresh"
+        elif not run.fresh:
+            why = "resuming an interrupted run"
+        else:
+            why = "options changed since an interrupted run: afresh" if started else "first run"
+        atomic.write_json(_started(run, stage), {"stage": stage, "fingerprint": prints[stage],
+                                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        print(f"\n=== stage {stage} ({why}) ===", flush=True)
         t0 = time.perf_counter()
         result = STAGE_FUNCS[stage](run)
         seconds = round(time.perf_counter() - t0, 1)
-        atomic.write_json(stamp, {"stage": stage, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        atomic.write_json(stamp, {"stage": stage, "fingerprint": prints[stage], "seconds": seconds,
+                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                   "commands": run.commands.get(stage, []), "result": _jsonable(result)})
+        _started(run, stage).unlink(missing_ok=True)
         rows.append({"stage": stage, "status": "ran", "seconds": seconds})
     return rows
 
@@ -448,7 +534,7 @@ def main(
     if only:
         _check_inputs(run, only)
     t0 = time.perf_counter()
-    rows = execute(run, stages)
+    rows = execute(run, stages, force, from_stage)
     print("\n" + summary_table(rows, run))
     print(f"\nrun folder: {run.run_dir}  ({time.perf_counter() - t0:.0f} s)  report: {run.run_dir / 'report.md'}")
     return rows

@@ -204,3 +204,68 @@ def test_call_layers_config_then_pipeline_then_user(tmp_path):
     assert got == {"a": 1, "b": None, "c": 3, "d": 2}
     with pytest.raises(ConfigError, match="does not take e"):
         prun._call(run, "s", entry, user={"e": 1})
+
+
+@pytest.fixture
+def fresh_log(fake_run, monkeypatch):
+    """Like fake_run, but each stage also logs whether it ran afresh (replacing outputs) or resumed."""
+    calls, funcs, cfg = fake_run
+    log: list[tuple[str, bool]] = []
+    for name, fn in list(funcs.items()):
+        def stage(run, fn=fn, name=name):
+            log.append((name, run.fresh))
+            return fn(run)
+        stage.__dict__ = fn.__dict__  # fail_once is read from the inner function
+        funcs[name] = stage
+    return calls, funcs, cfg, log
+
+
+def test_changed_options_rerun_the_stage_and_everything_downstream(fresh_log, tmp_path):
+    calls, _, cfg, log = fresh_log
+    seg = tmp_path / "seg.yaml"
+    seg.write_text("epochs: 2\n")
+    cfg["segmentation_config"] = seg
+    prun.main(**cfg)
+    calls.clear()
+    prun.main(**cfg, num_beams=5)  # decoding only
+    assert calls == ["captions", "score", "report"]
+    calls.clear()
+    prun.main(**cfg, num_beams=5)
+    assert calls == []
+    seg.write_text("epochs: 3\n")  # the file's bytes, not its name, count
+    log.clear()
+    prun.main(**cfg, num_beams=5)
+    assert [n for n, _ in log] == list(prun.STAGES[1:]) and all(fresh for _, fresh in log)
+    stamp = json.loads((cfg["run_dir"] / "stages" / "segmentation.json").read_text())
+    assert len(stamp["fingerprint"]) == 16 and not (cfg["run_dir"] / "stages" / "segmentation.started.json").exists()
+
+
+def test_interrupted_stage_resumes_only_with_the_same_options(fresh_log):
+    calls, funcs, cfg, log = fresh_log
+    funcs["llm"].fail_once = True
+    with pytest.raises(RuntimeError, match="power cut"):
+        prun.main(**cfg)
+    assert log[-1] == ("llm", True)  # first run: nothing to resume
+    log.clear()
+    prun.main(**cfg)
+    assert log[0] == ("llm", False)  # same options: the tool resumes its checkpoints
+    funcs["llm"].fail_once = True
+    prun.main(**cfg, force=["compositions"])  # forced stages run afresh, and only they
+    assert calls[-1] == "compositions" and log[-1] == ("compositions", True)
+    with pytest.raises(RuntimeError, match="power cut"):
+        prun.main(**cfg, llm={"epochs": 1})
+    log.clear()
+    prun.main(**cfg, llm={"epochs": 2})  # options changed since the interrupted attempt: afresh
+    assert log[0] == ("llm", True)
+
+
+def test_stamps_without_fingerprint_are_redone(fake_run):
+    calls, _, cfg = fake_run
+    prun.main(**cfg)
+    stamp = cfg["run_dir"] / "stages" / "masks.json"
+    old = json.loads(stamp.read_text())
+    del old["fingerprint"]  # written by an older segcap
+    stamp.write_text(json.dumps(old))
+    calls.clear()
+    prun.main(**cfg)
+    assert calls == ["masks"]
