@@ -43,7 +43,7 @@ from segcap.errors import ConfigError, OutputExistsError
 from segmentation.classes import ClassTable, load_class_table
 from segmentation.data import CaptionMaskSet, EvalDataset, ScaledCropDataset, pad_collate, split_by_file
 from segmentation.drone import DroneDataset
-from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix
+from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, interior_share
 from segmentation.model import (
     CONFIG_FORMAT,
     IMAGENET_MEAN,
@@ -374,7 +374,15 @@ def _train(opts: dict, d: Dist, bars: bool) -> dict:
         if d.main:
             print(f"resuming {out} after epoch {start_epoch} (step {step}, best val mIoU {best['miou']:.3f})")
     cfg = checkpoint_config(table, opts)
+    res = {}
     if d.main:
+        res = {"val": resolution(val_ds, table, "drone val split"),
+               "captions": resolution(cap_ds, table, f"caption set, {opts['eval_split']} split")}
+        below = (res["val"] or {}).get("below_resolution")
+        if below:
+            print(f"note: at target scale {opts['target_scale']}, {', '.join(below)} have under "
+                  f"{RESOLVED_SHARE:.0%} interior pixels in the val masks (at most about 2 px wide): below the "
+                  "resolution, their IoU stays near 0; metrics.json also gives mIoU without them")
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
         if d.main:
@@ -460,16 +468,18 @@ def _train(opts: dict, d: Dist, bars: bool) -> dict:
                              "crop": train_ds._rng.getstate()}}
             with atomic_path(last_path) as tmp:
                 torch.save(state, tmp)
-            write_json(out / "metrics.json", _metrics(opts, best, history, d, len(train_idx), len(val_idx), cap_ds))
+            write_json(out / "metrics.json", _metrics(opts, best, history, d, len(train_idx), len(val_idx), cap_ds, res))
         d.barrier()
 
     # ---- 9. figures of the best model (rank 0)
-    metrics = _metrics(opts, best, history, d, len(train_idx), len(val_idx), cap_ds)
+    metrics = _metrics(opts, best, history, d, len(train_idx), len(val_idx), cap_ds, res)
     if d.main:
         write_json(out / "metrics.json", metrics)
         _figures(out, table, cfg, best, history, val_ds, cap_ds, opts["samples"])
-        print(f"best epoch {best['epoch']}: val mIoU {_fmt(best['val'])}, caption-set mIoU {_fmt(best['captions'])}"
-              f"; wrote {out}")
+        resolved = metrics["resolution"]["val_miou_resolved_classes"]
+        print(f"best epoch {best['epoch']}: val mIoU {_fmt(best['val'])}"
+              + (f" ({resolved:.3f} over the classes above the resolution)" if resolved is not None else "")
+              + f", caption-set mIoU {_fmt(best['captions'])}; wrote {out}")
     d.barrier()
     return metrics
 
@@ -478,13 +488,45 @@ def _fmt(summary: dict | None) -> str:
     return "n/a" if not summary or summary["miou"] is None else f"{summary['miou']:.3f}"
 
 
-def _metrics(opts, best, history, d: Dist, n_train: int, n_val: int, cap_ds) -> dict:
+RESOLVED_SHARE = 0.1  # a class with fewer interior pixels than this at the measured scale is below the resolution
+
+
+def resolution(ds, table: ClassTable, where: str) -> dict | None:
+    """Per class, the share of its pixels with a same-class 3x3 neighbourhood in ``ds``'s masks at its scale."""
+    if ds is None:
+        return None
+    share = interior_share((ds.raw(k)[1] for k in range(len(ds))), table.num_classes)
+    return {"where": where, "scale": ds.scale,
+            "interior_share": {n: round(float(v), 4) if np.isfinite(v) else None
+                               for n, v in zip(table.names, share, strict=True)},
+            "below_resolution": [n for n, v in zip(table.names, share, strict=True)
+                                 if np.isfinite(v) and v < RESOLVED_SHARE]}
+
+
+def _resolved_miou(summary: dict | None, res: dict | None) -> float | None:
+    """Mean IoU over the measured classes that are not below the resolution."""
+    if not summary or not res:
+        return None
+    ious = [v for n, v in summary["per_class_iou"].items() if v is not None and n not in res["below_resolution"]]
+    return round(float(np.mean(ious)), 5) if ious else None
+
+
+def _metrics(opts, best, history, d: Dist, n_train: int, n_val: int, cap_ds, res: dict | None = None) -> dict:
+    res = res or {}
     return {
         "best_epoch": best["epoch"],
         "selected_by": "val mIoU" if n_val else ("caption-set mIoU" if cap_ds else "train loss"),
         "val": best["val"],
         "captions": None if best["captions"] is None else {**best["captions"], "split": opts["eval_split"],
                                                              "images": len(cap_ds), "root": opts["eval_captions"]},
+        "resolution": {
+            "rule": f"a class is below the resolution when under {RESOLVED_SHARE:.0%} of its pixels have a 3x3 "
+                    "neighbourhood of the same class at the measured scale (at most about 2 pixels wide): no "
+                    "segmenter can draw it there",
+            "val": res.get("val"), "captions": res.get("captions"),
+            "val_miou_resolved_classes": _resolved_miou(best["val"], res.get("val")),
+            "caption_miou_resolved_classes": _resolved_miou(best["captions"], res.get("captions")),
+        },
         "history": history,
         "train": {"images": n_train, "val_images": n_val, "epochs_done": len(history), "device": str(d.device),
                   "world_size": d.world, "threads": torch.get_num_threads(),
