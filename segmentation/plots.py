@@ -45,7 +45,7 @@ def plot_history(history: list[dict], path: str | Path, title: str = "segmentati
         if pts:
             ax.plot(*zip(*pts, strict=True), style, label=label)
 
-    ax1.plot(minutes, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax1.plot(minutes, [h["train_loss"] for h in history], "o-" if len(history) <= 30 else "-", label="train loss")
     curve(ax1, "val_loss", "s-", "val loss")
     ax1.set_xlabel("wall-clock minutes")
     ax1.set_ylabel("loss")
