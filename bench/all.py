@@ -1,7 +1,7 @@
 """Run the quick benchmarks one after another (`make bench`) and print one JSON object of their figures.
 
     python -m bench.all                     # synthetic, composition, evaluation, prediction and generation speed
-    python -m bench.all --with-training     # + segmentation training (about 4 min) and the tiny LM fine-tune + scores
+    python -m bench.all --with-training     # + segmentation training (about 7 min) and the tiny LM fine-tune + scores
 
 Each benchmark also runs on its own (`python -m bench.<name>`); run them on idle cores, the figures are wall-clock.
 """
@@ -25,6 +25,18 @@ QUICK = [
 TRAINING = [["bench.segmentation_train"], ["bench.llm_caption", "--blind"]]
 
 
+def _last_json(stdout: str) -> dict:
+    """The JSON object a benchmark printed last (indented over many lines, or on one)."""
+    lines = stdout.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except json.JSONDecodeError:
+                continue
+    return {"failed": "no JSON on stdout", "stdout_tail": stdout[-300:]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--with-training", action="store_true", help="also the training benchmarks (minutes)")
@@ -36,11 +48,7 @@ def main() -> None:
             continue
         print(f"running python -m {' '.join(cmd)}", file=sys.stderr, flush=True)
         r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=REPO)
-        try:
-            results[cmd[0]] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {
-                "failed": r.stderr.strip().splitlines()[-1:]}
-        except (json.JSONDecodeError, IndexError):
-            results[cmd[0]] = {"failed": "no JSON on stdout", "stdout_tail": r.stdout[-300:]}
+        results[cmd[0]] = _last_json(r.stdout) if r.returncode == 0 else {"failed": r.stderr.strip().splitlines()[-1:]}
     print(json.dumps(results, indent=1))
 
 

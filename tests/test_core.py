@@ -222,3 +222,13 @@ def test_entry_point_exits_2_on_bad_input(tmp_path):
             "    raise DataError('f.png: broken; re-export it')\nrun(main)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "error: f.png: broken; re-export it"
+
+
+def test_bench_all_reads_indented_and_one_line_json():
+    import json
+
+    from bench.all import _last_json
+
+    assert _last_json("loading...\n" + json.dumps({"a": {"b": 1}}, indent=2) + "\n") == {"a": {"b": 1}}
+    assert _last_json(json.dumps({"x": 1})) == {"x": 1}
+    assert "failed" in _last_json("no figures")
