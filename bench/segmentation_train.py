@@ -58,7 +58,7 @@ def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: s
         "val_miou_resolved_classes": m["resolution"]["val_miou_resolved_classes"],
         "caption_miou_resolved_classes": m["resolution"]["caption_miou_resolved_classes"],
         "val_below_resolution": (m["resolution"]["val"] or {}).get("below_resolution"),
-        "val_interior_share": (m["resolution"]["val"] or {}).get("interior_share"),
+        "val_block_share": (m["resolution"]["val"] or {}).get("block_share"),
         "val_per_class_iou": val.get("per_class_iou"),
         "caption_per_class_iou": caps.get("per_class_iou"),
         "history": [{k: h.get(k) for k in ("epoch", "minutes", "train_minutes", "train_loss", "val_miou",

@@ -43,7 +43,7 @@ from segcap.errors import ConfigError, OutputExistsError
 from segmentation.classes import ClassTable, load_class_table
 from segmentation.data import CaptionMaskSet, EvalDataset, ScaledCropDataset, pad_collate, split_by_file
 from segmentation.drone import DroneDataset
-from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, interior_share
+from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
 from segmentation.model import (
     CONFIG_FORMAT,
     IMAGENET_MEAN,
@@ -380,9 +380,9 @@ def _train(opts: dict, d: Dist, bars: bool) -> dict:
                "captions": resolution(cap_ds, table, f"caption set, {opts['eval_split']} split")}
         below = (res["val"] or {}).get("below_resolution")
         if below:
-            print(f"note: at target scale {opts['target_scale']}, {', '.join(below)} have under "
-                  f"{RESOLVED_SHARE:.0%} interior pixels in the val masks (at most about 2 px wide): below the "
-                  "resolution, their IoU stays near 0; metrics.json also gives mIoU without them")
+            print(f"note: at target scale {opts['target_scale']}, {', '.join(below)} are mostly one pixel wide in "
+                  f"the val masks (under {RESOLVED_SHARE:.0%} of their pixels in 2x2 blocks): below the resolution, "
+                  "their IoU stays near 0; metrics.json also gives mIoU without them")
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
         if d.main:
@@ -488,16 +488,16 @@ def _fmt(summary: dict | None) -> str:
     return "n/a" if not summary or summary["miou"] is None else f"{summary['miou']:.3f}"
 
 
-RESOLVED_SHARE = 0.1  # a class with fewer interior pixels than this at the measured scale is below the resolution
+RESOLVED_SHARE = 0.5  # a class with fewer of its pixels in 2x2 blocks than this is below the resolution
 
 
 def resolution(ds, table: ClassTable, where: str) -> dict | None:
-    """Per class, the share of its pixels with a same-class 3x3 neighbourhood in ``ds``'s masks at its scale."""
+    """Per class, the share of its pixels in same-class 2x2 blocks in ``ds``'s masks at its scale."""
     if ds is None:
         return None
-    share = interior_share((ds.raw(k)[1] for k in range(len(ds))), table.num_classes)
+    share = block_share((ds.raw(k)[1] for k in range(len(ds))), table.num_classes)
     return {"where": where, "scale": ds.scale,
-            "interior_share": {n: round(float(v), 4) if np.isfinite(v) else None
+            "block_share": {n: round(float(v), 4) if np.isfinite(v) else None
                                for n, v in zip(table.names, share, strict=True)},
             "below_resolution": [n for n, v in zip(table.names, share, strict=True)
                                  if np.isfinite(v) and v < RESOLVED_SHARE]}
@@ -520,9 +520,8 @@ def _metrics(opts, best, history, d: Dist, n_train: int, n_val: int, cap_ds, res
         "captions": None if best["captions"] is None else {**best["captions"], "split": opts["eval_split"],
                                                              "images": len(cap_ds), "root": opts["eval_captions"]},
         "resolution": {
-            "rule": f"a class is below the resolution when under {RESOLVED_SHARE:.0%} of its pixels have a 3x3 "
-                    "neighbourhood of the same class at the measured scale (at most about 2 pixels wide): no "
-                    "segmenter can draw it there",
+            "rule": f"a class is below the resolution when under {RESOLVED_SHARE:.0%} of its pixels lie in a 2x2 "
+                    "block of the class at the measured scale (mostly one pixel wide): no segmenter can draw it there",
             "val": res.get("val"), "captions": res.get("captions"),
             "val_miou_resolved_classes": _resolved_miou(best["val"], res.get("val")),
             "caption_miou_resolved_classes": _resolved_miou(best["captions"], res.get("captions")),

@@ -183,20 +183,20 @@ def test_metrics_agree_with_sklearn():
     assert s["miou"] == pytest.approx(cm.miou, abs=1e-5)
 
 
-def test_interior_share_tells_resolvable_from_thin_classes():
-    from segmentation.metrics import interior_share
+def test_block_share_tells_resolvable_from_one_pixel_classes():
+    from segmentation.metrics import block_share
 
     m = np.zeros((20, 20), np.uint8)  # class 0: background
-    m[2:12, 2:12] = 1  # a 10x10 block: its 8x8 inside has a same-class 3x3 neighbourhood
-    m[15, :] = 2  # a one-pixel line: no interior at all
-    m[17:19, 0:10] = 3  # a two-pixel band: still none
+    m[2:12, 2:12] = 1  # a 10x10 block: every pixel in a 2x2 block
+    m[15, :] = 2  # a one-pixel line: none
+    m[17:19, 0:10] = 3  # a two-pixel band (a car from far): all of it
     m[0, 19] = 255  # ignored padding counts for no class
-    share = interior_share([m], 5)
-    assert share[1] == pytest.approx(64 / 100)
-    assert share[2] == 0 and share[3] == 0
+    m[13, 17] = 1  # one isolated pixel of class 1: 100 of its 101 pixels are in blocks
+    share = block_share([m], 5)
+    assert share[1] == pytest.approx(100 / 101)
+    assert share[2] == 0 and share[3] == 1.0
     assert np.isnan(share[4])  # absent
-    # the image border does not erode a class (its outside neighbours are not counted)
-    assert interior_share([np.ones((4, 4), np.uint8)], 2)[1] == 1.0
+    assert block_share([np.ones((1, 5), np.uint8)], 2)[1] == 1.0  # the image border does not thin a class
 
 
 def test_metrics_reject_bad_ids():

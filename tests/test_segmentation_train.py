@@ -54,7 +54,7 @@ def test_two_step_smoke_run_writes_checkpoint_folder(tmp_path):
     assert "minutes" in m["history"][0]
     res = m["resolution"]
     assert res["val"]["where"] == "drone val split" and res["val"]["scale"] == 0.5
-    assert set(res["val"]["interior_share"]) == set(m["val"]["per_class_iou"])
+    assert set(res["val"]["block_share"]) == set(m["val"]["per_class_iou"])
     assert res["captions"]["scale"] == 1.0 and isinstance(res["val"]["below_resolution"], list)
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["architecture"]["encoder_name"] == "mobilenet_v2"
