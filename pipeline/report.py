@@ -177,6 +177,11 @@ def write_report(run: Run) -> Path:
         if isinstance(cap.get("miou"), (int, float)):
             lines.append(f"- mIoU on the caption set's {cap.get('split', 'test')} split, after the scale gap "
                          f"(the figure that matters): {cap['miou']:.3f} (pixel accuracy {cap['pixel_accuracy']:.3f})")
+        res = seg.get("resolution") or {}
+        below = (res.get("val") or {}).get("below_resolution")
+        if below and isinstance(res.get("val_miou_resolved_classes"), (int, float)):
+            lines.append(f"- below the resolution at the training scale (mostly one pixel wide, IoU near 0): "
+                         f"{', '.join(below)}; val mIoU without them: {res['val_miou_resolved_classes']:.3f}")
         per = cap.get("per_class_iou") or val.get("per_class_iou") or {}
         if isinstance(per, dict) and per:
             lines.append("- per-class IoU" + (" (caption set)" if cap else "") + ": " + ", ".join(
