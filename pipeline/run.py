@@ -412,7 +412,7 @@ def execute(run: Run, stages: list[str], force: list[str] | None = None, from_st
         elif not run.fresh:
             why = "resuming an interrupted run"
         else:
-            why = "options changed since an interrupted run: afresh" if started else "first run"
+            why = "options changed since an interrupted run: afresh" if started else "not finished before: afresh"
         atomic.write_json(_started(run, stage), {"stage": stage, "fingerprint": prints[stage],
                                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         print(f"\n=== stage {stage} ({why}) ===", flush=True)
