@@ -1,6 +1,7 @@
 """Run the quick benchmarks one after another (`make bench`) and print one JSON object of their figures.
 
     python -m bench.all                     # synthetic, composition, evaluation, prediction and generation speed
+                                            # (prediction and generation on the models `make demo` trained)
     python -m bench.all --with-training     # + segmentation training (about 7 min) and the tiny LM fine-tune + scores
 
 Each benchmark also runs on its own (`python -m bench.<name>`); run them on idle cores, the figures are wall-clock.
@@ -20,8 +21,12 @@ QUICK = [
     ["bench.composition_speed"],
     ["bench.evaluation_speed"],
     ["bench.segmentation_predict", "--checkpoint", "runs/demo/segmentation"],
-    ["bench.llm_throughput"],
+    ["bench.llm_throughput", "--model", "runs/demo/llm/pipeline", "--compositions",
+     "runs/demo/compositions/predicted.jsonl"],
 ]
+# what a quick benchmark needs from `make demo`
+NEEDS = {"bench.segmentation_predict": "runs/demo/segmentation/model.pt",
+         "bench.llm_throughput": "runs/demo/llm/pipeline/segcap_llm.json"}
 TRAINING = [["bench.segmentation_train"], ["bench.llm_caption", "--blind"]]
 
 
@@ -43,8 +48,9 @@ def main() -> None:
     args = ap.parse_args()
     results = {}
     for cmd in QUICK + (TRAINING if args.with_training else []):
-        if cmd[0] == "bench.segmentation_predict" and not (REPO / cmd[2] / "model.pt").is_file():
-            results[cmd[0]] = {"skipped": f"no checkpoint at {cmd[2]}: run `make demo` first"}
+        need = NEEDS.get(cmd[0])
+        if need and not (REPO / need).is_file():
+            results[cmd[0]] = {"skipped": f"{need} not found: run `make demo` first"}
             continue
         print(f"running python -m {' '.join(cmd)}", file=sys.stderr, flush=True)
         r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=REPO)
