@@ -334,6 +334,17 @@ def _file_digest(path: Path | str | None) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else str(path)
 
 
+def _checkpoint_id(folder: Path | None) -> str:
+    """A given checkpoint folder, by path and by its weights' size and modification time (replaced weights count)."""
+    if folder is None:
+        return ""
+    weights = Path(folder) / "model.pt"
+    if not weights.is_file():
+        return str(folder)
+    st = weights.stat()
+    return f"{folder}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _own_options(run: Run, stage: str) -> dict:
     """The options a stage's outputs depend on (beyond its upstream stages' outputs)."""
     if stage == "data":
@@ -341,7 +352,7 @@ def _own_options(run: Run, stage: str) -> dict:
                 "captions_json": run.captions_json, "images_dir": run.images_dir}
     if stage == "segmentation":
         return {"config": _file_digest(run.segmentation_config), "options": run.segmentation,
-                "classes": _file_digest(run.classes), "checkpoint": str(run.segmentation_checkpoint or "")}
+                "classes": _file_digest(run.classes), "checkpoint": _checkpoint_id(run.segmentation_checkpoint)}
     if stage == "masks":
         return {"caption_scale": run.caption_scale}
     if stage == "compositions":

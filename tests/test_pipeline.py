@@ -269,3 +269,20 @@ def test_stamps_without_fingerprint_are_redone(fake_run):
     calls.clear()
     prun.main(**cfg)
     assert calls == ["masks"]
+
+
+def test_replaced_checkpoint_weights_rerun_the_chain(fake_run, tmp_path):
+    import os
+
+    calls, _, cfg = fake_run
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.pt").write_bytes(b"weights 1")
+    prun.main(**cfg, segmentation_checkpoint=ckpt)
+    calls.clear()
+    prun.main(**cfg, segmentation_checkpoint=ckpt)
+    assert calls == []
+    (ckpt / "model.pt").write_bytes(b"new weights")  # retrained in place
+    os.utime(ckpt / "model.pt", ns=(1, 2))
+    prun.main(**cfg, segmentation_checkpoint=ckpt)
+    assert calls == list(prun.STAGES[1:])
