@@ -384,14 +384,17 @@ def _read(path: Path) -> dict:
         return {}
 
 
+def _forced(force: list[str] | None, from_stage: str | None) -> set[str]:
+    """The stages the user asked to redo afresh: ``force`` and, with ``from_stage``, it and every later one."""
+    return set(force or []) | (set(STAGES[STAGES.index(from_stage):]) if from_stage else set())
+
+
 def plan(run: Run, force: list[str], from_stage: str | None, only: str | None) -> list[str]:
     """Which stages to run: those not finished with their current fingerprint (and everything downstream of a
     stage that runs for that reason), plus the forced ones; ``only`` runs exactly one stage."""
     if only:
         return [only]
-    todo = set(force)
-    if from_stage:
-        todo |= set(STAGES[STAGES.index(from_stage):])
+    todo = _forced(force, from_stage)
     prints = fingerprints(run)
     return [s for s in STAGES if s in todo or _read(_stamp(run, s)).get("fingerprint") != prints[s]]
 
@@ -404,7 +407,7 @@ def execute(run: Run, stages: list[str], force: list[str] | None = None, from_st
     """
     run.stamps.mkdir(parents=True, exist_ok=True)
     prints = fingerprints(run)
-    forced = set(force or []) | (set(STAGES[STAGES.index(from_stage):]) if from_stage else set())
+    forced = _forced(force, from_stage)
     rows = []
     for stage in STAGES:
         stamp = _stamp(run, stage)
