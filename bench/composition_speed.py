@@ -14,6 +14,7 @@ checked to be identical.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,8 +23,8 @@ import time
 import cv2
 import numpy as np
 
+from aerialdata.classes import load_class_table
 from composition.extract import extract, extract_reference
-from segmentation.classes import load_class_table
 
 
 def scene(rng: np.random.Generator, size: int, speckle: float = 0.0) -> np.ndarray:
@@ -104,7 +105,6 @@ def main(sizes=(224, 512, 1024), n_masks=(200, 40, 10), repeats: int = 3) -> dic
 
 
 if __name__ == "__main__":
-    import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 1024], help="mask side lengths")

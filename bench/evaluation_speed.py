@@ -16,6 +16,8 @@ import platform
 import time
 from pathlib import Path
 
+from aerialdata.captionset import CaptionDataset
+from evaluation.metrics import CocoScorer, average_rounds, human_rounds, java_version
 from segcap.cli import run
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "rsicd-captions" / "captions_val.json"
@@ -29,8 +31,6 @@ def main(captions: Path = DEFAULT_CAPTIONS, split: str = "val", human: bool = Fa
         split: split to score.
         human: also time the human-agreement ceiling (leave-one-out rounds) with the same METEOR JVM.
     """
-    from evaluation.metrics import CocoScorer, average_rounds, human_rounds, java_version
-    from segmentation.captionset import CaptionDataset
 
     refs_all = CaptionDataset(captions, split=split).references()
     preds = {k: v[0] for k, v in refs_all.items() if len(v) >= 2}

@@ -26,6 +26,11 @@ from pathlib import Path
 
 import torch
 
+from aerialdata.captionset import CaptionDataset
+from composition.schema import read_jsonl
+from evaluation.score import human_ceiling, score_captions
+from llm.generate import Captioner
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -58,7 +63,6 @@ def _ensure_inputs(data: Path, compositions: Path, work: Path) -> dict:
 
 
 def _train_and_score(name: str, args, extra: list[str], capjson: Path, refs: dict, scorer) -> dict:
-    from llm.generate import Captioner
 
     out = args.out / name
     cmd = [sys.executable, "-m", "llm.finetune", "--config", str(args.config), "--compositions", str(args.compositions),
@@ -67,7 +71,6 @@ def _train_and_score(name: str, args, extra: list[str], capjson: Path, refs: dic
         cmd += ["--num-threads", str(args.threads)]
     timing = _run(cmd, args.out / f"{name}.log") if not args.reuse or not (out / "segcap_llm.json").is_file() else {}
     meta = json.loads((out / "segcap_llm.json").read_text())
-    from composition.schema import read_jsonl
 
     by_stem = {Path(r["image"]).stem: r for r in read_jsonl(args.compositions)}
     names = list(refs)
@@ -111,8 +114,6 @@ def main(argv=None) -> dict:
 
     made = _ensure_inputs(args.data, args.compositions, args.out)
     capjson = args.data / "rsicd" / "dataset_rsicd.json"
-    from evaluation.score import human_ceiling, score_captions
-    from segmentation.captionset import CaptionDataset
 
     refs = CaptionDataset(capjson, split=args.split).references()
     result = {

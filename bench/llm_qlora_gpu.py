@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from llm.model import ModelOptions, apply_method, load_causal_lm
+
 SHAPES = {
     # meta-llama/Llama-2-7b-hf config.json
     "llama2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -74,7 +76,6 @@ def main(argv=None) -> dict:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llm.model import ModelOptions, apply_method, load_causal_lm
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="segcap-qlora-bench-"))
     work.mkdir(parents=True, exist_ok=True)

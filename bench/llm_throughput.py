@@ -18,6 +18,9 @@ from pathlib import Path
 
 import torch
 
+from composition.schema import read_jsonl
+from llm.generate import Captioner
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,8 +40,6 @@ def main(argv=None) -> dict:
         if not path.exists():
             raise SystemExit(f"error: {what} not found: {path}; run `python -m bench.llm_caption` first")
 
-    from composition.schema import read_jsonl
-    from llm.generate import Captioner
 
     records = read_jsonl(args.compositions)
     records = (records * (args.images // max(1, len(records)) + 1))[: args.images]

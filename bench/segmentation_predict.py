@@ -25,11 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import yaml
 
-from segmentation.classes import load_class_table
+from aerialdata.classes import load_class_table
+from segcap.cli import run
 from segmentation.model import Segmenter, build_model, load_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +41,7 @@ def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth random colour fields (JPEG-friendly), or the synthetic caption set's images when present."""
     folder = REPO / "data" / "synthetic" / "rsicd" / "RSICD_images"
     if folder.is_dir():
-        from segmentation.images import list_images, read_rgb
+        from aerialdata.images import list_images, read_rgb
 
         files = list_images(folder)[:n]
         ims = [read_rgb(f) for f in files if read_rgb(f).shape[:2] == (size, size)]
@@ -48,7 +50,6 @@ def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
                 ims += ims[: n - len(ims)]
             return ims
     rng = np.random.default_rng(seed)
-    import cv2
 
     return [cv2.resize(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), (size, size)) for _ in range(n)]
 
@@ -134,6 +135,5 @@ def main(checkpoint: str | None = None, threads: int = 2, images: int = 128, siz
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from segcap.cli import parse
+from segcap.cli import parse, run
 from segmentation import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +73,5 @@ def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: s
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main)

@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 
+from segcap.cli import run  # noqa: E402
 from synthetic.generate import generate  # noqa: E402
 from synthetic.materials import canopy_shade, tiles  # noqa: E402
 
@@ -65,6 +66,5 @@ def main(caption_images: int = 480, drone_images: int = 60, caption_size: int = 
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main)

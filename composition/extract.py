@@ -39,14 +39,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
+from aerialdata.classes import ClassTable, load_class_table
+from aerialdata.images import list_images, read_mask
 from composition.config import CompositionConfig, load_config
 from composition.relations import ClassStats, relations, subjects
-from composition.schema import SCHEMA_ID
+from composition.schema import SCHEMA_ID, write_jsonl
 from segcap.atomic import check_writable
+from segcap.cli import run
 from segcap.errors import DataError, DatasetNotFoundError
-from segmentation.classes import ClassTable, load_class_table
-from segmentation.images import list_images, read_mask
 
 POSITIONS = (
     ("top left", "top", "top right"),
@@ -66,7 +68,7 @@ def check_mask(mask, num_classes: int, where: str = "mask") -> np.ndarray:
     """Return ``mask`` as a C-contiguous (H, W) uint8 array of ids < ``num_classes``, or raise :class:`DataError`."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        hint = (" (a colour rendering? class-id masks are single-channel; read them with segmentation.images.read_mask)"
+        hint = (" (a colour rendering? class-id masks are single-channel; read them with aerialdata.images.read_mask)"
                 if mask.ndim == 3 else "")
         raise DataError(f"{where}: mask must be a 2-D (H, W) array of class ids, got shape {mask.shape}{hint}")
     if mask.dtype.kind not in "ui":
@@ -403,9 +405,7 @@ def main(
         on_distance: centroids closer than this (fraction of the longer side) give "on".
         next_to_distance: touching classes with centroids closer than this give "next to".
     """
-    from tqdm import tqdm
 
-    from composition.schema import write_jsonl
 
     cfg = load_config(None, min_region_pixels=min_region_pixels, dominant_min_percent=dominant_min_percent,
                       max_dominant=max_dominant, ignore_in_relations=ignore_in_relations, ring_pixels=ring_pixels,
@@ -452,6 +452,5 @@ def main(
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from composition.text import to_prompt
+
 
 def health(records: list[dict]) -> dict:
     """Figures over a list of composition records.
@@ -15,7 +17,6 @@ def health(records: list[dict]) -> dict:
     Returns: images; distinct prompts (and their share); mean classes per record; records naming a single class;
     the most common largest class and its share.
     """
-    from composition.text import to_prompt
 
     if not records:
         return {"images": 0}

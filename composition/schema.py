@@ -13,6 +13,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from jsonschema import Draft202012Validator
+
 from segcap import atomic
 from segcap.errors import DataError
 
@@ -28,7 +30,6 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
-    from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(schema())
     return Draft202012Validator(schema())

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from aerialdata.classes import ClassTable, load_class_table
+from aerialdata.images import read_mask, read_rgb
 from composition.schema import read_jsonl
 from composition.text import to_prompt
+from segcap.atomic import atomic_path, check_writable
+from segcap.cli import run
 from segcap.errors import ConfigError, DataError
-from segmentation.classes import ClassTable, load_class_table
 
 COLUMNS = ("id", "class", "percent", "position", "regions", "largest %", "centre", "radius", "centroid",
            "elongation", "bbox")
@@ -74,7 +77,6 @@ def draw_overlay(record: dict, image: np.ndarray, out: Path, table: ClassTable, 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, Patch
 
-    from segcap.atomic import atomic_path
 
     h, w = image.shape[:2]
     if (w, h) != (record["width"], record["height"]):
@@ -152,8 +154,6 @@ def main(
         source_ids: the mask holds the drone dataset's 24 source ids; group them first.
         overwrite: replace an existing --out file.
     """
-    from segcap.atomic import check_writable
-    from segmentation.images import read_mask, read_rgb
 
     records = read_jsonl(file)
     if not records:
@@ -180,6 +180,5 @@ def main(
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main, positional=("file",))

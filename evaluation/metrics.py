@@ -41,6 +41,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import pycocoevalcap
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.spice import get_stanford_models as gsm
+from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, STANFORD_CORENLP_3_4_1_JAR
+from tqdm.auto import tqdm
+
 from segcap.errors import DataError, SegcapError
 
 # Output keys, in the order papers print them.
@@ -71,7 +80,6 @@ class JavaNotFoundError(SegcapError):
 
 
 def _package_dir() -> Path:
-    import pycocoevalcap
 
     return Path(next(iter(pycocoevalcap.__path__)))
 
@@ -123,7 +131,6 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     The only difference is where the temporary input file lives (the system temp folder, not site-packages).
     """
     # the constants of pycocoevalcap's PTBTokenizer, the reference implementation
-    from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, STANFORD_CORENLP_3_4_1_JAR
 
     if not texts:
         return []
@@ -159,7 +166,6 @@ class _MeteorProcess:
         self.start_seconds = 0.0
 
     def _start(self):
-        from pycocoevalcap.meteor.meteor import Meteor
 
         t0 = time.perf_counter()
         m = Meteor()
@@ -200,7 +206,6 @@ def spice_unavailable_reason() -> str | None:
     """Why SPICE cannot run here (None if it might): Java, or the Stanford CoreNLP 3.6.0 jars it downloads."""
     if shutil.which("java") is None:
         return "Java is not installed (" + JAVA_INSTALL_HINT.split(": ", 1)[1] + ")"
-    from pycocoevalcap.spice import get_stanford_models as gsm
 
     lib = _package_dir() / "spice" / gsm.SPICELIB
     jar = lib / f"{gsm.JAR}.jar"
@@ -331,10 +336,6 @@ class CocoScorer:
         Returns:
             one ``{metric: score}`` per job, keys in :data:`METRIC_KEYS` order (plus ``SPICE`` when it ran).
         """
-        from pycocoevalcap.bleu.bleu import Bleu
-        from pycocoevalcap.cider.cider import Cider
-        from pycocoevalcap.rouge.rouge import Rouge
-        from tqdm.auto import tqdm
 
         for i, (preds, refs) in enumerate(jobs):
             _check_job(i, preds, refs)

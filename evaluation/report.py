@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from evaluation.metrics import (
     METRIC_KEYS,
     SPICE_KEY,
@@ -240,7 +242,6 @@ def render_chart(scores: dict, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     cols = scores["systems"]
     unit_metrics = [m for m in scores["metrics"] if m != "CIDEr"]

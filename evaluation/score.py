@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from aerialdata.captionset import CaptionDataset
 from evaluation.metrics import (  # noqa: F401  (re-exported: the library interface of this part)
     METRIC_KEYS,
     CocoScorer,
@@ -92,7 +93,6 @@ def main(
         tokenize: PTB-tokenize captions first, as COCO evaluation does (--no-tokenize: score the text as given).
         overwrite: replace scores already in --out.
     """
-    from segmentation.captionset import CaptionDataset
 
     predictions = list(predictions or [])
     # 1. options and output first: fail before any work

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from aerialdata.captionset import CaptionDataset
+from composition.text import to_prompt
 from segcap.errors import ConfigError, DataError
-from segmentation.captionset import CaptionDataset
 
 PromptMode = Literal["full", "blind"]
 CaptionsPerImage = Literal["all", "sample", "fixed"]
@@ -31,7 +32,6 @@ PLACEHOLDERS = ("instruction", "composition")
 
 def _default_render(record: dict) -> str:
     """The composition text of ``record`` (imported lazily: :mod:`composition.text` owns the wording)."""
-    from composition.text import to_prompt
 
     return to_prompt(record)
 

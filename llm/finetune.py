@@ -36,8 +36,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from transformers import TrainerCallback
 
+from aerialdata.captionset import CaptionDataset
+from composition.schema import read_jsonl
 from llm.curves import loss_rows, plot_loss, write_loss_csv
 from llm.examples import (
     DEFAULT_INSTRUCTION,
@@ -74,7 +77,6 @@ MODEL_KEYS = ("base_model", "tiny_model", "tokenizer", "quantize", "method", "lo
 
 def read_compositions(path: Path) -> list[dict]:
     """Composition records, validated by :mod:`composition.schema`."""
-    from composition.schema import read_jsonl
 
     return read_jsonl(path)
 
@@ -208,7 +210,6 @@ def main(
     _prepare_out(out, options, resume, overwrite, state)
 
     # 2. data: compositions joined with the caption set, per split
-    from segmentation.captionset import CaptionDataset
 
     records = read_compositions(Path(compositions))
     capset = CaptionDataset(captions)
@@ -359,7 +360,6 @@ def _mapping(name: str, value: Any) -> dict | None:
     """A mapping option: from the config file as is, or from the command line as YAML/JSON text."""
     if value is None or isinstance(value, dict):
         return value
-    import yaml
 
     try:
         parsed = yaml.safe_load(str(value))

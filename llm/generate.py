@@ -24,7 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from composition.schema import read_jsonl
+from composition.text import to_prompt
 from llm.examples import PromptTemplate, join_records
 from llm.model import load_trained
 from llm.tokenizer import prompt_ids
@@ -62,7 +65,6 @@ class Captioner:
 
     def prompt(self, record: dict) -> str:
         """The prompt text of one composition record (the training template and mode)."""
-        from composition.text import to_prompt
 
         return self.template.render_text(to_prompt(record))
 
@@ -91,7 +93,6 @@ class Captioner:
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
         out: list[str] = [""] * len(ids)
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
-        from tqdm.auto import tqdm
 
         for batch in tqdm(batches, desc=f"captioning (beams={num_beams})", unit="batch", disable=not progress):
             n = max(len(ids[i]) for i in batch)
@@ -169,11 +170,10 @@ def main(
     if num_threads > 0:
         torch.set_num_threads(num_threads)
 
-    from composition.schema import read_jsonl
 
     records = read_jsonl(compositions)
     if captions is not None:
-        from segmentation.captionset import CaptionDataset
+        from aerialdata.captionset import CaptionDataset
 
         capset = CaptionDataset(captions)
         pairs = join_records(records, capset, [split], compositions, allow_missing)

@@ -13,6 +13,8 @@ from collections import Counter
 
 import numpy as np
 
+from composition.features import vector
+
 # How each group is named in a caption; a group missing here is named as in its class table.
 NOUNS = {
     "artificial surface": ("a road", "roads"),
@@ -90,7 +92,6 @@ class NearestNeighbour:
     """Retrieval baseline: caption of the closest training composition (Euclidean on standardised features)."""
 
     def __init__(self, train_records: list[dict], train_captions: list[list[str]], num_classes: int):
-        from composition.features import vector
 
         if not train_records:
             raise ValueError("nearest-neighbour baseline needs at least one training composition")
@@ -101,7 +102,6 @@ class NearestNeighbour:
         self.captions = [_consensus(c) for c in train_captions]
 
     def caption(self, records: list[dict]) -> list[str]:
-        from composition.features import vector
 
         q = (np.stack([vector(r, self.num_classes) for r in records]) - self.mean) / self.std  # (M, F)
         # squared distances without an (M, N, F) tensor: |q|^2 - 2 q.x + |x|^2

@@ -7,7 +7,7 @@
     python -m pipeline.caption *.jpg --segmentation DIR --llm DIR --overlay overlays/ --json captions.json
 
 Any size or mode of image is accepted (RGB, RGBA, grey, palette, 16-bit TIFF: see
-``segmentation.images.read_rgb``); an unreadable file is reported and skipped (``--strict``: stop, exit 2).
+``aerialdata.images.read_rgb``); an unreadable file is reported and skipped (``--strict``: stop, exit 2).
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from aerialdata.images import read_rgb
+from composition.extract import extract
+from composition.show import draw_overlay, table_text
+from llm.generate import Captioner
 from segcap import atomic
+from segcap.cli import run
 from segcap.errors import ConfigError, DataError
+from segmentation.model import load_segmenter
 
 
 def main(
@@ -45,11 +51,6 @@ def main(
         strict: stop at the first unreadable image instead of skipping it.
         overwrite: replace existing overlay or JSON files.
     """
-    from composition.extract import extract
-    from composition.show import draw_overlay, table_text
-    from llm.generate import Captioner
-    from segmentation.images import read_rgb
-    from segmentation.model import load_segmenter
 
     # 1. check everything before the slow loading
     missing = [p for p in images if not Path(p).is_file()]
@@ -108,6 +109,5 @@ def main(
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main, positional=("images",))

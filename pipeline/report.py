@@ -93,11 +93,11 @@ def write_examples(run: Run, path: Path, n: int = 4) -> Path | None:
     """A figure of test images: image | predicted mask | prompt text and captions."""
     import matplotlib.pyplot as plt
 
+    from aerialdata.captionset import CaptionDataset
+    from aerialdata.classes import load_class_table
+    from aerialdata.images import read_mask, read_rgb
     from composition.schema import read_jsonl
     from composition.text import to_prompt
-    from segmentation.captionset import CaptionDataset
-    from segmentation.classes import load_class_table
-    from segmentation.images import read_mask, read_rgb
 
     systems = _read(run.run_dir / "predictions" / "systems.json")
     if not systems:

@@ -103,7 +103,7 @@ class Run:
         return self.captions_root / self.captions_json
 
     def has_truth_masks(self) -> bool:
-        from segmentation.captionset import CaptionDataset
+        from aerialdata.captionset import CaptionDataset
 
         return (self.captions_root / CaptionDataset.masks_dir).is_dir()
 
@@ -244,10 +244,10 @@ def stage_blind(run: Run) -> dict:
 
 
 def stage_captions(run: Run) -> dict:
+    from aerialdata.captionset import CaptionDataset
     from composition.schema import read_jsonl
     from llm.generate import main as generate
     from pipeline.baselines import NearestNeighbour, template_caption
-    from segmentation.captionset import CaptionDataset
 
     pred_dir = run.run_dir / "predictions"
     written: dict[str, str] = {}
@@ -275,7 +275,7 @@ def stage_captions(run: Run) -> dict:
         preds = [{"image_id": it.filename, "caption": template_caption(r)} for it, r in zip(test, test_recs, strict=True)]
         written["template"] = str(atomic.write_json(pred_dir / "template.json", preds))
     if run.wants("nearest"):
-        from segmentation.classes import load_class_table
+        from aerialdata.classes import load_class_table
 
         train = [it for it in CaptionDataset(run.references, split="train") if Path(it.filename).stem in records]
         table = load_class_table(_checkpoint_classes(run))

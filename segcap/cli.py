@@ -35,19 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from docstring_parser import parse as parse_doc
 
 from segcap.errors import ConfigError, SegcapError
 
-# Nothing may be downloaded at run time; albumentations otherwise checks for updates on import.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Set for the process when a command starts (never on import): albumentations otherwise asks PyPI for updates on
+# import, tokenizers warns about forked workers, and matplotlib needs no display.
+COMMAND_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
 
 
 def _arg_docs(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
-    from docstring_parser import parse as parse_doc
 
     doc = parse_doc(inspect.getdoc(fn) or "")
     summary = "\n\n".join(s for s in (doc.short_description, doc.long_description) if s)
@@ -184,6 +181,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
         aliases: dict[str, list[str]] | None = None) -> Any:
     """Parse the command line for ``fn``, call it, and turn user errors into one message and exit code 2."""
+    for key, value in COMMAND_ENV.items():
+        os.environ.setdefault(key, value)
     try:
         kwargs = parse(fn, args, positional, aliases)
         return fn(**kwargs)

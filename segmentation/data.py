@@ -4,7 +4,7 @@ The drone photos are at a finer ground resolution than the images the model must
 are ``1 / target_scale`` times larger. Every training sample is therefore
 
 1. decoded at ``target_scale`` times a random jitter (log-uniform in [1/jitter, jitter]), so objects have the size
-   they have in the caption set, give or take (JPEG DCT scaling keeps huge photos cheap, see :mod:`segmentation.drone`);
+   they have in the caption set, give or take (JPEG DCT scaling keeps huge photos cheap, see :mod:`aerialdata.drone`);
 2. padded (mask value 255, ignored) and randomly cropped to ``crop_size``;
 3. flipped, rotated by multiples of 90 degrees and colour-jittered (albumentations);
 4. normalised (ImageNet mean/std) into a (3, crop, crop) float tensor; the mask is a (crop, crop) int64 tensor.
@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segmentation.captionset import CaptionDataset
-from segmentation.classes import ClassTable
-from segmentation.drone import DroneDataset, read_rgb_scaled, resize_mask
-from segmentation.images import read_mask
+from aerialdata.captionset import CaptionDataset
+from aerialdata.classes import ClassTable
+from aerialdata.drone import DroneDataset, read_rgb_scaled, resize_mask
+from aerialdata.images import read_mask
+from segcap.errors import DataError
 from segmentation.metrics import IGNORE_INDEX
 from segmentation.model import IMAGENET_MEAN, IMAGENET_STD, PAD_MULTIPLE
 
@@ -142,7 +143,6 @@ class CaptionMaskSet:
         return len(self.stems)
 
     def load(self, i: int, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        from segcap.errors import DataError
 
         image = read_rgb_scaled(self.image_paths[i], scale)
         source = read_mask(self.mask_paths[i])

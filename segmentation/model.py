@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from aerialdata.classes import ClassTable, class_table_from_dict
 from segcap.errors import ConfigError, SegcapError
-from segmentation.classes import ClassTable, class_table_from_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

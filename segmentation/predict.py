@@ -7,7 +7,7 @@
     python -m segmentation.predict ... --shard 0/4     # this machine does every 4th file, starting with the first
 
 ``<out>/<stem>.png`` holds the group ids (a palette PNG that viewers show in the class colours; read it back with
-``segmentation.images.read_mask``). Masks already in ``out`` are skipped, so an interrupted run resumes where it
+``aerialdata.images.read_mask``). Masks already in ``out`` are skipped, so an interrupted run resumes where it
 stopped; ``--overwrite`` redoes them. A file that cannot be read is reported and skipped (``--strict``: stop, exit 2).
 Images are decoded in DataLoader workers while the network runs; images of the same size are batched.
 """
@@ -19,14 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from aerialdata.images import list_images, read_rgb, write_mask
 from segcap.atomic import atomic_path, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
-from segmentation.images import list_images, read_rgb, write_mask
 from segmentation.model import load_segmenter
+from segmentation.plots import overlay_with_legend
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -164,9 +166,7 @@ def main(
 
 
 def _write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, seg) -> None:
-    from PIL import Image
 
-    from segmentation.plots import overlay_with_legend
 
     canvas = overlay_with_legend(image, mask, seg.table.names, seg.table.colors)
     with atomic_path(path) as tmp:

@@ -37,12 +37,12 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from aerialdata.classes import ClassTable, load_class_table
+from aerialdata.drone import DroneDataset
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
-from segmentation.classes import ClassTable, load_class_table
 from segmentation.data import CaptionMaskSet, EvalDataset, ScaledCropDataset, pad_collate, split_by_file
-from segmentation.drone import DroneDataset
 from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
 from segmentation.model import (
     CONFIG_FORMAT,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from segmentation.classes import SOURCE_ID, SOURCE_NAMES
+from aerialdata.classes import SOURCE_ID, SOURCE_NAMES
 
 CELLS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 

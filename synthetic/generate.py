@@ -31,10 +31,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from aerialdata.classes import DRONE_CLASSES
+from aerialdata.images import write_mask
 from segcap.atomic import atomic_path
+from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
-from segmentation.classes import DRONE_CLASSES
-from segmentation.images import write_mask
 from synthetic.captions import tokens, write_captions
 from synthetic.facts import scene_facts
 from synthetic.scenes import CATEGORIES, DRONE_MIX, draw_scene
@@ -227,6 +228,5 @@ def main(
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main)

@@ -20,11 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from aerialdata.captionset import CaptionDataset  # noqa: E402
+from aerialdata.classes import load_class_table  # noqa: E402
+from aerialdata.images import list_images, read_mask, read_rgb  # noqa: E402
 from segcap.atomic import atomic_path, check_writable  # noqa: E402
+from segcap.cli import run
 from segcap.errors import DatasetNotFoundError  # noqa: E402
-from segmentation.captionset import CaptionDataset  # noqa: E402
-from segmentation.classes import load_class_table  # noqa: E402
-from segmentation.images import list_images, read_mask, read_rgb  # noqa: E402
 from synthetic.generate import caption_sample, drone_sample  # noqa: E402
 from synthetic.scenes import CATEGORIES  # noqa: E402
 
@@ -111,6 +112,5 @@ def main(out: Path = Path("docs/synthetic_grid.png"), data: Path | None = None, 
 
 
 if __name__ == "__main__":
-    from segcap.cli import run
 
     run(main)

@@ -15,7 +15,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from segmentation.classes import SOURCE_ID
+from aerialdata.classes import SOURCE_ID
 
 TILE = 256  # texture tile side in pixels; crops wrap around
 

@@ -7,13 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
+from aerialdata.classes import load_class_table
+from bench.composition_speed import main as bench
 from composition.config import DEFAULT_CONFIG_PATH, CompositionConfig, load_config
 from composition.extract import boxes, extract, extract_reference
 from composition.features import PER_CLASS, vector
 from composition.schema import read_jsonl, validate, write_jsonl
 from composition.text import PROMPT_VERSION, to_prompt
 from segcap.errors import ConfigError, DataError
-from segmentation.classes import load_class_table
 
 TABLE = load_class_table("seed10")
 UNLABELED, ARTIFICIAL, NATURAL, WATER, VEGETATION, BUILDING, VEHICLES = 0, 1, 2, 3, 4, 5, 8
@@ -369,7 +370,6 @@ def test_features_vector():
 
 
 def test_speed_bench_runs_and_checks_agreement():
-    from bench.composition_speed import main as bench
 
     out = bench(sizes=(32, 48), n_masks=(3, 2), repeats=1)
     row = out["sizes"]["32"]["clean"]

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from aerialdata.classes import load_class_table
+from aerialdata.images import read_mask
 from composition import extract as extract_mod
 from composition import show as show_mod
 from composition.config import DEFAULT_CONFIG_PATH
 from composition.schema import read_jsonl
 from segcap.cli import config_kwargs, run
-from segmentation.classes import load_class_table
-from segmentation.images import read_mask
 
 DATA = Path(__file__).resolve().parent / "data" / "composition"
 GOOD = ["pond_1", "river_3", "road_2"]  # file order

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aerialdata.captionset import CaptionDataset, category_from_filename
+from aerialdata.classes import NUM_SOURCE_CLASSES, SOURCE_ID, class_table_from_dict, load_class_table
+from aerialdata.images import read_mask, read_rgb, write_mask
+from bench.all import _last_json
 from segcap import atomic
 from segcap.cli import parse, run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError, OutputExistsError
-from segmentation.captionset import CaptionDataset, category_from_filename
-from segmentation.classes import NUM_SOURCE_CLASSES, SOURCE_ID, class_table_from_dict, load_class_table
-from segmentation.images import read_mask, read_rgb, write_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,9 +226,7 @@ def test_entry_point_exits_2_on_bad_input(tmp_path):
 
 
 def test_bench_all_reads_indented_and_one_line_json():
-    import json
 
-    from bench.all import _last_json
 
     assert _last_json("loading...\n" + json.dumps({"a": {"b": 1}}, indent=2) + "\n") == {"a": {"b": 1}}
     assert _last_json(json.dumps({"x": 1})) == {"x": 1}

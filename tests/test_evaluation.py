@@ -14,11 +14,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+import evaluation.metrics as em
+from aerialdata.captionset import CaptionDataset
 from evaluation.metrics import CocoScorer, human_ceiling, human_rounds, ptb_tokenize, score_captions
 from evaluation.score import main
 from segcap.cli import run
-from segmentation.captionset import CaptionDataset
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "evaluation"
@@ -77,12 +82,7 @@ def test_bleu1_by_hand():
 
 def test_same_as_pycocoevalcap_called_directly(scorer, refs):
     """Our tokenizer pass and scorer session give exactly what COCOEvalCap's steps give on the fixture."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    import evaluation.metrics as em
 
     preds = _preds("sys_a.json")
     ours = scorer.score(preds, refs)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import evaluation.metrics as em
+from aerialdata.captionset import CaptionDataset
 from evaluation.predictions import read_predictions
 from evaluation.score import main
-from segcap.cli import run
-from segmentation.captionset import CaptionDataset
+from segcap.cli import parse, run
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "evaluation"
@@ -137,7 +137,6 @@ def test_unknown_metric():
 
 
 def test_config_file_parses():
-    from segcap.cli import parse
 
     cfg = HERE.parent / "configs" / "evaluation.yaml"
     kwargs = parse(main, ["--config", str(cfg), "--predictions", "p.json", "--out", "o"])

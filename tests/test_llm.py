@@ -6,11 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from aerialdata.captionset import CaptionDataset
+from composition.schema import read_jsonl
+from composition.text import to_prompt
 from llm.examples import CaptionExamples, PromptTemplate, build_image_examples, join_records
+from llm.finetune import main
 from llm.model import ModelOptions, option_problems, validate_options
 from llm.tokenizer import IGNORE_INDEX, CaptionCollator, encode_example, prompt_ids, train_tokenizer
+from segcap.cli import parse, run
 from segcap.errors import ConfigError, DataError
-from segmentation.captionset import CaptionDataset
 
 HERE = Path(__file__).resolve().parent
 FIX = HERE / "data" / "llm"
@@ -22,8 +26,7 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "nu
 
 @pytest.fixture(scope="module")
 def records():
-    schema = pytest.importorskip("composition.schema")
-    return schema.read_jsonl(FIX / "compositions.jsonl")
+    return read_jsonl(FIX / "compositions.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +62,7 @@ def test_duplicate_pairs_dropped(records, capset):
 
 
 def test_missing_composition_is_a_clear_error(capset):
-    schema = pytest.importorskip("composition.schema")
-    recs = schema.read_jsonl(FIX / "compositions_missing.jsonl")
+    recs = read_jsonl(FIX / "compositions_missing.jsonl")
     with pytest.raises(DataError) as e:
         join_records(recs, capset, ["train"], source="compositions_missing.jsonl")
     msg = str(e.value)
@@ -79,11 +81,10 @@ def test_unknown_and_duplicate_records_are_errors(records, capset):
 
 
 def test_prompt_template_full_and_blind(records):
-    text_mod = pytest.importorskip("composition.text")
     rec = records[0]
-    full = PromptTemplate(mode="full").render_text(text_mod.to_prompt(rec))
-    blind = PromptTemplate(mode="blind").render_text(text_mod.to_prompt(rec))
-    assert text_mod.to_prompt(rec) in full and full.endswith("Caption:")
+    full = PromptTemplate(mode="full").render_text(to_prompt(rec))
+    blind = PromptTemplate(mode="blind").render_text(to_prompt(rec))
+    assert to_prompt(rec) in full and full.endswith("Caption:")
     assert blind == f"{PromptTemplate().instruction}\nCaption:"
     assert PromptTemplate(template="{instruction} {oops}").problems() == [
         "prompt_template uses unknown placeholder(s) {oops}; allowed: {instruction}, {composition}",
@@ -188,8 +189,6 @@ def _fake_checkpoint(folder: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["tiny.yaml", "llama2-7b-qlora.yaml"])
 def test_config_files_parse_and_validate(name, tmp_path):
-    from llm.finetune import main
-    from segcap.cli import parse
 
     cfg = REPO / "configs" / "llm" / name
     args = ["--config", str(cfg), "--compositions", "c.jsonl", "--captions", "d.json", "--out", str(tmp_path / "o")]
@@ -214,8 +213,6 @@ def test_config_files_parse_and_validate(name, tmp_path):
 
 
 def test_cli_reports_all_problems_and_exits_2(tmp_path, capsys):
-    from llm.finetune import main
-    from segcap.cli import run
 
     with pytest.raises(SystemExit) as e:
         run(main, ["--compositions", str(tmp_path / "none.jsonl"), "--captions", str(CAPTIONS), "--out",

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("composition.text")  # the prompt wording lives in composition
-
-from llm.finetune import main as finetune  # noqa: E402
-from llm.generate import Captioner  # noqa: E402
-from llm.generate import main as generate  # noqa: E402
-from llm.model import ModelOptions, apply_method, fix_bnb_for_cpu, load_base  # noqa: E402
-from llm.tokenizer import train_tokenizer  # noqa: E402
-from segcap.errors import ConfigError, OutputExistsError  # noqa: E402
+from aerialdata.captionset import CaptionDataset
+from composition.schema import read_jsonl
+from llm.finetune import main as finetune
+from llm.generate import Captioner
+from llm.generate import main as generate
+from llm.model import ModelOptions, apply_method, fix_bnb_for_cpu, load_base
+from llm.tokenizer import train_tokenizer
+from segcap.errors import ConfigError, OutputExistsError
 
 HERE = Path(__file__).resolve().parent
 FIX = HERE / "data" / "llm"
@@ -31,8 +31,6 @@ FAST = dict(compositions=COMPOSITIONS, captions=CAPTIONS, tiny_model=TINY, token
 
 
 def _records(split=None):
-    from composition.schema import read_jsonl
-    from segmentation.captionset import CaptionDataset
 
     recs = read_jsonl(COMPOSITIONS)
     if split is None:
@@ -75,7 +73,6 @@ def test_full_finetune_writes_a_loadable_folder(full_run):
 
 
 def test_greedy_and_beam_generation(full_run):
-    from segmentation.captionset import CaptionDataset
 
     cap = Captioner(full_run, batch_size=3, max_new_tokens=20)
     train = _records("train")

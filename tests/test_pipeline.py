@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from composition.health import health
 from pipeline import run as prun
 from pipeline.baselines import NearestNeighbour, _consensus, template_caption
+from segcap.cli import config_kwargs, parse
 from segcap.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +49,6 @@ def test_template_caption_says_what_the_record_says():
 
 
 def test_nearest_neighbour_returns_the_closest_training_caption():
-    pytest.importorskip("composition.features")
     nn = NearestNeighbour([POND, RIVER], [["pond caption a", "pond caption a", "other"], ["river caption"]], 10)
     assert nn.caption([RIVER, POND]) == ["river caption", "pond caption a"]
 
@@ -140,7 +142,6 @@ def test_as_command():
 # ---------------------------------------------------------------- configs and CLIs
 @pytest.mark.parametrize("name", ["synthetic.yaml", "rsicd.yaml"])
 def test_pipeline_configs_parse(name):
-    from segcap.cli import config_kwargs, parse
 
     path = REPO / "configs" / "pipeline" / name
     kwargs = config_kwargs(prun.main, path)
@@ -177,7 +178,6 @@ def test_template_on_random_records_never_crashes():
 
 
 def test_composition_health_counts_diversity():
-    from composition.health import health
 
     h = health([POND, POND, RIVER])
     assert h["images"] == 3 and h["distinct prompts"] == 2 and h["single-class records"] == 0
@@ -272,7 +272,6 @@ def test_stamps_without_fingerprint_are_redone(fake_run):
 
 
 def test_replaced_checkpoint_weights_rerun_the_chain(fake_run, tmp_path):
-    import os
 
     calls, _, cfg = fake_run
     ckpt = tmp_path / "ckpt"

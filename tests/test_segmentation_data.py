@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from aerialdata.classes import SOURCE_ID, load_class_table
+from aerialdata.drone import DroneDataset, read_rgb_scaled
+from aerialdata.images import read_mask
 from segcap.errors import DataError, DatasetNotFoundError
-from segmentation.classes import SOURCE_ID, load_class_table
 from segmentation.data import EvalDataset, ScaledCropDataset, pad_collate, split_by_file
-from segmentation.drone import DroneDataset, read_rgb_scaled
-from segmentation.images import read_mask
-from segmentation.metrics import ConfusionMatrix
+from segmentation.metrics import ConfusionMatrix, block_share
 
 DRONE = Path(__file__).parent / "data" / "drone"
 
@@ -184,7 +184,6 @@ def test_metrics_agree_with_sklearn():
 
 
 def test_block_share_tells_resolvable_from_one_pixel_classes():
-    from segmentation.metrics import block_share
 
     m = np.zeros((20, 20), np.uint8)  # class 0: background
     m[2:12, 2:12] = 1  # a 10x10 block: every pixel in a 2x2 block

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
+from aerialdata.images import read_mask, read_rgb
 from segcap.cli import parse, run
 from segcap.errors import ConfigError, OutputExistsError
 from segmentation import predict, train
-from segmentation.images import read_mask, read_rgb
 from segmentation.model import load_segmenter
 
 TESTS = Path(__file__).parent
@@ -189,7 +190,6 @@ def test_predict_shard_cli(checkpoint, tmp_path):
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import synthetic.generate as gen
+from aerialdata.captionset import CaptionDataset
+from aerialdata.classes import SOURCE_ID, SOURCE_NAMES, load_class_table
+from aerialdata.images import read_mask, read_rgb
 from segcap.errors import ConfigError, OutputExistsError
-from segmentation.captionset import CaptionDataset
-from segmentation.classes import SOURCE_ID, SOURCE_NAMES, load_class_table
-from segmentation.images import read_mask, read_rgb
 from synthetic.captions import OTHER_WORDS, WORD_CLASSES, mentioned_classes, tokens
 from synthetic.facts import scene_facts
 from synthetic.generate import caption_sample, drone_sample, generate
-from synthetic.scenes import CATEGORIES
+from synthetic.grid import main as grid_main
+from synthetic.scenes import CATEGORIES, draw_scene
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(drone_images=4, caption_images=36, drone_size=(160, 96), progress=False)
@@ -101,7 +103,6 @@ def test_drone_set_uses_many_source_classes_and_is_finer():
     groups = {int(seed10.lut[i]) for i in seen}
     assert groups == set(range(10))
     # the scale gap: a house covers drone_scale^2 times more pixels in the drone set
-    from synthetic.scenes import draw_scene
 
     areas = []
     for s in (1.0, 4.0):
@@ -210,7 +211,6 @@ def test_refuses_to_overwrite(tmp_path):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    import synthetic.generate as gen
 
     calls = {"n": 0}
     real = gen.caption_sample
@@ -228,7 +228,6 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_grid_png_from_written_set(small_set, tmp_path):
-    from synthetic.grid import main as grid_main
 
     out = grid_main(out=tmp_path / "grid.png", data=small_set, drone=2)
     rgb = read_rgb(out)

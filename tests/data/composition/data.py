@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segmentation.classes import SOURCE_ID, load_class_table
-from segmentation.images import write_mask
+from aerialdata.classes import SOURCE_ID, load_class_table
+from aerialdata.images import write_mask
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ On disk (folder names are defaults and can be changed)::
 
 Usage::
 
-    from segmentation.drone import DroneDataset
+    from aerialdata.drone import DroneDataset
     ds = DroneDataset("data/synthetic/drone", "seed10")
     image, mask = ds[0]                     # (H, W, 3) uint8 RGB, (H, W) uint8 group ids
     image, mask = ds.load(0, scale=0.25)    # decoded at a quarter of the size (JPEG DCT scaling: cheap on 6000x4000)
@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from aerialdata.classes import DRONE_CLASSES, ClassTable, load_class_table
+from aerialdata.images import IMAGE_SUFFIXES, read_mask, read_rgb
 from segcap.errors import DataError, DatasetNotFoundError
-from segmentation.classes import DRONE_CLASSES, ClassTable, load_class_table
-from segmentation.images import IMAGE_SUFFIXES, read_mask, read_rgb
 
 
 class DroneDatasetNotFoundError(DatasetNotFoundError):
