@@ -135,8 +135,12 @@ class CaptionDataset:
             if fn in seen:
                 raise DataError(f"{self.json_path}: filename {fn} appears twice")
             seen.add(fn)
+            imgid = im.get("imgid", i)
+            if not isinstance(imgid, int) or isinstance(imgid, bool):
+                raise DataError(f"{self.json_path}: images[{i}] ({fn}) has id {imgid!r}; image ids must be integers "
+                                "(COCO images[].id, Karpathy imgid)")
             cat = categories.get(fn) or category_from_filename(fn)
-            items.append(CaptionImage(fn, int(im.get("imgid", i)), split, sents, cat))
+            items.append(CaptionImage(fn, imgid, split, sents, cat))
         return str(raw.get("dataset", "")), items
 
     def _from_coco(self, raw: dict) -> dict:

@@ -1,167 +1,198 @@
-"""Run an entry function as a command line.
+"""Run an entry function as a command line, with one typed check for flags, YAML configs and pipeline sections.
 
 Every entry point is a typed function with a docstring per argument (litgpt style)::
 
-    def main(images: Path, out: Path, batch_size: int = 16, overwrite: bool = False) -> None:
+    def main(images: Path, out: Path, batch_size: int = 16, mode: Literal["greedy", "beam"] = "greedy",
+             overwrite: bool = False) -> None:
         '''Predict masks.
 
         Args:
             images: folder of images to segment.
             out: folder for the masks.
             batch_size: images per forward pass.
+            mode: decoding.
             overwrite: replace existing outputs.
         '''
 
     if __name__ == "__main__":
         run(main)
 
-:func:`run` builds an argparse parser from the signature: ``batch_size`` becomes ``--batch-size`` (``--batch_size``
-works too), a ``bool`` becomes ``--overwrite`` / ``--no-overwrite``, ``list[...]`` takes several values, ``Literal``
-gives a closed set of choices, and the docstring line is the help. ``--config some.yaml`` fills any argument (keys are
-the parameter names) and flags override it; an unknown key is an error. A :class:`segcap.errors.SegcapError` becomes
-one line on stderr and exit code 2; argparse usage errors exit 2 as well.
+Values are checked against the signature by jsonargparse, whatever their source: ``--config some.yaml`` (keys are
+the parameter names, dashes or underscores), flags (which override the file), and the pipeline's per-stage sections
+(:func:`check_options`). A wrong type, a value outside a ``Literal[...]``, an unknown key or a missing required option
+is a :class:`segcap.errors.ConfigError` naming the file (or ``command line``), the key and what is expected; :func:`run`
+prints it on one line and exits with code 2.
+
+Command-line forms: ``--batch-size 3`` or ``--batch_size=3``; a ``bool`` is ``--overwrite`` / ``--no-overwrite``
+(or ``--overwrite=false``); a ``list``/``tuple`` takes several values (``--names a b``); ``null`` clears an optional
+option (``--eval-captions null``; ``eval_captions: null`` in YAML); ``positional`` names parameters given without a
+flag; ``aliases`` adds flags (``{"from_stage": ["--from"]}``). The docstring is the ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import difflib
+import functools
 import inspect
 import os
 import sys
 import types
 import typing
+from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from docstring_parser import parse as parse_doc
+from docstring_parser import parse as parse_docstring
 
 from segcap.errors import ConfigError, SegcapError
+
+if typing.TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 # Set for the process when a command starts (never on import): albumentations otherwise asks PyPI for updates on
 # import, tokenizers warns about forked workers, and matplotlib needs no display.
 COMMAND_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
 
-
-def _arg_docs(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
-
-    doc = parse_doc(inspect.getdoc(fn) or "")
-    summary = "\n\n".join(s for s in (doc.short_description, doc.long_description) if s)
-    return summary, {p.arg_name: (p.description or "").replace("\n", " ") for p in doc.params}
+COMMAND_LINE = "command line"
+_EPILOG = ("--config FILE.yaml sets any option (keys are the names above, dashes or underscores); flags override it. "
+           "A switch is --x / --no-x; a list takes several values (--x a b); 'null' clears an optional value "
+           "(--x null, or x: null in YAML).")
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
+# ---------------------------------------------------------------- the typed check (jsonargparse)
+@functools.cache
+def _typed_parser(fn: Callable[..., Any]) -> ArgumentParser:
+    """jsonargparse's parser for ``fn``'s signature: it converts and checks values, one key at a time."""
+    # imported here, not on top: 0.1-0.3 s that every library import of a module using segcap.cli would pay
+    from jsonargparse import ArgumentParser
 
-
-def _mapping(text: str) -> dict:
-    value = yaml.safe_load(text)
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{seed: 1}}', got {text!r}")
-    return value
-
-
-def _converter(tp: Any) -> Callable[[str], Any]:
-    if tp in (int, float, str, Path):
-        return tp
-    if tp is dict or typing.get_origin(tp) is dict:
-        return _mapping
-    return str
-
-
-def build_parser(fn: Callable[..., Any], positional: Sequence[str] = (),
-                 aliases: dict[str, list[str]] | None = None) -> argparse.ArgumentParser:
-    """The argparse parser for ``fn``'s keyword arguments (see module docstring)."""
-    summary, docs = _arg_docs(fn)
-    module = getattr(fn, "__module__", "") or ""
-    if module == "__main__":  # under `python -m pkg.mod` the module's real name is on its spec
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        module = spec.name if spec is not None else ""
-    prog = f"python -m {module}" if module else None
-    parser = argparse.ArgumentParser(
-        prog=prog, description=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
-    )
-    parser.add_argument("--config", type=Path, help="YAML file setting any of the options below (flags override it)")
-    hints = typing.get_type_hints(fn)
-    for name, param in inspect.signature(fn).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        tp, _ = _unwrap_optional(hints.get(name, str))
-        origin = typing.get_origin(tp)
-        kw: dict[str, Any] = {"help": docs.get(name, "") or " "}
-        if param.default is not inspect.Parameter.empty:
-            kw["default"] = param.default
-        if tp is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif origin in (list, tuple, Sequence, typing.Sequence) or tp in (list, tuple):
-            inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-            inner, _ = _unwrap_optional(inner)
-            kw.update(nargs="+", type=_converter(inner))
-        elif origin is typing.Literal:
-            kw.update(choices=list(typing.get_args(tp)), type=type(typing.get_args(tp)[0]))
-        else:
-            kw["type"] = _converter(tp)
-        if name in positional:
-            if kw.get("nargs") != "+" and "default" in kw:
-                kw["nargs"] = "?"
-            kw.pop("action", None) if tp is not bool else None
-            parser.add_argument(name, **kw)
-        else:
-            flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-            flags += list((aliases or {}).get(name, []))
-            parser.add_argument(*flags, dest=name, **kw)
+    parser = ArgumentParser(exit_on_error=False, prog=_prog(fn), description=_summary(fn), epilog=_EPILOG)
+    parser.add_function_arguments(fn, as_group=False)
+    for action in parser._actions:  # one key is checked at a time: parse() reports missing required options itself
+        action.required = False
     return parser
 
 
-def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
-          aliases: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return kwargs.
+def _params(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
-    ``positional`` names parameters given without a flag; ``aliases`` adds flags, e.g. ``{"from_stage": ["--from"]}``.
+
+@functools.cache
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    return typing.get_type_hints(fn)
+
+
+def _union_args(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _allows_none(tp: Any) -> bool:
+    return tp is Any or type(None) in _union_args(tp)
+
+
+def _non_none(tp: Any) -> Any:
+    args = [a for a in _union_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 else tp
+
+
+def _is_sequence(tp: Any) -> bool:
+    tp = _non_none(tp)
+    return tp in (list, tuple) or typing.get_origin(tp) in (list, tuple, Sequence, typing.Sequence)
+
+
+def _describe(tp: Any) -> str:
+    """What a value of type ``tp`` looks like, for error messages."""
+    args = _union_args(tp)
+    if len(args) > 1:
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(v) for v in typing.get_args(tp))
+    if tp in (list, tuple) or origin in (list, tuple, Sequence, typing.Sequence):
+        inner = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return "a list" + (f" (each {_describe(inner[0])})" if len(inner) == 1 else "")
+    if tp is dict or origin is dict:
+        return "a mapping such as {key: value}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check(fn: Callable[..., Any], options: dict[str, Any], source: str, flags: bool = False
+           ) -> tuple[dict[str, Any], list[str]]:
+    """Convert and check ``options`` against ``fn``'s signature; return (typed values, problems)."""
+    params, hints = _params(fn), _hints(fn)
+    parser = _typed_parser(fn)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    unknown = []
+    for key, value in options.items():
+        name = str(key).replace("-", "_")
+        if name not in params:
+            unknown.append(str(key))
+            continue
+        label = _flag(name) if flags else name
+        tp = hints.get(name, Any)
+        shown = " ".join(map(str, value)) if flags and isinstance(value, list) else repr(value)
+        expected = f"expected {_describe(tp)}"
+        if params[name].default is not inspect.Parameter.empty:
+            expected += f" (default: {_show_default(params[name].default)})"
+        if value is None and not _allows_none(tp):
+            problems.append(f"{source}: {label} cannot be null; {expected}")
+            continue
+        if isinstance(value, str) and value == "" and Path in _union_args(tp):
+            fix = f"; to clear it write {'null' if not flags else label + ' null'}" if _allows_none(tp) else ""
+            problems.append(f"{source}: {label} is an empty path{fix}")
+            continue
+        try:
+            ns = parser.parse_object({name: copy.deepcopy(value)}, defaults=False)
+        except (ArgumentError, TypeError, ValueError, KeyError):
+            problems.append(f"{source}: {label} {shown} is invalid; {expected}")
+            continue
+        values[name] = ns[name]
+    if unknown:
+        shown_names = [_flag(n) for n in params] if flags else list(params)
+        what = []
+        for u in unknown:
+            close = difflib.get_close_matches(u.lstrip("-").replace("-", "_"), list(params), n=1)
+            hint = f" (did you mean {_flag(close[0]) if flags else close[0]}?)" if close else ""
+            what.append(u + hint)
+        problems.append(f"{source}: unknown option(s) {', '.join(what)}; valid options: {', '.join(shown_names)}")
+    return values, problems
+
+
+def _show_default(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def check_options(fn: Callable[..., Any], options: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check a mapping of options for ``fn`` (keys are its parameter names, dashes allowed) and return them typed.
+
+    Unknown keys, wrong types, values outside a ``Literal`` and ``null`` for a non-optional option are refused with
+    one :class:`ConfigError` that names ``source`` (e.g. ``"configs/pipeline/synthetic.yaml, section llm"``), each
+    key and what it expects. Only the given keys are returned (defaults are not filled in); ``null`` stays ``None``
+    for an optional option, clearing it. Path-typed values become :class:`~pathlib.Path`.
     """
-    parser = build_parser(fn, positional, aliases)
-    args = list(sys.argv[1:] if args is None else args)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path)
-    known, _ = pre.parse_known_args(args)
-    params = inspect.signature(fn).parameters
-    if known.config is not None:
-        defaults = config_kwargs(fn, known.config)
-        parser.set_defaults(**defaults)
-        for action in parser._actions:  # a value from the config satisfies a required option
-            if action.dest in defaults:
-                action.required = False
-                if action.dest in positional:
-                    action.nargs = "?" if action.nargs is None else ("*" if action.nargs == "+" else action.nargs)
-    ns = vars(parser.parse_args(args))
-    ns.pop("config", None)
-    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and ns.get(n) is None]
-    if missing:
-        parser.error("missing required option(s): " + ", ".join(f"--{m.replace('_', '-')}" for m in missing))
-    return ns
+    values, problems = _check(fn, options, source)
+    if problems:
+        raise ConfigError(problems)
+    return values
 
 
 def config_kwargs(fn: Callable[..., Any], path: str | Path) -> dict[str, Any]:
-    """Read a YAML config for ``fn``: keys must be its parameter names (dashes allowed); Path-typed values
-    become Paths. An unknown key is a :class:`ConfigError` that lists the valid ones."""
-    cfg = load_yaml(path)
-    params = inspect.signature(fn).parameters
-    unknown = sorted(k for k in cfg if k.replace("-", "_") not in params)
-    if unknown:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(params)}")
-    out = {k.replace("-", "_"): v for k, v in cfg.items()}
-    hints = typing.get_type_hints(fn)
-    for k, v in out.items():
-        tp, _ = _unwrap_optional(hints.get(k, str))
-        if tp is Path and v is not None:
-            out[k] = Path(v)
-    return out
+    """Read a YAML config for ``fn`` and check it with :func:`check_options` (the source named is the file)."""
+    return check_options(fn, load_yaml(path), str(path))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -176,6 +207,124 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
     return data
+
+
+# ---------------------------------------------------------------- the command line
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _prog(fn: Callable[..., Any]) -> str | None:
+    module = getattr(fn, "__module__", "") or ""
+    if module == "__main__":  # under `python -m pkg.mod` the module's real name is on its spec
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else ""
+    return f"python -m {module}" if module else None
+
+
+def _summary(fn: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(fn) or ""
+    return doc.split("\n\nArgs:")[0].split("\nArgs:")[0].strip()
+
+
+class _ArgvParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a :class:`ConfigError` (one line, exit 2 through :func:`run`)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{COMMAND_LINE}: {message}; see --help")
+
+
+def _argv_parser(fn: Callable[..., Any], positional: Sequence[str], aliases: dict[str, list[str]]
+                 ) -> argparse.ArgumentParser:
+    """argparse for the command line's *forms* (flags, switches, lists, positionals, aliases, --help).
+
+    Every value stays a string here; :func:`_check` converts and checks it, exactly as it checks a YAML value. Options
+    not given are absent (``SUPPRESS``), so a flag overrides the config file only when it is given.
+    """
+    docs = _arg_docs(fn)
+    parser = _ArgvParser(prog=_prog(fn), description=_summary(fn), epilog=_EPILOG, allow_abbrev=False,
+                         argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML file setting any of the options below (flags override it)")
+    hints = _hints(fn)
+    for name, param in _params(fn).items():
+        tp = hints.get(name, Any)
+        default = "" if param.default is inspect.Parameter.empty else f"; default: {_show_default(param.default)}"
+        kw: dict[str, Any] = {"help": f"{docs.get(name, '')} ({_describe(tp)}{default})".replace("%", "%%")}
+        if name in positional:
+            nargs = "*" if _is_sequence(tp) else "?"
+            parser.add_argument(name, nargs=nargs, metavar=name.upper(), **kw)
+            continue
+        flags = [_flag(name)] + ([f"--{name}"] if "_" in name else []) + list(aliases.get(name, []))
+        if _non_none(tp) is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif _is_sequence(tp):
+            kw.update(nargs="+", metavar=name.upper())
+        else:
+            kw["metavar"] = name.upper()
+        parser.add_argument(*flags, dest=name, **kw)
+    return parser
+
+
+def _arg_docs(fn: Callable[..., Any]) -> dict[str, str]:
+    """Each parameter's docstring line (``Args:`` section), for ``--help``."""
+    return {p.arg_name: " ".join((p.description or "").split()) for p in parse_docstring(inspect.getdoc(fn) or "").params}
+
+
+def _split_argv(fn: Callable[..., Any], args: Sequence[str], positional: Sequence[str],
+                aliases: dict[str, list[str]]) -> tuple[str | None, dict[str, Any], list[str]]:
+    """Split the command line into (config path, {name: raw value}, problems); unknown flags are problems."""
+    ns, extra = _argv_parser(fn, positional, aliases).parse_known_args(list(args))
+    raw = vars(ns)
+    config = raw.pop("config", None)
+    for name in positional:
+        if raw.get(name) == []:  # an absent '*' positional
+            raw.pop(name)
+    unknown, stray = [], []
+    for i, tok in enumerate(extra):
+        if tok.startswith("--"):
+            unknown.append(tok.partition("=")[0])
+        elif not (i > 0 and extra[i - 1].startswith("--") and "=" not in extra[i - 1]):  # an unknown flag's value
+            stray.append(tok)
+    problems = []
+    if stray:
+        problems.append(f"{COMMAND_LINE}: unexpected argument(s) {' '.join(stray)}; options are given as --name value")
+    if unknown:
+        problems.extend(_check(fn, dict.fromkeys(unknown), COMMAND_LINE, flags=True)[1])
+    for name, value in raw.items():  # `--names null` clears a list option
+        if isinstance(value, list) and value == ["null"] and name not in positional:
+            raw[name] = "null"
+    return config, raw, problems
+
+
+def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
+          aliases: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return every kwarg.
+
+    ``positional`` names parameters given without a flag; ``aliases`` adds flags, e.g. ``{"from_stage": ["--from"]}``.
+    ``--help`` prints the help and exits 0; every problem with the options is one :class:`ConfigError`.
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    config, raw, problems = _split_argv(fn, args, positional, aliases or {})
+    given = set(raw)
+    values: dict[str, Any] = {}
+    if config is not None:
+        file_options = load_yaml(config)
+        given |= {str(k).replace("-", "_") for k in file_options}
+        file_values, file_problems = _check(fn, file_options, config)
+        values.update(file_values)
+        problems = file_problems + problems
+    flag_values, flag_problems = _check(fn, raw, COMMAND_LINE, flags=True)
+    values.update(flag_values)
+    problems += flag_problems
+    params = _params(fn)
+    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in given]
+    if missing:
+        problems.append(f"{COMMAND_LINE}: missing required option(s) "
+                        + ", ".join(n if n in positional else _flag(n) for n in missing)
+                        + "; give them as flags or in the --config file")
+    if problems:
+        raise ConfigError(problems)
+    return {n: values.get(n, p.default) for n, p in params.items()}
 
 
 def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),

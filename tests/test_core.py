@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,12 +55,24 @@ def test_cli_rejects_unknown_config_key_and_bad_choice(tmp_path):
     cfg.write_text("bogus: 1\n")
     with pytest.raises(ConfigError, match="unknown option.*bogus.*valid options: images"):
         parse(_entry, ["--config", str(cfg)])
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ConfigError, match="command line: --mode 'sample' is invalid; expected one of greedy, beam"):
         parse(_entry, ["--images", "a", "--mode", "sample"])
-    assert e.value.code == 2
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ConfigError, match="missing required option.*--images"):
         parse(_entry, [])
-    assert e.value.code == 2
+
+
+def test_cli_switch_list_positional_and_alias_forms():
+    assert parse(_entry, ["--images=a", "--no-overwrite", "--mode=beam"])["overwrite"] is False
+    with pytest.raises(ConfigError, match="--overwrite/--no-overwrite: ignored explicit argument 'false'"):
+        parse(_entry, ["--images", "a", "--overwrite=false"])  # a switch takes no value: --no-overwrite
+    out = parse(_entry, ["x", "--names", "p", "q", "--batch_size", "2"], positional=("images",))
+    assert out["images"] == Path("x") and out["names"] == ["p", "q"] and out["batch_size"] == 2
+    assert parse(_entry, ["--pics", "a", "--bs", "5"], aliases={"images": ["--pics"], "batch_size": ["--bs"]}
+                 )["batch_size"] == 5
+    with pytest.raises(ConfigError, match="unexpected argument.*stray"):
+        parse(_entry, ["--images", "a", "--overwrite", "stray"])
+    with pytest.raises(ConfigError, match="argument --batch-size/--batch_size: expected one argument"):
+        parse(_entry, ["--images", "a", "--batch-size"])
 
 
 def test_cli_run_maps_errors_to_exit_2(capsys):
@@ -68,6 +81,22 @@ def test_cli_run_maps_errors_to_exit_2(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 2 problems") and "batch_size must be positive" in err and "another problem" in err
+
+
+def test_cli_run_sets_command_env_and_maps_interrupt_to_130(monkeypatch, capsys):
+    def stopped(n: int = 1) -> None:
+        """Toy entry point.
+
+        Args:
+            n: a number.
+        """
+        assert os.environ["MPLBACKEND"] == "Agg"
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    with pytest.raises(SystemExit) as e:
+        run(stopped, [])
+    assert e.value.code == 130 and "interrupted" in capsys.readouterr().err
 
 
 def test_cli_missing_config_file(tmp_path):
@@ -205,6 +234,10 @@ def test_caption_dataset_errors(tmp_path):
         CaptionDataset(root, split="dev")
     (root / "dataset_rsicd.json").write_text("{broken")
     with pytest.raises(DataError, match="not valid JSON"):
+        CaptionDataset(root)
+    coco = {"images": [{"id": "7", "file_name": "a_1.jpg"}], "annotations": [{"image_id": "7", "caption": "x"}]}
+    (root / "dataset_rsicd.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match=r"images\[0\] \(a_1.jpg\) has id '7'; image ids must be integers"):
         CaptionDataset(root)
 
 

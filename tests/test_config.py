@@ -1,0 +1,211 @@
+"""One typed configuration path: every config under configs/ parses against its command, and flags, YAML files and
+pipeline sections are refused alike (wrong type, invalid choice, unknown key), with exit code 2 and one message."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from transformers import SchedulerType
+
+from bench import evaluation_speed, segmentation_predict, segmentation_train, synthetic_speed
+from composition import extract, show
+from evaluation import score
+from llm import finetune, generate
+from pipeline import caption
+from pipeline import run as prun
+from segcap.cli import check_options, config_kwargs, parse, run
+from segcap.errors import ConfigError
+from segmentation import predict, train
+from synthetic import generate as synth
+from synthetic import grid
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# every YAML under configs/ (class tables aside) and the entry point it configures
+COMMAND_OF = {
+    "segmentation.yaml": train.main,
+    "composition.yaml": extract.main,
+    "evaluation.yaml": score.main,
+    "llm/tiny.yaml": finetune.main,
+    "llm/llama2-7b-qlora.yaml": finetune.main,
+    "pipeline/synthetic.yaml": prun.main,
+    "pipeline/rsicd.yaml": prun.main,
+}
+ENTRY_POINTS = [synth.main, grid.main, train.main, predict.main, extract.main, show.main, finetune.main, generate.main,
+                score.main, caption.main, prun.main, segmentation_train.main, evaluation_speed.main,
+                synthetic_speed.main, segmentation_predict.main]
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+def _exit_2(fn, args, capsys) -> str:
+    """Run ``fn`` as the shell would; assert exit code 2 and return the stderr text."""
+    with pytest.raises(SystemExit) as e:
+        run(fn, args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    return err
+
+
+# ---------------------------------------------------------------- every config parses against its command
+def test_every_config_has_a_command():
+    found = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if p.parts[-2] != "classes"}
+    assert found == set(COMMAND_OF), "a config under configs/ is not checked against its command: add it here"
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_OF))
+def test_config_parses_against_its_command(name):
+    fn = COMMAND_OF[name]
+    kwargs = config_kwargs(fn, CONFIGS / name)
+    params = inspect.signature(fn).parameters
+    assert kwargs and set(kwargs) <= set(params)
+    # through the command line too, with what the file leaves required given as flags
+    args = ["--config", str(CONFIGS / name)]
+    for key, p in params.items():
+        if p.default is inspect.Parameter.empty and key not in kwargs:
+            args += [f"--{key}", f"{key}.x"]
+    parsed = parse(fn, args)
+    assert {k: parsed[k] for k in kwargs} == kwargs
+
+
+@pytest.mark.parametrize("fn", ENTRY_POINTS, ids=lambda f: f.__module__)
+def test_help_shows_the_docstring(fn, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(fn, ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    if fn.__doc__:
+        summary = fn.__doc__.strip().splitlines()[0].split(";")[0].split("(")[0].strip()
+        assert " ".join(summary.split()[:5]) in " ".join(out.split())
+    assert "--config" in out and "null" in out
+
+
+# ---------------------------------------------------------------- each failure, from a YAML file and from a flag
+@pytest.mark.parametrize("fn,key,value,expected", [
+    (train.main, "loss", "dice", "expected one of ce, ce+dice"),
+    (train.main, "schedule", "linear", "expected one of onecycle, cosine"),
+    (finetune.main, "quantize", "fp4", "expected one of none, nf4, int8"),
+    (finetune.main, "lr_scheduler", "cosine_annealing", "expected one of cosine, linear"),
+    (predict.main, "device", "gpu", "expected one of auto, cpu, cuda"),
+    (score.main, "split", "dev", "expected one of test, val, train, restval"),
+])
+def test_invalid_choice_is_refused_from_yaml_and_flag(tmp_path, capsys, fn, key, value, expected):
+    cfg = _yaml(tmp_path, f"{key}: {value}\n")
+    err = _exit_2(fn, ["--config", str(cfg)], capsys)
+    assert f"{cfg}: {key} '{value}' is invalid; {expected}" in err
+    err = _exit_2(fn, [f"--{key.replace('_', '-')}", value], capsys)
+    assert f"command line: --{key.replace('_', '-')} '{value}' is invalid; {expected}" in err
+
+
+@pytest.mark.parametrize("fn,key,value,expected", [
+    (train.main, "epochs", "many", "expected an integer"),
+    (train.main, "lr", "fast", "expected a number"),
+    (extract.main, "min_region_pixels", "4.5", "expected an integer"),
+    (finetune.main, "lora_target_modules", "q_proj", "expected a list"),
+])
+def test_wrong_type_is_refused(tmp_path, capsys, fn, key, value, expected):
+    cfg = _yaml(tmp_path, f"{key}: {value}\n")
+    err = _exit_2(fn, ["--config", str(cfg)], capsys)
+    assert f"{cfg}: {key} " in err and expected in err
+    if not expected.startswith("expected a list"):  # a flag's values always make a list
+        err = _exit_2(fn, [f"--{key.replace('_', '-')}", value], capsys)
+        assert f"command line: --{key.replace('_', '-')} '{value}' is invalid; {expected}" in err
+
+
+def test_unknown_key_is_refused_with_the_valid_ones(tmp_path, capsys):
+    cfg = _yaml(tmp_path, "los: ce\nepochs: 2\n")
+    err = _exit_2(train.main, ["--config", str(cfg)], capsys)
+    assert f"{cfg}: unknown option(s) los (did you mean loss?); valid options: data_root" in err
+    err = _exit_2(train.main, ["--los", "ce"], capsys)
+    assert "command line: unknown option(s) --los (did you mean --loss?); valid options: --data-root" in err
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    cfg = _yaml(tmp_path, "loss: dice\nschedule: linear\n")
+    err = _exit_2(train.main, ["--config", str(cfg), "--epochs", "x", "--bogus", "1"], capsys)
+    assert err.startswith("error: 4 problems with the options:")
+    for part in ("loss 'dice'", "schedule 'linear'", "--epochs 'x'", "unknown option(s) --bogus"):
+        assert part in err
+
+
+def test_subprocess_exit_2_and_one_line(tmp_path):
+    cfg = _yaml(tmp_path, "max_dominant: three\n")
+    r = subprocess.run([sys.executable, "-m", "composition.extract", "--config", str(cfg), "--masks", "m", "--out",
+                        str(tmp_path / "o.jsonl")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"error: {cfg}: max_dominant 'three' is invalid; expected an integer (default: 3)")
+    r = subprocess.run([sys.executable, "-m", "composition.extract", "--masks", "m", "--out", "o", "--workers", "two"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: command line: --workers 'two' is invalid; expected an integer (default: 0)"
+
+
+def test_help_from_the_shell_names_the_module_and_the_options():
+    r = subprocess.run([sys.executable, "-m", "composition.show", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0
+    assert r.stdout.startswith("usage: python -m composition.show")
+    assert "Print one composition record as a table" in r.stdout
+    assert "compositions JSON Lines file" in r.stdout and "--overwrite, --no-overwrite" in r.stdout
+
+
+# ---------------------------------------------------------------- null clears an option
+def test_null_clears_an_optional_option(tmp_path):
+    cfg = _yaml(tmp_path, "eval_captions: null\nmax_steps: null\n")
+    assert parse(train.main, ["--config", str(cfg)])["eval_captions"] is None
+    base = _yaml(tmp_path, "eval_captions: data/synthetic/rsicd\n")
+    assert parse(train.main, ["--config", str(base)])["eval_captions"] == Path("data/synthetic/rsicd")
+    assert parse(train.main, ["--config", str(base), "--eval-captions", "null"])["eval_captions"] is None
+    assert parse(score.main, ["--references", "r", "--out", "o", "--predictions", "null"])["predictions"] is None
+
+
+def test_null_and_empty_are_refused_where_they_cannot_clear(tmp_path, capsys):
+    cfg = _yaml(tmp_path, "loss: null\n")
+    err = _exit_2(train.main, ["--config", str(cfg)], capsys)
+    assert f"{cfg}: loss cannot be null; expected one of ce, ce+dice" in err
+    err = _exit_2(train.main, ["--eval-captions", ""], capsys)
+    assert "--eval-captions is an empty path; to clear it write --eval-captions null" in err
+
+
+# ---------------------------------------------------------------- the pipeline's per-stage sections
+def test_check_options_types_values_and_names_the_section():
+    source = "configs/pipeline/synthetic.yaml, section segmentation"
+    out = check_options(train.main, {"eval-captions": "data/x", "epochs": 2, "max_steps": None,
+                                     "decoder_channels": [32, 16, 16, 8, 8]}, source)
+    assert list(out.pop("decoder_channels")) == [32, 16, 16, 8, 8]
+    assert out == {"eval_captions": Path("data/x"), "epochs": 2, "max_steps": None}
+    with pytest.raises(ConfigError) as e:
+        check_options(train.main, {"loss": "dice", "epoch": 3, "lr": "x"}, source)
+    msg = str(e.value)
+    assert msg.startswith("3 problems")
+    assert f"{source}: loss 'dice' is invalid; expected one of ce, ce+dice" in msg
+    assert f"{source}: unknown option(s) epoch (did you mean epochs?)" in msg and f"{source}: lr 'x'" in msg
+    llm = check_options(finetune.main, {"tiny_model": {"hidden_size": 64}, "eval_split": "none"}, "s")
+    assert llm == {"tiny_model": {"hidden_size": 64}, "eval_split": "none"}
+
+
+def test_lr_scheduler_choices_are_transformers_schedulers():
+    names = typing.get_args(typing.get_type_hints(finetune.main)["lr_scheduler"])
+    assert "cosine" in names and set(names) <= {s.value for s in SchedulerType}
+
+
+def test_flag_forms_of_the_entry_points():
+    kw = parse(synth.main, ["--drone-size", "96", "64", "--no-progress", "--categories", "pond", "river"])
+    assert kw["drone_size"] == (96, 64) and kw["progress"] is False and kw["categories"] == ["pond", "river"]
+    kw = parse(caption.main, ["a.jpg", "b.png", "--segmentation", "s", "--llm", "l", "--explain"],
+               positional=("images",))
+    assert kw["images"] == [Path("a.jpg"), Path("b.png")] and kw["explain"] is True
+    kw = parse(show.main, ["c.jsonl", "--index", "-1"], positional=("file",))
+    assert kw["file"] == Path("c.jsonl") and kw["index"] == -1
+    kw = parse(prun.main, ["--from", "score", "--force", "llm", "captions"], aliases=prun.ALIASES)
+    assert kw["from_stage"] == "score" and kw["force"] == ["llm", "captions"]
