@@ -15,6 +15,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Literal
 
 from aerialdata.captionset import CaptionDataset
 from evaluation.metrics import CocoScorer, average_rounds, human_rounds, java_version
@@ -23,7 +24,8 @@ from segcap.cli import run
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "rsicd-captions" / "captions_val.json"
 
 
-def main(captions: Path = DEFAULT_CAPTIONS, split: str = "val", human: bool = False) -> dict:
+def main(captions: Path = DEFAULT_CAPTIONS, split: Literal["val", "test", "train", "restval"] = "val",
+         human: bool = False) -> dict:
     """Time pycocoevalcap scoring of one caption split.
 
     Args:

@@ -48,9 +48,9 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice import get_stanford_models as gsm
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, STANFORD_CORENLP_3_4_1_JAR
-from tqdm.auto import tqdm
 
 from segcap.errors import DataError, SegcapError
+from segcap.progress import Progress
 
 # Output keys, in the order papers print them.
 METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -330,7 +330,7 @@ class CocoScorer:
 
         Args:
             jobs: list of (``{image: caption}``, ``{image: [reference, ...]}``) with the same images.
-            progress: show a progress bar over the jobs.
+            progress: show progress over the jobs (a bar on a terminal, one line in a log).
             tokenize: override the scorer's ``tokenize`` setting for this call.
 
         Returns:
@@ -358,19 +358,22 @@ class CocoScorer:
             meteor_future = pool.submit(run_meteor)
         try:
             python_scorers = [(n, cls) for n, cls in (("bleu", Bleu), ("rouge", Rouge), ("cider", Cider)) if n in self.metrics]
-            for j, (gts, res) in enumerate(tqdm(prepared, desc="scoring", unit="set", disable=not progress)):
-                for name, cls in python_scorers:
-                    t0 = time.perf_counter()
-                    if name == "bleu":
-                        score, _ = cls(4).compute_score(gts, res, verbose=0)
-                        results[j].update({f"Bleu_{n + 1}": float(s) for n, s in enumerate(score)})
-                    else:
-                        score, _ = cls().compute_score(gts, res)
-                        results[j][SCORERS[name][0]] = float(score)
-                    self._add_time(SCORERS[name][0] if name != "bleu" else "Bleu", time.perf_counter() - t0)
-            if meteor_future is not None:
-                for j, s in enumerate(meteor_future.result()):
-                    results[j]["METEOR"] = s
+            # one line in a log when METEOR is done too (a set counts when its Python scorers are)
+            with Progress(total=len(prepared), desc="scoring", unit="set", enabled=progress) as bar:
+                for j, (gts, res) in enumerate(prepared):
+                    for name, cls in python_scorers:
+                        t0 = time.perf_counter()
+                        if name == "bleu":
+                            score, _ = cls(4).compute_score(gts, res, verbose=0)
+                            results[j].update({f"Bleu_{n + 1}": float(s) for n, s in enumerate(score)})
+                        else:
+                            score, _ = cls().compute_score(gts, res)
+                            results[j][SCORERS[name][0]] = float(score)
+                        self._add_time(SCORERS[name][0] if name != "bleu" else "Bleu", time.perf_counter() - t0)
+                    bar.update()
+                if meteor_future is not None:
+                    for j, s in enumerate(meteor_future.result()):
+                        results[j]["METEOR"] = s
         finally:
             pool.shutdown(wait=True)
         if "spice" in self.metrics:

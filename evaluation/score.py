@@ -18,7 +18,9 @@ where its CoreNLP jars are present). Needs Java (METEOR and the tokenizer run in
 
 Writes ``scores.json`` (for machines), ``scores.md`` (tables: rows = metrics, one column per system) and
 ``scores.png`` (grouped bars) in ``--out``; refuses to replace existing scores without ``--overwrite``.
-Predictions are COCO results JSON: ``[{"image_id": "<filename>", "caption": "..."}]``.
+Predictions are COCO results JSON: ``[{"image_id": "<filename>", "caption": "..."}]``, or with the image's numeric
+id as COCO-style tools write it (``"image_id": 8736``: COCO ``images[].id``, or ``imgid`` of Karpathy JSON where no two
+images share one; see :mod:`evaluation.predictions`).
 
 Library::
 
@@ -83,7 +85,8 @@ def main(
     Args:
         references: the caption set: Karpathy JSON (dataset_rsicd.json, or its folder) or COCO caption annotations.
         out: folder for scores.json, scores.md and scores.png.
-        predictions: COCO results JSON file(s), [{"image_id": filename, "caption": text}]; one column per file.
+        predictions: COCO results JSON file(s), [{"image_id": filename or numeric id, "caption": text}]; one column
+            per file. A numeric id is the references' COCO images[].id (or Karpathy imgid, when unambiguous).
         split: split of the references to score (a COCO annotation file counts as this split).
         names: column name per predictions file (default: the file names without .json).
         human: add the human-agreement ceiling (each reference against the others of its image, leave-one-out).
@@ -106,7 +109,8 @@ def main(
     dataset = CaptionDataset(references, split=split)
     refs = dataset.references()
     categories = dataset.categories()
-    systems = {n: read_predictions(p, refs, split) for n, p in zip(system_names, predictions, strict=True)}
+    systems = {n: read_predictions(p, refs, split, references=references)
+               for n, p in zip(system_names, predictions, strict=True)}
     if category is not None:
         present = sorted(set(categories.values()))
         if category.lower() not in present:

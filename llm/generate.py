@@ -22,9 +22,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from composition.schema import read_jsonl
 from composition.text import to_prompt
@@ -34,6 +34,7 @@ from llm.tokenizer import prompt_ids
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError
+from segcap.progress import Progress, quiet_library_bars
 
 
 class Captioner:
@@ -56,6 +57,7 @@ class Captioner:
         precision: str = "auto",
     ):
         self.model_dir = Path(model_dir)
+        quiet_library_bars()  # in a log, no "Loading weights" bar
         self.model, self.tokenizer, self.meta = load_trained(self.model_dir, quantize, precision)
         self.template = PromptTemplate(**self.meta["prompt"])
         self.batch_size = batch_size
@@ -94,7 +96,7 @@ class Captioner:
         out: list[str] = [""] * len(ids)
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
 
-        for batch in tqdm(batches, desc=f"captioning (beams={num_beams})", unit="batch", disable=not progress):
+        for batch in Progress(batches, desc=f"captioning (beams={num_beams})", unit="batch", enabled=progress):
             n = max(len(ids[i]) for i in batch)
             x = torch.full((len(batch), n), tok.pad_token_id, dtype=torch.long)  # (B, T), padded on the left
             mask = torch.zeros((len(batch), n), dtype=torch.long)  # (B, T)
@@ -128,7 +130,7 @@ def main(
     compositions: Path,
     out: Path,
     captions: Path | None = None,
-    split: str = "test",
+    split: Literal["test", "val", "train", "restval"] = "test",
     num_beams: int = 1,
     batch_size: int = 64,
     max_new_tokens: int = 40,
@@ -151,7 +153,7 @@ def main(
         max_new_tokens: longest caption in tokens.
         allow_missing: skip split images without a composition instead of stopping.
         num_threads: torch CPU threads (0 = torch's default).
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, one line in a log).
         overwrite: replace an existing predictions file.
     """
     problems = []

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from aerialdata.images import list_images, read_rgb, write_mask
 from segcap.atomic import atomic_path, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
+from segcap.progress import Progress
 from segmentation.model import load_segmenter
 from segmentation.plots import overlay_with_legend
 
@@ -79,7 +80,7 @@ def main(
     batch_size: int = 16,
     shard: str | None = None,
     workers: int = 1,
-    device: str = "auto",
+    device: Literal["auto", "cpu", "cuda"] = "auto",
     threads: int | None = None,
     strict: bool = False,
     overwrite: bool = False,
@@ -101,7 +102,7 @@ def main(
         threads: torch CPU threads; empty: torch's default.
         strict: stop at the first unreadable image (exit 2) instead of reporting and skipping it.
         overwrite: redo masks that already exist in out (default: skip them, so a rerun resumes).
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, one line in a log).
     """
     # ---- files
     if not Path(images).is_dir():
@@ -133,14 +134,14 @@ def main(
                         prefetch_factor=4 if workers > 0 else None)
     failed: list[dict] = []
     written = 0
-    bar = tqdm(total=len(todo), desc="segment", unit="img", disable=not progress)
+    bar = Progress(total=len(todo), desc="segment", unit="image", enabled=progress)
     for batch in loader:
         good = []
         for i, image, err in batch:
             if err is not None:
                 if strict:
                     raise DataError(f"{err} (--strict: stopped; {written} masks written, rerun skips them)")
-                print(f"skipped: {err}", file=sys.stderr)
+                bar.write(f"skipped: {err}")
                 failed.append({"file": str(todo[i]), "error": err})
             else:
                 good.append((i, image))

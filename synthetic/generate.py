@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from aerialdata.classes import DRONE_CLASSES
 from aerialdata.images import write_mask
 from segcap.atomic import atomic_path
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
+from segcap.progress import Progress
 from synthetic.captions import tokens, write_captions
 from synthetic.facts import scene_facts
 from synthetic.scenes import CATEGORIES, DRONE_MIX, draw_scene
@@ -144,8 +143,7 @@ def generate(out: str | Path, seed: int = 0, drone_images: int = 300, caption_im
     if out.exists() and not overwrite and any(out.iterdir()):
         raise OutputExistsError(out, "synthetic data folder")
     plan = _caption_plan(caption_images, categories, seed)
-    bar = tqdm(total=drone_images + caption_images, desc="synthetic", unit="img", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = Progress(total=drone_images + caption_images, desc="synthetic", unit="image", enabled=progress)
     with atomic_path(out) as tmp:  # the old folder, if any, is swapped out only after everything is written
         # ---- drone segmentation set
         if drone_images:
@@ -219,7 +217,7 @@ def main(
             many times larger in pixels): the scale gap between the two real datasets.
         categories: caption-set categories to include (default: all); the drone set draws from the same ones.
         overwrite: replace an existing non-empty output folder.
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, one line in a log).
     """
     summary = generate(out, seed, drone_images, caption_images, caption_size, drone_size, drone_scale, categories,
                        overwrite, progress)

@@ -202,3 +202,23 @@ def test_cli_one_category(scorer, refs, tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "harbour" in err and "airport, park, pond" in err
+
+
+def test_cli_coco_references_and_numeric_ids(scorer, refs, tmp_path, monkeypatch, capsys):
+    """COCO caption references with results keyed by images[].id, as COCO-style tools write them, score exactly like
+    the same captions keyed by filename; Karpathy imgids as well. The log holds lines, not bar redraws."""
+    monkeypatch.setattr("evaluation.report.CocoScorer", lambda metrics, tokenize=True: _Borrowed(scorer))
+    expected = scorer.score(_preds("sys_a.json"), refs)
+    common = ["--split", "test", "--no-per-category"]
+    run(main, ["--predictions", str(DATA / "sys_a_coco_ids.json"), str(DATA / "sys_a.json"), "--names", "ids", "names",
+               "--references", str(DATA / "captions_coco.json"), "--out", str(tmp_path / "coco"), *common])
+    coco = json.loads((tmp_path / "coco" / "scores.json").read_text())
+    assert coco["metadata"]["images"] == 8
+    assert coco["overall"]["ids"] == coco["overall"]["names"] == pytest.approx(expected, abs=1e-12)
+    run(main, ["--predictions", str(DATA / "sys_a_imgids.json"), "--references", str(DATA / "dataset_rsicd.json"),
+               "--out", str(tmp_path / "karpathy"), *common])
+    karpathy = json.loads((tmp_path / "karpathy" / "scores.json").read_text())
+    assert karpathy["overall"]["sys_a_imgids"] == pytest.approx(expected, abs=1e-12)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "scoring: 2/2 set in " in err and "scoring: 1/1 set in " in err, err
+    assert len(err.splitlines()) <= 10, err

@@ -12,13 +12,16 @@ import pytest
 
 import evaluation.metrics as em
 from aerialdata.captionset import CaptionDataset
-from evaluation.predictions import read_predictions
+from evaluation.predictions import ImageIds, image_ids, read_predictions
 from evaluation.score import main
 from segcap.cli import parse, run
+from segcap.errors import DataError
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "evaluation"
 REFS = DATA / "dataset_rsicd.json"
+COCO_REFS = DATA / "captions_coco.json"
+RSICD_VAL = HERE.parents[1] / "shared" / "anchors" / "rsicd-captions" / "captions_val.json"  # real RSICD val, COCO format
 
 
 def _good() -> list[dict]:
@@ -43,6 +46,21 @@ CASES = {
     "duplicate": (_good() + [_good()[0]], ["1 duplicate image_id(s) (park_1.jpg)"]),
     "empty_caption": ([dict(p, caption="  ") if i == 2 else p for i, p in enumerate(_good())], ["1 empty caption(s) (pond_1.jpg)"]),
     "stem_ids": ([dict(p, image_id=Path(p["image_id"]).stem) for p in _good()], ["image_id must be the full filename"]),
+    # numeric ids: imgid of the Karpathy JSON (park_1.jpg is 0, ..., airport_3.jpg 7, park_9.jpg 8)
+    "unknown_numeric_id": (
+        _good() + [{"image_id": 999, "caption": "a park"}],
+        ["1 numeric image_id(s) match no image (999)", f"image ids of {REFS}", "write the image filenames"],
+    ),
+    "numeric_not_in_split": (
+        _good() + [{"image_id": 8, "caption": "a park"}],
+        ["1 prediction(s) for images not in the test split of the references (park_9.jpg (image_id 8))", "--split"],
+    ),
+    "numeric_duplicate": (_good() + [{"image_id": 0, "caption": "a park"}], ["1 duplicate image_id(s) (park_1.jpg (image_id 0))"]),
+    "quoted_numbers": (
+        [dict(p, image_id=str(i)) for i, p in enumerate(_good())],
+        ['a quoted number is read as a filename', 'write numeric image ids as JSON numbers: 0, not "0"'],
+    ),
+    "float_id": ([dict(p, image_id=1.0) if i == 1 else p for i, p in enumerate(_good())], ["entry 1 has image_id 1.0", "numeric id (an integer)"]),
 }
 
 
@@ -87,6 +105,61 @@ def test_read_predictions_follows_reference_order(tmp_path):
     preds = read_predictions(path, refs)
     assert list(preds) == list(refs)
     assert preds["park_1.jpg"] == "Many green trees are around a playground in a park."
+
+
+def test_numeric_image_ids_coco_and_karpathy():
+    """COCO results with numeric image_id read like filenames: COCO images[].id, Karpathy imgid; any order."""
+    by_name = read_predictions(DATA / "sys_a.json", CaptionDataset(REFS, split="test").references(), "test")
+    coco_refs = CaptionDataset(COCO_REFS, split="test").references()
+    assert list(coco_refs) == list(by_name)
+    from_coco = read_predictions(DATA / "sys_a_coco_ids.json", coco_refs, "test", references=COCO_REFS)
+    assert list(from_coco.items()) == list(by_name.items())
+    from_imgid = read_predictions(DATA / "sys_a_imgids.json", coco_refs, "test", references=REFS)
+    assert list(from_imgid.items()) == list(by_name.items())
+    ids = image_ids(COCO_REFS)
+    assert ids.by_id[9049] == "park_1.jpg" and ids.by_id[9000] == "airport_3.jpg" and ids.ambiguous is None
+    assert image_ids(REFS).by_id == {i: n for i, n in enumerate(CaptionDataset(REFS).references())}
+    # a computed ImageIds serves several files; without references a numeric id cannot be looked up
+    assert read_predictions(DATA / "sys_a_coco_ids.json", coco_refs, references=ids) == by_name
+    with pytest.raises(DataError, match=r"8 numeric image_id\(s\) \(9000, 9007, .*no references file.*pass references="):
+        read_predictions(DATA / "sys_a_coco_ids.json", coco_refs)
+    # the COCO ids of one file are not the imgids of the other
+    with pytest.raises(DataError, match=r"8 numeric image_id\(s\) match no image \(9000, 9007, 9014, 9021, 9028, \.\.\. \(3 more\)\)"):
+        read_predictions(DATA / "sys_a_coco_ids.json", coco_refs, references=REFS)
+
+
+def test_numeric_ids_refused_where_imgids_repeat(tmp_path, capsys):
+    """Karpathy JSON whose imgids repeat (some converted sets number each split from 0): numeric ids are refused,
+    naming an id that names two images; filenames still work."""
+    raw = json.loads(REFS.read_text())
+    raw["images"][8]["imgid"] = 0  # park_9.jpg (train) takes park_1.jpg's imgid
+    refs_path = tmp_path / "dataset_rsicd.json"
+    refs_path.write_text(json.dumps(raw))
+    assert image_ids(refs_path) == ImageIds({}, image_ids(refs_path).source, "1 id(s) name several images (id 0: park_1.jpg, park_9.jpg)")
+    args = ["--references", str(refs_path), "--out", str(tmp_path / "o")]
+    err = _cli(args + ["--predictions", str(DATA / "sys_a_imgids.json")], capsys)
+    assert err.startswith(f"error: {DATA / 'sys_a_imgids.json'}: 2 problems:\n  - 8 numeric image_id(s) (0, 1, 2, 3, 4, "
+                          "... (3 more)) cannot be mapped to images: 1 id(s) name several images (id 0: park_1.jpg, "
+                          "park_9.jpg)")
+    assert "write the image filenames as image_id" in err and str(refs_path) in err
+    refs = CaptionDataset(refs_path, split="test").references()
+    assert read_predictions(DATA / "sys_a.json", refs, references=refs_path) == read_predictions(DATA / "sys_a.json", refs)
+
+
+@pytest.mark.skipif(not RSICD_VAL.is_file(), reason="the RSICD val anchor lives in the project's shared/ folder")
+def test_numeric_ids_on_real_rsicd_val_annotations(tmp_path):
+    """RSICD val in COCO caption format (1092 images): results keyed by images[].id read as the same filenames."""
+    raw = json.loads(RSICD_VAL.read_text())
+    refs = CaptionDataset(RSICD_VAL, split="val").references()
+    assert len(refs) == len(raw["images"]) == 1092
+    results = [{"image_id": im["id"], "caption": f"caption of {im['file_name']}"} for im in raw["images"]]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results[::-1]))
+    preds = read_predictions(path, refs, "val", references=RSICD_VAL)
+    assert list(preds) == list(refs) and all(c == f"caption of {n}" for n, c in preds.items())
+    path.write_text(json.dumps(results + [{"image_id": max(im["id"] for im in raw["images"]) + 1, "caption": "x"}]))
+    with pytest.raises(DataError, match=r"1 numeric image_id\(s\) match no image \(\d+\)"):
+        read_predictions(path, refs, "val", references=RSICD_VAL)
 
 
 def test_options(tmp_path, capsys):

@@ -8,6 +8,12 @@
   is BLEU-1..4 = 1, ROUGE-L = 1 and CIDEr = 10 (identical TF-IDF vectors, cosine 1, x10) in every round.
   airport_3 has 4 references only (it sits out the 5th leave-one-out round).
 - sys_a.json, sys_b.json: COCO results files for the 8 test images (sys_b repeats one caption everywhere).
+- captions_coco.json: the same 8 test images and references in COCO caption format (``images`` with numeric ``id``
+  and ``file_name``, ``annotations``), as /work/shared/anchors/rsicd-captions/captions_val.json (RSICD val) is laid
+  out. The ids are not positions (park_1.jpg is 9049, airport_3.jpg 9000), so a lookup by position would fail.
+- sys_a_coco_ids.json: sys_a's captions with the COCO ids of captions_coco.json as image_id (JSON numbers), in
+  reverse order, as COCO-style tools write results.
+- sys_a_imgids.json: sys_a's captions with the ``imgid`` of dataset_rsicd.json as image_id.
 """
 
 import json
@@ -75,6 +81,7 @@ SYS_A = {
     "airport_3.jpg": "Two planes are parked at the airport.",
 }
 SYS_B_CAPTION = "Many buildings and green trees are in a dense residential area."
+COCO_IDS = {fn: 9000 + 7 * k for k, fn in enumerate(reversed(list(TEST)))}  # park_1.jpg -> 9049, airport_3.jpg -> 9000
 
 
 def main() -> None:
@@ -93,6 +100,18 @@ def main() -> None:
     (HERE / "sys_a.json").write_text(json.dumps([{"image_id": k, "caption": v} for k, v in SYS_A.items()], indent=1) + "\n")
     sys_b = [{"image_id": k, "caption": SYS_B_CAPTION} for k in TEST]
     (HERE / "sys_b.json").write_text(json.dumps(sys_b, indent=1) + "\n")
+
+    coco_images = [{"id": COCO_IDS[fn], "file_name": fn, "width": 32, "height": 32} for fn in TEST]
+    pairs = [(fn, c) for fn, caps in TEST.items() for c in caps]
+    annotations = [{"id": 1 + i, "image_id": COCO_IDS[fn], "caption": c} for i, (fn, c) in enumerate(pairs)]
+    coco = {"info": {"description": "rsicd-tiny in COCO caption format"}, "images": coco_images,
+            "annotations": annotations, "licenses": []}
+    (HERE / "captions_coco.json").write_text(json.dumps(coco, indent=1) + "\n")
+    by_id = [{"image_id": COCO_IDS[k], "caption": v} for k, v in reversed(SYS_A.items())]
+    (HERE / "sys_a_coco_ids.json").write_text(json.dumps(by_id, indent=1) + "\n")
+    imgid = {im["filename"]: im["imgid"] for im in images}
+    by_imgid = [{"image_id": imgid[k], "caption": v} for k, v in SYS_A.items()]
+    (HERE / "sys_a_imgids.json").write_text(json.dumps(by_imgid, indent=1) + "\n")
 
 
 if __name__ == "__main__":
