@@ -1,7 +1,8 @@
-"""Composition extraction speed: fast path vs the straightforward per-class reference, in the same run.
+"""Composition extraction speed: the product's extractor vs the straightforward per-class reference, in one run.
 
     python -m bench.composition_speed                 # 224, 512, 1024; prints one JSON object
     python -m bench.composition_speed --sizes 224 --masks 200
+    python -m bench.composition_speed --boxes-ab      # one-pass bit-set boxes vs per-class cv2.boundingRect
 
 Masks are procedural aerial-like scenes (seeded): a vegetation background, a road, blobs of water, bare ground and
 buildings, a handful of cars and specks of noise, drawn at each size with the same layout scaled (same scene, more
@@ -10,6 +11,13 @@ classes a mask) and "speckled" (0.1% isolated pixels of random classes, as a noi
 present, with many one-pixel components). Both paths run on one core (OpenCV threads = 1, one process) and are timed
 in CPU seconds of this process, which a busy machine disturbs less than wall time; the records they produce are
 checked to be identical.
+
+``--boxes-ab`` times :func:`composition.extract.extract` twice over: with its one-pass bit-set bounding boxes and with
+the plain per-class ``cv2.boundingRect`` (``tests.reference_extractor.boxes_reference``) swapped in, mask by mask in
+alternating order, so both see the same machine state; it prints the gain of the bit sets per size and variant.
+
+The reference is imported from ``tests/reference_extractor.py``, the one copy the tests certify, so the benchmark runs
+from a checkout of the repository (as ``make bench`` does), not from an installed wheel.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ import time
 import cv2
 import numpy as np
 
+import composition.extract as extract_module
 from aerialdata.classes import load_class_table
-from composition.extract import extract, extract_reference
+from composition.extract import extract
+from tests.reference_extractor import boxes_reference, extract_reference
 
 
 def scene(rng: np.random.Generator, size: int, speckle: float = 0.0) -> np.ndarray:
@@ -86,33 +96,90 @@ def main(sizes=(224, 512, 1024), n_masks=(200, 40, 10), repeats: int = 3) -> dic
     first, last = str(sizes[0]), str(sizes[-1])
     linearity = {v: round(rows[last][v]["fast_ms_per_megapixel"] / rows[first][v]["fast_ms_per_megapixel"], 2)
                  for v in VARIANTS}
-    try:
-        import torch
-
-        torch_threads = torch.get_num_threads()
-    except ImportError:  # torch is a dependency, but the bench does not need it
-        torch_threads = None
     return {
         "bench": "composition_speed",
         "timing": "CPU seconds of this process (time.process_time), best of the repeats; one core",
         "sizes": rows,
         f"ms_per_megapixel_{last}_over_{first}": linearity,
         "best_of": repeats,
-        "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                    "opencv_threads": cv2.getNumThreads(), "torch_threads": torch_threads,
-                    "loadavg_1min": round(os.getloadavg()[0], 2)},
+        "machine": _machine(),
     }
 
 
-if __name__ == "__main__":
+def boxes_ab(sizes=(224, 512, 1024), n_masks=(200, 40, 10), passes: int = 11) -> dict:
+    """masks/s of extract() with bit-set boxes and with per-class boxes, interleaved mask by mask, in one process."""
+    cv2.setNumThreads(1)
+    table = load_class_table("seed10")
+    ways = {"bitset": extract_module.boxes, "plain": boxes_reference}
 
+    def seconds(way: str, m: np.ndarray) -> float:
+        extract_module.boxes = ways[way]
+        t0 = time.process_time()
+        extract(m, table)
+        return time.process_time() - t0
+
+    rows: dict[str, dict] = {}
+    try:
+        for size, n in zip(sizes, n_masks, strict=True):
+            rows[str(size)] = {}
+            for variant, speckle in VARIANTS.items():
+                rng = np.random.default_rng(size)
+                masks = [scene(rng, size, speckle) for _ in range(n)]
+                for way, boxes in ways.items():
+                    extract_module.boxes = boxes
+                    if any(extract(m, table) != extract_reference(m, table) for m in masks[:10]):
+                        raise SystemExit(f"records with {way} boxes differ from the reference at size {size} "
+                                         f"({variant})")
+                spent = {way: np.zeros(passes) for way in ways}  # (passes,) CPU seconds per way
+                for p in range(passes):
+                    for i, m in enumerate(masks):
+                        for way in (("bitset", "plain") if (i + p) % 2 == 0 else ("plain", "bitset")):
+                            spent[way][p] += seconds(way, m)
+                gain = 100 * (spent["plain"] / spent["bitset"] - 1)  # (passes,) percent more masks/s with bit sets
+                rows[str(size)][variant] = {
+                    "bitset_masks_per_s": round(n / spent["bitset"].min(), 1),
+                    "plain_masks_per_s": round(n / spent["plain"].min(), 1),
+                    "gain_percent_median": round(float(np.median(gain)), 1),
+                    "gain_percent_range": [round(float(gain.min()), 1), round(float(gain.max()), 1)],
+                }
+    finally:
+        extract_module.boxes = ways["bitset"]
+    return {
+        "bench": "composition_boxes_ab",
+        "timing": "CPU seconds of this process per mask, both ways interleaved; masks/s best of the passes; "
+                  "gain per pass (plain seconds / bit-set seconds - 1), median and range; one core",
+        "sizes": rows,
+        "passes": passes,
+        "machine": _machine(),
+    }
+
+
+def _machine() -> dict:
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    except ImportError:  # torch is a dependency, but the bench does not need it
+        torch_threads = None
+    return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "opencv_threads": cv2.getNumThreads(), "torch_threads": torch_threads,
+            "loadavg_1min": round(os.getloadavg()[0], 2)}
+
+
+if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 1024], help="mask side lengths")
     p.add_argument("--masks", type=int, nargs="+", default=None,
                    help="masks per size (default 200 at 224, scaled to about the same pixel count per size)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per path; the best is reported")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed passes per path; the best is reported (default 3, or 11 with --boxes-ab)")
+    p.add_argument("--boxes-ab", action="store_true",
+                   help="instead: extract() with bit-set boxes vs per-class cv2.boundingRect boxes, interleaved")
     a = p.parse_args()
     counts = a.masks or [max(5, int(200 * (224 / s) ** 2)) for s in a.sizes]
     if len(counts) == 1:
         counts = counts * len(a.sizes)
-    print(json.dumps(main(tuple(a.sizes), tuple(counts), a.repeats), indent=2))
+    if a.boxes_ab:
+        print(json.dumps(boxes_ab(tuple(a.sizes), tuple(counts), a.repeats or 11), indent=2))
+    else:
+        print(json.dumps(main(tuple(a.sizes), tuple(counts), a.repeats or 3), indent=2))

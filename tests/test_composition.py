@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 
 from aerialdata.classes import load_class_table
+from bench.composition_speed import boxes_ab
 from bench.composition_speed import main as bench
+from composition import extract as extract_module
 from composition.config import DEFAULT_CONFIG_PATH, CompositionConfig, load_config
-from composition.extract import boxes, extract, extract_reference
+from composition.extract import boxes, extract
 from composition.features import PER_CLASS, vector
 from composition.schema import read_jsonl, validate, write_jsonl
 from composition.text import PROMPT_VERSION, to_prompt
 from segcap.errors import ConfigError, DataError
+from tests.reference_extractor import boxes_reference, extract_reference
 
 TABLE = load_class_table("seed10")
 UNLABELED, ARTIFICIAL, NATURAL, WATER, VEGETATION, BUILDING, VEHICLES = 0, 1, 2, 3, 4, 5, 8
@@ -214,12 +217,7 @@ def test_boxes_match_opencv_per_class(num_classes):
     for h, w in ((1, 1), (1, 9), (13, 1), (37, 52)):
         m = rng.integers(0, num_classes, (h, w)).astype(np.uint8)
         m[rng.random((h, w)) < 0.7] = num_classes - 1  # mostly one class: some ids absent, sparse boxes
-        want = {}
-        for c in range(num_classes):
-            x, y, bw, bh = cv2.boundingRect((m == c).view(np.uint8))
-            if bw:
-                want[c] = (x, y, x + bw, y + bh)
-        assert boxes(m, num_classes) == want
+        assert boxes(m, num_classes) == boxes_reference(m, num_classes)
 
 
 @pytest.mark.parametrize("scene", [disc_scene, road_scene, nested_scene])
@@ -370,8 +368,14 @@ def test_features_vector():
 
 
 def test_speed_bench_runs_and_checks_agreement():
-
     out = bench(sizes=(32, 48), n_masks=(3, 2), repeats=1)
     row = out["sizes"]["32"]["clean"]
     assert row["fast_masks_per_s"] > 0 and row["reference_masks_per_s"] > 0 and row["masks"] == 3
     assert set(out["sizes"]["48"]) == {"clean", "speckled"}
+
+
+def test_boxes_ab_bench_times_both_ways_and_puts_the_bit_sets_back():
+    out = boxes_ab(sizes=(32,), n_masks=(3,), passes=2)
+    row = out["sizes"]["32"]["speckled"]
+    assert row["bitset_masks_per_s"] > 0 and row["plain_masks_per_s"] > 0 and len(row["gain_percent_range"]) == 2
+    assert extract_module.boxes is boxes
