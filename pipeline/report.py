@@ -8,14 +8,16 @@ import platform
 import textwrap
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aerialdata.captionset import CaptionDataset
+from aerialdata.images import read_mask, read_rgb
+from composition.health import health
+from composition.schema import read_jsonl
+from composition.text import to_prompt
+from pipeline.layout import STAGES, Layout, read_json
 from segcap import atomic
-
-if TYPE_CHECKING:
-    from pipeline.run import Run
 
 METRICS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 SYSTEM_NOTES = {
@@ -28,10 +30,6 @@ SYSTEM_NOTES = {
 }
 
 
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def machine() -> str:
     import torch
 
@@ -40,12 +38,13 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def results_rows(run: Run) -> list[str]:
-    """The results as a plain-text table (the console summary)."""
-    scores = _read(run.run_dir / "scores" / "scores.json")
+def results_rows(layout: Layout) -> list[str]:
+    """The results as a plain-text table (the console summary), headed by the split that was scored."""
+    scores = read_json(layout.scores_json)
     if not scores:
         return []
-    lines = [f"{'system':<16}" + "".join(f"{m:>9}" for m in METRICS)]
+    lines = [f"scores on the {_split(scores)} split of {layout.references}", "",
+             f"{'system':<16}" + "".join(f"{m:>9}" for m in METRICS)]
     for name in scores["systems"]:
         s = scores["overall"][name]
         lines.append(f"{name:<16}" + "".join(f"{s.get(m, float('nan')):>9.3f}" for m in METRICS))
@@ -82,29 +81,24 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
-def composition_health(path: Path) -> dict:
-    from composition.health import health
-    from composition.schema import read_jsonl
+def _split(scores: dict) -> str:
+    return (scores.get("metadata") or {}).get("split") or "?"
 
+
+def composition_health(path: Path) -> dict:
     return health(read_jsonl(path)) if path.is_file() else {}
 
 
-def write_examples(run: Run, path: Path, n: int = 4) -> Path | None:
-    """A figure of test images: image | predicted mask | prompt text and captions."""
+def write_examples(layout: Layout, split: str, path: Path, n: int = 4) -> Path | None:
+    """A figure of images of the scored split: image | predicted mask | prompt text and captions."""
     import matplotlib.pyplot as plt
 
-    from aerialdata.captionset import CaptionDataset
-    from aerialdata.classes import load_class_table
-    from aerialdata.images import read_mask, read_rgb
-    from composition.schema import read_jsonl
-    from composition.text import to_prompt
-
-    systems = _read(run.run_dir / "predictions" / "systems.json")
+    systems = read_json(layout.systems_json)
     if not systems:
         return None
     preds = {name: {p["image_id"]: p["caption"] for p in json.loads(Path(f).read_text())} for name, f in systems.items()}
-    records = {Path(r["image"]).stem: r for r in read_jsonl(run.predicted)}
-    test = CaptionDataset(run.references, split=run.split)
+    records = {Path(r["image"]).stem: r for r in read_jsonl(layout.predicted)}
+    test = CaptionDataset(layout.references, split=split)
     # one image per category, spread over the split
     seen, chosen = set(), []
     for it in test:
@@ -112,15 +106,13 @@ def write_examples(run: Run, path: Path, n: int = 4) -> Path | None:
             seen.add(it.category)
             chosen.append(it)
     chosen = chosen[:n]
-    from pipeline.run import _checkpoint_classes
-
-    table = load_class_table(_checkpoint_classes(run))
+    table = layout.class_table()
     fig, axes = plt.subplots(len(chosen), 3, figsize=(15, 4.1 * len(chosen)),
                              gridspec_kw={"width_ratios": [1, 1, 2.3]})
     axes = np.atleast_2d(axes)
     for row, it in zip(axes, chosen, strict=True):
         img = read_rgb(test.image_path(it.filename))
-        mask = read_mask(run.masks / f"{Path(it.filename).stem}.png")
+        mask = read_mask(layout.masks / f"{Path(it.filename).stem}.png")
         row[0].imshow(img)
         row[0].set_title(it.filename, fontsize=10)
         row[1].imshow(table.colors[np.minimum(mask, table.num_classes - 1)])
@@ -143,31 +135,31 @@ def write_examples(run: Run, path: Path, n: int = 4) -> Path | None:
     return path
 
 
-def write_report(run: Run) -> Path:
-    out = run.run_dir / "report.md"
-    rd = run.run_dir
-    scores = _read(rd / "scores" / "scores.json")
-    from pipeline.run import STAGES
-
-    stamps = {s: _read(rd / "stages" / f"{s}.json") for s in STAGES if (rd / "stages" / f"{s}.json").is_file()}
+def write_report(layout: Layout) -> Path:
+    """Write ``report.md`` (and ``examples.png``) from the run folder: scores, checkpoint metrics, stamps."""
+    rd = layout.run_dir
+    scores = read_json(layout.scores_json)
+    split = layout.scored_split()
+    stamps = {s: layout.read_stamp(s) for s in STAGES if layout.stamp(s).is_file()}
     lines = [f"# segcap run: {rd.name}", "",
              f"Machine: {machine()}. Written {time.strftime('%Y-%m-%d %H:%M')}.", "",
-             f"Caption set: `{run.references}`, split `{run.split}`"
-             + (f", {scores['metadata']['images']} images" if scores else "") + ".", ""]
+             f"Caption set: `{layout.references}`" + (f", split `{split}`" if split else "")
+             + (f", {scores['metadata']['images']} images" if scores.get("metadata", {}).get("images") else "")
+             + ".", ""]
 
     # 1. results
     if scores:
-        lines += ["## Captions on the test split", "", *_results_md(scores), ""]
+        lines += [f"## Captions on the {_split(scores)} split", "", *_results_md(scores), ""]
         lines += [f"- {r}" for r in ratios(scores)] + [""]
         if (rd / "scores" / "scores.png").is_file():
             lines += ["![scores](scores/scores.png)", ""]
         lines += ["Per-category scores: [scores/scores.md](scores/scores.md).", ""]
-    ex = write_examples(run, rd / "examples.png")
+    ex = write_examples(layout, split, layout.examples) if split else None
     if ex:
         lines += ["## Examples", "", "![examples](examples.png)", ""]
 
     # 2. segmentation
-    seg = _read(run.checkpoint / "metrics.json")
+    seg = read_json(layout.checkpoint / "metrics.json")
     if seg:
         lines += ["## Segmentation", ""]
         val, cap, train = seg.get("val", {}), seg.get("captions") or {}, seg.get("train", {})
@@ -187,12 +179,12 @@ def write_report(run: Run) -> Path:
             lines.append("- per-class IoU" + (" (caption set)" if cap else "") + ": " + ", ".join(
                 f"{k} {v:.2f}" for k, v in per.items() if isinstance(v, (int, float))))
         lines.append("")
-        for png in sorted(run.checkpoint.glob("*.png")):
+        for png in sorted(layout.checkpoint.glob("*.png")):
             lines += [f"![{png.stem}]({_rel(png, rd)})", ""]
 
     # 3. compositions
     rows = []
-    for name, path in (("predicted masks", run.predicted), ("exact masks", run.truth)):
+    for name, path in (("predicted masks", layout.predicted), ("exact masks", layout.truth)):
         h = composition_health(path)
         if h:
             rows.append((name, h))
@@ -209,7 +201,7 @@ def write_report(run: Run) -> Path:
     # 4. language models
     llm_rows = []
     for name in ("pipeline", "oracle", "blind"):
-        folder = rd / "llm" / name
+        folder = layout.llm(name)
         for png in sorted(folder.glob("*.png")):
             llm_rows.append(f"![{name} {png.stem}]({_rel(png, rd)})")
     if llm_rows:
@@ -221,4 +213,4 @@ def write_report(run: Run) -> Path:
         cmds = "<br>".join(f"`{c}`" for c in st.get("commands", []))
         lines.append(f"| {stage} | {st.get('seconds', '')} | {cmds} |")
     lines.append("")
-    return atomic.write_text(out, "\n".join(lines))
+    return atomic.write_text(layout.report, "\n".join(lines))

@@ -6,303 +6,314 @@
     python -m pipeline.run --config configs/pipeline/synthetic.yaml --only score    # one stage, outputs upstream
     python -m pipeline.run --config configs/pipeline/rsicd.yaml                     # real data, Llama-2 + QLoRA
 
-Stages, in order (each writes under ``run_dir`` and a stamp ``stages/<name>.json`` when it has finished):
+Stages, in order (each writes under ``run_dir`` and a stamp ``stages/<name>.json`` when it has finished; the paths
+are in :mod:`pipeline.layout`):
 
 =============  =========================================================================================
-data           synthetic.generate, only when the data is absent and ``generate`` is on
+data           synthetic.generate, only when the data is absent (or was generated with other options)
 segmentation   segmentation.train on the drone set (skipped when ``segmentation_checkpoint`` is given)
 masks          segmentation.predict on every caption-set image
 compositions   composition.extract of the predicted masks, and of the exact masks when the set has them
 llm            llm.finetune on the predicted compositions (the pipeline's captioner)
 oracle         llm.finetune on the exact-mask compositions (what perfect segmentation would give)
 blind          llm.finetune with the composition text removed (what the image content adds)
-captions       llm.generate (greedy, and beam search) and the baselines on the test split
+captions       llm.generate (greedy, and beam search) and the baselines on the chosen split
 score          evaluation.score of every system, with the human-agreement ceiling
 report         report.md: results, segmentation and composition figures, examples
 =============  =========================================================================================
 
-Each stamp holds the stage's *fingerprint*: a hash of the options it ran with (the bytes of its config files, the
-pipeline settings it reads, the class table) and of the fingerprints of the stages it reads from. A rerun skips a
-stage whose stamp matches. A stage that never finished resumes where its own tool can, if it started with the same
-fingerprint (``stages/<name>.started.json``); otherwise it starts afresh, replacing its outputs. A stage whose options
-changed runs afresh, and so does every stage downstream of it. ``--force`` redoes the named stages afresh (only
-them); ``--from`` redoes a stage and every later one afresh.
+Every option is checked before the first stage runs: the pipeline's own, the entry points' YAML configs and the
+per-stage sections (``synthetic:``, ``segmentation:``, ``llm:``), by the same typed check as command-line flags
+(:func:`segcap.cli.check_options`), so a typo in the ``llm:`` section fails at once, not after the segmentation.
+
+Each stamp holds the stage's *fingerprint*, a hash of every option the stage reads (the checked values of its
+config files and section, the pipeline settings it uses, the class table) and of the *digests* of the upstream
+outputs it reads (each upstream stamp records the digest of its own outputs when it finishes: file names, sizes,
+times and bytes). A rerun skips a stage whose fingerprint matches and whose outputs are as it left them. Anything
+else runs: a stage whose options changed runs afresh, and since its outputs change, so does every stage that reads
+them; ``--force masks`` therefore redoes masks, compositions and everything after. A stage that never finished
+resumes where its own tool can (segmentation's last state, the LLM's checkpoints, masks already written) if it
+started with the same fingerprint (``stages/<name>.started.json``); otherwise it starts afresh, replacing its
+outputs. ``--force`` redoes the named stages afresh; ``--from`` redoes a stage and every later one afresh.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
+import shlex
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
+from aerialdata.captionset import CaptionDataset
+from aerialdata.classes import load_class_table
+from composition.extract import main as extract_compositions
+from composition.schema import read_jsonl
+from evaluation.score import main as score_captions
+from llm.finetune import main as finetune_llm
+from llm.generate import main as generate_captions
+from pipeline.baselines import NearestNeighbour, template_caption
+from pipeline.layout import CHECKPOINT_FILES, LLM_FOLDER, STAGES, SYSTEMS, UPSTREAM, Layout, read_json
+from pipeline.report import results_rows, write_report
 from segcap import atomic
-from segcap.cli import config_kwargs
+from segcap.cli import check_options, config_kwargs
+from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DatasetNotFoundError
+from segmentation.predict import main as predict_masks
+from segmentation.train import main as train_segmenter
+from segmentation.train import resumable
+from synthetic.generate import main as generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "captions", "score", "report")
-SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "blind")
 ALIASES = {"from_stage": ["--from"]}  # `from` is a Python keyword
+SECTIONS: dict[str, Callable[..., Any]] = {  # the pipeline config's per-stage sections and whose options they hold
+    "synthetic": generate_synthetic, "segmentation": train_segmenter, "llm": finetune_llm}
+GENERATED = "generated_by_pipeline.json"  # in data_root: the synthetic.generate options the data was written with
 
 
 # ---------------------------------------------------------------------------------------------------- options
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """Everything one run needs, with the paths derived from the options."""
+    """Everything the stages read: the run's layout and its options, checked and typed before any stage runs.
 
-    run_dir: Path
+    ``*_file`` are the checked options of the entry points' YAML configs; ``synthetic``, ``segmentation`` and
+    ``llm`` the pipeline config's sections, which override them.
+    """
+
+    layout: Layout
     data_root: Path
-    drone_root: Path
-    captions_root: Path
-    captions_json: str
-    images_dir: str
     generate: bool
     synthetic: dict
     classes: str
     segmentation_config: Path
-    segmentation_checkpoint: Path | None
+    segmentation_file: dict
     segmentation: dict
     caption_scale: float
     composition_config: Path
+    composition_file: dict
     llm_config: Path
+    llm_file: dict
     llm: dict
     num_beams: int
-    systems: list[str]
+    systems: tuple[str, ...]
     split: str
     progress: bool
-    commands: dict[str, list[str]] = field(default_factory=dict)
-    fresh: bool = False  # the running stage replaces its outputs (True) or resumes an interrupted attempt (False)
-
-    @property
-    def stamps(self) -> Path:
-        return self.run_dir / "stages"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.segmentation_checkpoint or self.run_dir / "segmentation"
-
-    @property
-    def masks(self) -> Path:
-        return self.run_dir / "masks"
-
-    @property
-    def predicted(self) -> Path:
-        return self.run_dir / "compositions" / "predicted.jsonl"
-
-    @property
-    def truth(self) -> Path:
-        return self.run_dir / "compositions" / "truth.jsonl"
-
-    @property
-    def references(self) -> Path:
-        return self.captions_root / self.captions_json
-
-    def has_truth_masks(self) -> bool:
-        from aerialdata.captionset import CaptionDataset
-
-        return (self.captions_root / CaptionDataset.masks_dir).is_dir()
 
     def wants(self, system: str) -> bool:
         return system in self.systems
 
 
 def _as_command(module: str, kwargs: dict[str, Any]) -> str:
-    """The command line that repeats a call of ``module``'s ``main`` with these arguments."""
+    """The command line that repeats a call of ``module``'s ``main`` with these arguments (None clears a value)."""
     parts = [f"python -m {module}"]
     for k, v in kwargs.items():
         flag = "--" + k.replace("_", "-")
-        if v is None or k == "progress":
+        if k == "progress":
             continue
-        if isinstance(v, bool):
+        if v is None:
+            parts.append(f"{flag} null")
+        elif isinstance(v, bool):
             parts.append(flag if v else f"--no-{k.replace('_', '-')}")
         elif isinstance(v, (list, tuple)):
-            parts.append(f"{flag} {' '.join(str(x) for x in v)}")
+            parts.append(f"{flag} {' '.join(shlex.quote(str(x)) for x in v)}")
+        elif isinstance(v, dict):
+            parts.append(f"{flag} {shlex.quote(json.dumps(v))}")
         else:
-            parts.append(f"{flag} {v}")
+            parts.append(f"{flag} {shlex.quote(str(v))}")
     return " ".join(parts)
 
 
-def _call(run: Run, stage: str, fn: Callable[..., Any], config: Path | None = None, user: dict | None = None,
-          **overrides) -> Any:
-    """Call an entry point's ``main``: its YAML ``config``, then the pipeline's ``overrides`` (None included: it
-    clears a config value), then the ``user``'s section of the pipeline config (which wins); log the command."""
-    kwargs = config_kwargs(fn, config) if config else {}
-    kwargs.update(overrides)
-    kwargs.update(user or {})
-    params = inspect.signature(fn).parameters
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ConfigError(f"{fn.__module__}.main does not take {', '.join(unknown)}; check the pipeline config")
-    shown = {"config": config, **overrides, **(user or {})} if config else dict(kwargs)
-    run.commands.setdefault(stage, []).append(_as_command(fn.__module__, shown))
+def _call(commands: list[str], stage: str, fn: Callable[..., Any], config: Path | None = None,
+          file_options: dict | None = None, user: dict | None = None, **overrides) -> Any:
+    """Call an entry point's ``main`` with its YAML config's options (``file_options``, read from ``config``), then
+    the pipeline's ``overrides`` (None included: it clears a config value), then the ``user``'s section of the
+    pipeline config (which wins), checked together by the entry point's typed check; log the command."""
+    merged = {**(file_options or {}), **overrides, **(user or {})}
+    kwargs = check_options(fn, merged, f"stage {stage} ({fn.__module__})")
+    shown = {"config": config, **overrides, **(user or {})} if config else dict(merged)
+    commands.append(_as_command(fn.__module__, shown))
     return fn(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------- stages
-def stage_data(run: Run) -> dict:
-    have_captions = run.references.is_file()
-    have_drone = (run.drone_root / "original_images").is_dir() or run.segmentation_checkpoint is not None
-    if have_captions and have_drone:
-        return {"status": "present", "captions": str(run.references)}
+# Each stage is ``stage(run, fresh, commands) -> result``: ``fresh`` says whether to replace its outputs (True) or
+# resume an interrupted attempt (False); it appends the equivalent stand-alone commands to ``commands``; the result
+# goes into its stamp.
+def _synthetic_options(run: Run) -> dict:
+    """Every option synthetic.generate writes the data with (its defaults, then the ``synthetic:`` section)."""
+    params = inspect.signature(generate_synthetic).parameters
+    options = {k: p.default for k, p in params.items() if k not in ("out", "overwrite", "progress")}
+    options.update(run.synthetic)
+    return json.loads(json.dumps(options, default=str))  # as a JSON file holds them (tuples become lists)
+
+
+def _generated_with(run: Run) -> dict | None:
+    """The synthetic.generate options the data under ``data_root`` was written with: the pipeline's record of them,
+    {} when synthetic.generate wrote the caption set but the options are unknown, None for data it did not write."""
+    marker = read_json(run.data_root / GENERATED)
+    if marker:
+        return marker.get("options") or {}
+    generator = read_json(run.layout.references).get("generator") or {}
+    return {} if generator.get("name") == "synthetic.generate" else None
+
+
+def stage_data(run: Run, fresh: bool, commands: list[str]) -> dict:
+    """The data must be there; with ``generate`` on, the synthetic sets are written when absent or written with
+    other options. Generation is deterministic (the same options give the same bytes), so ``fresh`` changes nothing
+    here, and data that synthetic.generate did not write is never replaced."""
+    lay = run.layout
+    have_captions = lay.references.is_file()
+    have_drone = lay.drone_images.is_dir() or lay.checkpoint_given is not None
+    wanted = _synthetic_options(run) if run.generate else None
+    written_with = _generated_with(run)
+    if have_captions and have_drone and (not run.generate or written_with is None or written_with == wanted):
+        return {"status": "present", "captions": str(lay.references)}
     if not run.generate:
-        missing = run.references if not have_captions else run.drone_root / "original_images"
+        missing = lay.references if not have_captions else lay.drone_images
         raise DatasetNotFoundError(
             f"{missing} not found; point captions_root/drone_root at your data, or set generate: true to write "
             "the synthetic sets there"
         )
-    from synthetic.generate import main as generate
-
-    return _call(run, "data", generate, out=run.data_root, progress=run.progress, overwrite=False, user=run.synthetic)
-
-
-def stage_segmentation(run: Run) -> dict:
-    if run.segmentation_checkpoint is not None:
-        if not (run.segmentation_checkpoint / "model.pt").is_file():
-            raise DatasetNotFoundError(f"segmentation_checkpoint {run.segmentation_checkpoint} has no model.pt")
-        return {"status": "given", "checkpoint": str(run.segmentation_checkpoint)}
-    from segmentation.train import main as train
-
-    out = run.run_dir / "segmentation"
-    resume = not run.fresh and (out / "last.pt").is_file()
-    metrics = _call(
-        run, "segmentation", train, config=run.segmentation_config,
-        data_root=run.drone_root, out=out, classes=run.classes,
-        eval_captions=run.captions_root if run.has_truth_masks() else None,
-        resume=resume, overwrite=not resume, progress=run.progress, user=run.segmentation,
-    )
-    return {"best_val_miou": (metrics or {}).get("best", {}).get("miou") if isinstance(metrics, dict) else None}
+    if written_with is None and run.data_root.is_dir() and any(run.data_root.iterdir()):
+        missing = lay.references if not have_captions else lay.drone_images
+        raise DatasetNotFoundError(
+            f"{missing} not found, and data_root {run.data_root} holds files that synthetic.generate did not write; "
+            "set data_root to a new folder for the synthetic sets, or point captions_root/drone_root at your data"
+        )
+    summary = _call(commands, "data", generate_synthetic, out=run.data_root, progress=run.progress,
+                    overwrite=written_with is not None, user=run.synthetic)
+    atomic.write_json(run.data_root / GENERATED, {"options": wanted})
+    if not (lay.references.is_file() and (lay.drone_images.is_dir() or lay.checkpoint_given is not None)):
+        raise DatasetNotFoundError(
+            f"synthetic.generate wrote {run.data_root}, but {lay.references} or {lay.drone_images} is still missing; "
+            "leave captions_root and drone_root unset (they default to data_root/rsicd and data_root/drone)"
+        )
+    return {"status": "generated", "captions": str(lay.references), "summary": summary}
 
 
-def stage_masks(run: Run) -> dict:
-    from segmentation.predict import main as predict
+def stage_segmentation(run: Run, fresh: bool, commands: list[str]) -> dict:
+    lay = run.layout
+    if lay.checkpoint_given is not None:
+        return {"status": "given", "checkpoint": str(lay.checkpoint_given),
+                "best_val_miou": read_json(lay.checkpoint_given / "metrics.json").get("best_val_miou")}
+    out = lay.trained_checkpoint
+    resume = not fresh and resumable(out)
+    _call(commands, "segmentation", train_segmenter, config=run.segmentation_config,
+          file_options=run.segmentation_file, user=run.segmentation,
+          data_root=lay.drone_root, out=out, classes=run.classes,
+          eval_captions=lay.captions_root if lay.has_truth_masks() else None, eval_split=run.split,
+          caption_scale=run.caption_scale, resume=resume, overwrite=not resume, progress=run.progress)
+    return {"checkpoint": str(out), "resumed": resume,
+            "best_val_miou": read_json(out / "metrics.json").get("best_val_miou")}
 
-    return _call(
-        run, "masks", predict, checkpoint=run.checkpoint, images=run.captions_root / run.images_dir,
-        out=run.masks, scale=run.caption_scale, overwrite=run.fresh, progress=run.progress,
-    )
+
+def stage_masks(run: Run, fresh: bool, commands: list[str]) -> dict:
+    lay = run.layout
+    return _call(commands, "masks", predict_masks, checkpoint=lay.checkpoint, images=lay.images, out=lay.masks,
+                 scale=run.caption_scale, overwrite=fresh, progress=run.progress)
 
 
-def stage_compositions(run: Run) -> dict:
-    from composition.extract import main as extract
-
-    classes = _checkpoint_classes(run)
-    _call(run, "compositions", extract, config=run.composition_config, masks=run.masks, out=run.predicted,
-          classes=classes, overwrite=True)
-    out = {"predicted": str(run.predicted)}
-    if run.has_truth_masks():
-        _call(run, "compositions", extract, config=run.composition_config, masks=run.captions_root / "label_images_semantic",
-              out=run.truth, classes=classes, source_ids=True, overwrite=True)
-        out["truth"] = str(run.truth)
+def stage_compositions(run: Run, fresh: bool, commands: list[str]) -> dict:
+    lay = run.layout
+    # the checkpoint's class table, as a file the stand-alone command can read too
+    atomic.write_text(lay.classes_yaml, yaml.safe_dump(lay.class_table().to_dict(), sort_keys=False))
+    extract = functools.partial(_call, commands, "compositions", extract_compositions, config=run.composition_config,
+                                file_options=run.composition_file, classes=str(lay.classes_yaml), overwrite=True)
+    extract(masks=lay.masks, out=lay.predicted)
+    out = {"predicted": str(lay.predicted)}
+    if lay.has_truth_masks():
+        extract(masks=lay.truth_masks, out=lay.truth, source_ids=True)
+        out["truth"] = str(lay.truth)
+    else:
+        lay.truth.unlink(missing_ok=True)  # from an earlier caption set
     return out
 
 
-def _checkpoint_classes(run: Run) -> str:
-    """The class table the segmentation checkpoint was trained with, as a YAML file the other tools can read."""
-    from segmentation.model import read_checkpoint_config
-
-    cfg = read_checkpoint_config(run.checkpoint)
-    table = cfg.get("classes")
-    if isinstance(table, dict):
-        path = run.run_dir / "classes.yaml"
-        if not path.is_file():
-            import yaml
-
-            atomic.write_text(path, yaml.safe_dump(table, sort_keys=False))
-        return str(path)
-    return str(table or run.classes)
+def _finetune(run: Run, fresh: bool, commands: list[str], stage: str, compositions: Path, prompt_mode: str) -> dict:
+    out = run.layout.llm(LLM_FOLDER[stage])
+    resume = not fresh and any((out / "checkpoints").glob("checkpoint-*"))
+    model = _call(commands, stage, finetune_llm, config=run.llm_config, file_options=run.llm_file, user=run.llm,
+                  compositions=compositions, captions=run.layout.references, out=out, prompt_mode=prompt_mode,
+                  resume=resume, overwrite=not resume, progress=run.progress)
+    return {"model": str(model), "resumed": resume}
 
 
-def _finetune(run: Run, stage: str, compositions: Path, out: Path, prompt_mode: str) -> dict:
-    from llm.finetune import main as finetune
-
-    resume = not run.fresh and any((out / "checkpoints").glob("checkpoint-*"))
-    return _call(run, stage, finetune, config=run.llm_config, compositions=compositions, captions=run.references,
-                 out=out, prompt_mode=prompt_mode, resume=resume, overwrite=not resume, user=run.llm)
+def stage_llm(run: Run, fresh: bool, commands: list[str]) -> dict:
+    return _finetune(run, fresh, commands, "llm", run.layout.predicted, "full")
 
 
-def stage_llm(run: Run) -> dict:
-    return _finetune(run, "llm", run.predicted, run.run_dir / "llm" / "pipeline", "full")
-
-
-def stage_oracle(run: Run) -> dict:
+def stage_oracle(run: Run, fresh: bool, commands: list[str]) -> dict:
     if not run.wants("oracle"):
         return {"status": "not asked for"}
-    if not run.truth.is_file():
-        return {"status": "skipped: the caption set has no exact masks (label_images_semantic/)"}
-    return _finetune(run, "oracle", run.truth, run.run_dir / "llm" / "oracle", "full")
+    if not run.layout.truth.is_file():
+        return {"status": f"skipped: the caption set has no exact masks ({run.layout.truth_masks.name}/)"}
+    return _finetune(run, fresh, commands, "oracle", run.layout.truth, "full")
 
 
-def stage_blind(run: Run) -> dict:
+def stage_blind(run: Run, fresh: bool, commands: list[str]) -> dict:
     if not run.wants("blind"):
         return {"status": "not asked for"}
-    return _finetune(run, "blind", run.predicted, run.run_dir / "llm" / "blind", "blind")
+    return _finetune(run, fresh, commands, "blind", run.layout.predicted, "blind")
 
 
-def stage_captions(run: Run) -> dict:
-    from aerialdata.captionset import CaptionDataset
-    from composition.schema import read_jsonl
-    from llm.generate import main as generate
-    from pipeline.baselines import NearestNeighbour, template_caption
-
-    pred_dir = run.run_dir / "predictions"
+def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
+    lay = run.layout
     written: dict[str, str] = {}
 
     def gen(name: str, model: Path, comps: Path, beams: int = 1) -> None:
-        out = pred_dir / f"{name}.json"
-        _call(run, "captions", generate, model=model, compositions=comps, captions=run.references, split=run.split,
-              out=out, num_beams=beams, overwrite=True)
+        out = lay.predictions / f"{name}.json"
+        _call(commands, "captions", generate_captions, model=model, compositions=comps, captions=lay.references,
+              split=run.split, out=out, num_beams=beams, progress=run.progress, overwrite=True)
         written[name] = str(out)
 
-    llm_dir = run.run_dir / "llm"
     if run.wants("pipeline"):
-        gen("pipeline", llm_dir / "pipeline", run.predicted)
+        gen("pipeline", lay.llm("pipeline"), lay.predicted)
     if run.wants("pipeline_beam") and run.num_beams > 1:
-        gen(f"pipeline_beam{run.num_beams}", llm_dir / "pipeline", run.predicted, run.num_beams)
-    if run.wants("oracle") and (llm_dir / "oracle").is_dir():
-        gen("oracle", llm_dir / "oracle", run.truth)
-    if run.wants("blind") and (llm_dir / "blind").is_dir():
-        gen("blind", llm_dir / "blind", run.predicted)
+        gen(f"pipeline_beam{run.num_beams}", lay.llm("pipeline"), lay.predicted, run.num_beams)
+    if run.wants("oracle") and lay.llm("oracle").is_dir() and lay.truth.is_file():
+        gen("oracle", lay.llm("oracle"), lay.truth)
+    if run.wants("blind") and lay.llm("blind").is_dir():
+        gen("blind", lay.llm("blind"), lay.predicted)
 
-    records = {Path(r["image"]).stem: r for r in read_jsonl(run.predicted)}
-    test = CaptionDataset(run.references, split=run.split)
+    records = {Path(r["image"]).stem: r for r in read_jsonl(lay.predicted)}
+    test = CaptionDataset(lay.references, split=run.split)
     test_recs = [records[Path(it.filename).stem] for it in test]
     if run.wants("template"):
         preds = [{"image_id": it.filename, "caption": template_caption(r)} for it, r in zip(test, test_recs, strict=True)]
-        written["template"] = str(atomic.write_json(pred_dir / "template.json", preds))
+        written["template"] = str(atomic.write_json(lay.predictions / "template.json", preds))
     if run.wants("nearest"):
-        from aerialdata.classes import load_class_table
-
-        train = [it for it in CaptionDataset(run.references, split="train") if Path(it.filename).stem in records]
-        table = load_class_table(_checkpoint_classes(run))
+        train = [it for it in CaptionDataset(lay.references, split="train") if Path(it.filename).stem in records]
         nn = NearestNeighbour([records[Path(it.filename).stem] for it in train], [it.sentences for it in train],
-                              table.num_classes)
+                              lay.class_table().num_classes)
         preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, nn.caption(test_recs), strict=True)]
-        written["nearest"] = str(atomic.write_json(pred_dir / "nearest.json", preds))
-    atomic.write_json(pred_dir / "systems.json", written)
-    return written
+        written["nearest"] = str(atomic.write_json(lay.predictions / "nearest.json", preds))
+    atomic.write_json(lay.systems_json, written)
+    return {"split": run.split, "predictions": written}
 
 
-def stage_score(run: Run) -> dict:
-    from evaluation.score import main as score
-
-    systems = json.loads((run.run_dir / "predictions" / "systems.json").read_text())
-    return _call(run, "score", score, references=run.references, out=run.run_dir / "scores",
-                 predictions=[Path(p) for p in systems.values()], names=list(systems), split=run.split, human=True,
-                 overwrite=True)
-
-
-def stage_report(run: Run) -> dict:
-    from pipeline.report import write_report
-
-    return {"report": str(write_report(run))}
+def stage_score(run: Run, fresh: bool, commands: list[str]) -> dict:
+    lay = run.layout
+    systems = read_json(lay.systems_json)
+    scores = _call(commands, "score", score_captions, references=lay.references, out=lay.scores,
+                   predictions=[Path(p) for p in systems.values()], names=list(systems), split=run.split, human=True,
+                   overwrite=True)
+    return {"split": run.split, "overall": scores.get("overall")}
 
 
-STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
+def stage_report(run: Run, fresh: bool, commands: list[str]) -> dict:
+    return {"report": str(write_report(run.layout))}
+
+
+StageFn = Callable[[Run, bool, list], dict]
+STAGE_FUNCS: dict[str, StageFn] = {
     "data": stage_data, "segmentation": stage_segmentation, "masks": stage_masks,
     "compositions": stage_compositions, "llm": stage_llm, "oracle": stage_oracle, "blind": stage_blind,
     "captions": stage_captions, "score": stage_score, "report": stage_report,
@@ -310,56 +321,27 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def _stamp(run: Run, stage: str) -> Path:
-    return run.stamps / f"{stage}.json"
-
-
-def _started(run: Run, stage: str) -> Path:
-    return run.stamps / f"{stage}.started.json"
-
-
-# What each stage reads from the stages before it (its fingerprint includes theirs).
-UPSTREAM = {
-    "data": (), "segmentation": ("data",), "masks": ("segmentation",), "compositions": ("masks",),
-    "llm": ("compositions",), "oracle": ("compositions",), "blind": ("compositions",),
-    "captions": ("llm", "oracle", "blind"), "score": ("captions",), "report": ("score",),
-}
-
-
-def _file_digest(path: Path | str | None) -> str | None:
-    """sha256 of a file's bytes (a config or class-table YAML); the plain string for a name like seed10."""
-    if path is None:
-        return None
-    p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else str(path)
-
-
-def _checkpoint_id(folder: Path | None) -> str:
-    """A given checkpoint folder, by path and by its weights' size and modification time (replaced weights count)."""
-    if folder is None:
-        return ""
-    weights = Path(folder) / "model.pt"
-    if not weights.is_file():
-        return str(folder)
-    st = weights.stat()
-    return f"{folder}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _own_options(run: Run, stage: str) -> dict:
-    """The options a stage's outputs depend on (beyond its upstream stages' outputs)."""
+def own_options(run: Run, stage: str) -> dict:
+    """Every option a stage reads (what it reads from earlier stages is in their digests)."""
+    lay = run.layout
     if stage == "data":
-        return {"drone_root": str(run.drone_root), "captions_root": str(run.captions_root),
-                "captions_json": run.captions_json, "images_dir": run.images_dir}
+        return {"data_root": run.data_root, "drone_root": lay.drone_root, "captions_root": lay.captions_root,
+                "captions_json": lay.captions_json, "images_dir": lay.images_dir, "generate": run.generate,
+                "synthetic": _synthetic_options(run) if run.generate else None,
+                "drone_needed": lay.checkpoint_given is None}
     if stage == "segmentation":
-        return {"config": _file_digest(run.segmentation_config), "options": run.segmentation,
-                "classes": _file_digest(run.classes), "checkpoint": _checkpoint_id(run.segmentation_checkpoint)}
+        if lay.checkpoint_given is not None:  # its files are the stage's outputs: their digest is checked too
+            return {"checkpoint": lay.checkpoint_given}
+        return {"config": run.segmentation_file, "options": run.segmentation,
+                "classes": load_class_table(run.classes).to_dict(), "caption_scale": run.caption_scale,
+                "split": run.split}
     if stage == "masks":
         return {"caption_scale": run.caption_scale}
     if stage == "compositions":
-        return {"config": _file_digest(run.composition_config)}
-    if stage in ("llm", "oracle", "blind"):
+        return {"config": run.composition_file}
+    if stage in LLM_FOLDER:
         wanted = {} if stage == "llm" else {"wanted": run.wants(stage)}  # oracle/blind are skipped when not wanted
-        return {"config": _file_digest(run.llm_config), "options": run.llm, **wanted}
+        return {"config": run.llm_file, "options": run.llm, **wanted}
     if stage == "captions":
         return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split}
     if stage == "score":
@@ -367,100 +349,160 @@ def _own_options(run: Run, stage: str) -> dict:
     return {}
 
 
-def fingerprints(run: Run) -> dict[str, str]:
-    """Each stage's fingerprint: its own options and its upstream stages' fingerprints, hashed."""
-    out: dict[str, str] = {}
-    for stage in STAGES:
-        blob = json.dumps({"stage": stage, "options": _own_options(run, stage),
-                           "upstream": [out[u] for u in UPSTREAM[stage]]}, sort_keys=True, default=str)
-        out[stage] = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return out
+def fingerprint(run: Run, stage: str) -> str:
+    """A stage's fingerprint: its own options and the digests its upstream stages recorded, hashed."""
+    lay = run.layout
+    blob = json.dumps({"stage": stage, "options": own_options(run, stage),
+                       "upstream": {u: lay.read_stamp(u).get("digest") for u in UPSTREAM[stage]}},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _forced(force: list[str] | None, from_stage: str | None, only: str | None = None) -> set[str]:
+    """The stages the user asked to redo afresh: ``force``, ``only``, and with ``from_stage`` it and every later one."""
+    todo = set(force or []) | ({only} if only else set())
+    return todo | (set(STAGES[STAGES.index(from_stage):]) if from_stage else set())
 
 
-def _forced(force: list[str] | None, from_stage: str | None) -> set[str]:
-    """The stages the user asked to redo afresh: ``force`` and, with ``from_stage``, it and every later one."""
-    return set(force or []) | (set(STAGES[STAGES.index(from_stage):]) if from_stage else set())
+def _why(stage: str, forced: set[str], before: dict, fingerprint_now: str, started: dict, fresh: bool) -> str:
+    if stage in forced:
+        return "forced: afresh"
+    if before.get("fingerprint") == fingerprint_now:
+        return "its outputs changed on disk: afresh"
+    if before:
+        return "its options or inputs changed: afresh"
+    if not fresh:
+        return "resuming an interrupted run"
+    return "options changed since an interrupted run: afresh" if started else "not finished before: afresh"
 
 
-def plan(run: Run, force: list[str], from_stage: str | None, only: str | None) -> list[str]:
-    """Which stages to run: those not finished with their current fingerprint (and everything downstream of a
-    stage that runs for that reason), plus the forced ones; ``only`` runs exactly one stage."""
-    if only:
-        return [only]
-    todo = _forced(force, from_stage)
-    prints = fingerprints(run)
-    return [s for s in STAGES if s in todo or _read(_stamp(run, s)).get("fingerprint") != prints[s]]
+def execute(run: Run, force: list[str] | None = None, from_stage: str | None = None,
+            only: str | None = None) -> list[dict]:
+    """Run the chain in order, stamping each stage when done; returns one summary row per stage.
 
-
-def execute(run: Run, stages: list[str], force: list[str] | None = None, from_stage: str | None = None) -> list[dict]:
-    """Run ``stages`` in order, stamping each when done; returns one summary row per stage of the chain.
-
-    A stage runs afresh (replacing its outputs) when forced, named by ``from_stage`` or after it, or when it did not
+    A stage is skipped when it is not forced, its stamp holds its current fingerprint (computed now, from the
+    digests the stages before it recorded) and its outputs still have the digest it recorded. ``only`` runs that
+    one stage and no other. A stage that runs does so afresh (replacing its outputs) when forced or when it did not
     start with its current fingerprint; otherwise it resumes an interrupted attempt.
     """
-    run.stamps.mkdir(parents=True, exist_ok=True)
-    prints = fingerprints(run)
-    forced = _forced(force, from_stage)
+    lay = run.layout
+    lay.stamps.mkdir(parents=True, exist_ok=True)
+    forced = _forced(force, from_stage, only)
     rows = []
     for stage in STAGES:
-        stamp = _stamp(run, stage)
-        if stage not in stages:
-            done = _read(stamp)
-            rows.append({"stage": stage, "status": "done before" if done else "not run", "seconds": done.get("seconds")})
+        before = lay.read_stamp(stage)
+        if only and stage != only:
+            rows.append({"stage": stage, "status": "done before" if before else "not run",
+                         "seconds": before.get("seconds")})
             continue
-        before = _read(stamp)
-        stamp.unlink(missing_ok=True)
-        started = _read(_started(run, stage))
-        run.fresh = stage in forced or started.get("fingerprint") != prints[stage]
-        if stage in forced:
-            why = "forced: afresh"
-        elif before:
-            why = "its options or inputs changed: afresh"
-        elif not run.fresh:
-            why = "resuming an interrupted run"
-        else:
-            why = "options changed since an interrupted run: afresh" if started else "not finished before: afresh"
-        atomic.write_json(_started(run, stage), {"stage": stage, "fingerprint": prints[stage],
-                                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        print(f"\n=== stage {stage} ({why}) ===", flush=True)
+        now = fingerprint(run, stage)
+        if stage not in forced and before.get("fingerprint") == now and before.get("digest") == lay.digest(stage):
+            rows.append({"stage": stage, "status": "done before", "seconds": before.get("seconds")})
+            continue
+        lay.stamp(stage).unlink(missing_ok=True)
+        started = read_json(lay.started(stage))
+        fresh = stage in forced or started.get("fingerprint") != now
+        atomic.write_json(lay.started(stage), {"stage": stage, "fingerprint": now,
+                                               "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        print(f"\n=== stage {stage} ({_why(stage, forced, before, now, started, fresh)}) ===", flush=True)
+        commands: list[str] = []
         t0 = time.perf_counter()
-        result = STAGE_FUNCS[stage](run)
+        result = STAGE_FUNCS[stage](run, fresh, commands)
         seconds = round(time.perf_counter() - t0, 1)
-        atomic.write_json(stamp, {"stage": stage, "fingerprint": prints[stage], "seconds": seconds,
-                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  "commands": run.commands.get(stage, []), "result": _jsonable(result)})
-        _started(run, stage).unlink(missing_ok=True)
+        atomic.write_json(lay.stamp(stage), {"stage": stage, "fingerprint": now, "digest": lay.digest(stage),
+                                             "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                             "commands": commands, "result": _jsonable(result)})
+        lay.started(stage).unlink(missing_ok=True)
         rows.append({"stage": stage, "status": "ran", "seconds": seconds})
     return rows
 
 
 def _jsonable(obj: Any) -> Any:
-    try:
-        json.dumps(obj)
-        return obj
-    except TypeError:
-        return json.loads(json.dumps(obj, default=str))
+    return json.loads(json.dumps(obj, default=str))
 
 
-def summary_table(rows: list[dict], run: Run) -> str:
+def summary_table(rows: list[dict], layout: Layout) -> str:
+    """The console summary: each stage's status and time, then the results (read from the run folder)."""
     lines = [f"{'stage':<14}{'status':<14}{'seconds':>9}"]
     for r in rows:
         sec = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(f"{r['stage']:<14}{r['status']:<14}{sec:>9}")
-    scores = run.run_dir / "scores" / "scores.json"
-    if scores.is_file():
-        from pipeline.report import results_rows
+    results = results_rows(layout)
+    return "\n".join(lines + ([""] + results if results else []))
 
-        lines.append("")
-        lines.extend(results_rows(run))
-    return "\n".join(lines)
+
+def _checked(problems: list[str], fn: Callable[..., Any], options: dict, source: str) -> dict:
+    """:func:`check_options`, collecting its problems instead of raising (so that all are reported together)."""
+    try:
+        return check_options(fn, options, source)
+    except ConfigError as e:
+        problems.extend(e.problems)
+        return {}
+
+
+def _config_file(problems: list[str], fn: Callable[..., Any], name: str, path: Path) -> dict:
+    try:
+        return config_kwargs(fn, path)
+    except ConfigError as e:
+        problems.extend(f"{name}: {p}" for p in e.problems)
+        return {}
+
+
+def section_sources(args: Sequence[str]) -> dict[str, str]:
+    """Where each stage section of a command line comes from, for messages: its flag, or the --config file."""
+    config, flagged = None, set()
+    for i, tok in enumerate(args):
+        flag, eq, value = tok.partition("=")
+        if flag == "--config":
+            config = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+        elif flag.lstrip("-") in SECTIONS and flag.startswith("--"):
+            flagged.add(flag[2:])
+    return {name: f"command line, --{name}" if name in flagged
+            else f"{config}, section {name}" if config else f"option {name}" for name in SECTIONS}
+
+
+def make_run(
+    run_dir: Path, data_root: Path, drone_root: Path | None, captions_root: Path | None, captions_json: str,
+    images_dir: str, generate: bool, synthetic: dict | None, classes: str, segmentation_config: Path,
+    segmentation_checkpoint: Path | None, segmentation: dict | None, caption_scale: float, composition_config: Path,
+    llm_config: Path, llm: dict | None, num_beams: int, systems: Sequence[str], split: str, progress: bool,
+    sources: dict[str, str] | None = None,
+) -> Run:
+    """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run."""
+    sources = {**section_sources([]), **(sources or {})}
+    problems = [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
+    if num_beams < 1:
+        problems.append(f"num_beams must be >= 1, got {num_beams}")
+    sections = {name: _checked(problems, fn, value or {}, sources[name])
+                for (name, fn), value in zip(SECTIONS.items(), (synthetic, segmentation, llm), strict=True)}
+    seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(segmentation_config))
+    comp_file = _config_file(problems, extract_compositions, "composition_config", Path(composition_config))
+    llm_file = _config_file(problems, finetune_llm, "llm_config", Path(llm_config))
+    try:
+        load_class_table(classes)
+    except ConfigError as e:
+        problems.extend(f"classes: {p}" for p in e.problems)
+    given = Path(segmentation_checkpoint) if segmentation_checkpoint else None
+    if given is not None:
+        missing = [f for f in CHECKPOINT_FILES[:2] if not (given / f).is_file()]
+        if missing:
+            problems.append(f"segmentation_checkpoint: {given} has no {' or '.join(missing)}; give a folder written "
+                            "by python -m segmentation.train, or leave segmentation_checkpoint unset to train one")
+    if problems:
+        raise ConfigError(problems)
+    layout = Layout(
+        run_dir=Path(run_dir),
+        captions_root=Path(captions_root) if captions_root else Path(data_root) / "rsicd",
+        drone_root=Path(drone_root) if drone_root else Path(data_root) / "drone",
+        captions_json=captions_json, images_dir=images_dir, checkpoint_given=given,
+    )
+    return Run(
+        layout=layout, data_root=Path(data_root), generate=generate, synthetic=sections["synthetic"],
+        classes=classes, segmentation_config=Path(segmentation_config), segmentation_file=seg_file,
+        segmentation=sections["segmentation"], caption_scale=caption_scale, composition_config=Path(composition_config),
+        composition_file=comp_file, llm_config=Path(llm_config), llm_file=llm_file, llm=sections["llm"],
+        num_beams=num_beams, systems=tuple(systems), split=split, progress=progress,
+    )
 
 
 def main(
@@ -509,65 +551,69 @@ def main(
         llm: options of llm.finetune overriding llm_config (e.g. base_model, quantize), in the YAML config.
         num_beams: beam width of the pipeline's second decoding (1: greedy only).
         systems: what to compare: pipeline, pipeline_beam, oracle, template, nearest, blind.
-        split: split of the caption set to caption and score.
-        force: stages to run again even if finished (data, segmentation, masks, compositions, llm, oracle, blind,
-            captions, score, report).
+        split: split of the caption set to caption and score (and to measure the segmenter on).
+        force: stages to run again afresh (data, segmentation, masks, compositions, llm, oracle, blind, captions,
+            score, report); the stages reading their outputs run again too.
         from_stage: run this stage and every later one again.
         only: run just this stage (its inputs must exist).
         progress: show progress bars.
     """
+    options = dict(
+        run_dir=run_dir, data_root=data_root, drone_root=drone_root, captions_root=captions_root,
+        captions_json=captions_json, images_dir=images_dir, generate=generate, synthetic=synthetic, classes=classes,
+        segmentation_config=segmentation_config, segmentation_checkpoint=segmentation_checkpoint,
+        segmentation=segmentation, caption_scale=caption_scale, composition_config=composition_config,
+        llm_config=llm_config, llm=llm, num_beams=num_beams, systems=systems, split=split, progress=progress,
+    )
+    return _main(options, force, from_stage, only)
+
+
+def _main(options: dict[str, Any], force: list[str] | None, from_stage: str | None, only: str | None,
+          sources: dict[str, str] | None = None) -> list[dict]:
+    """:func:`main`: ``options`` go to :func:`make_run`; ``sources`` name where the stage sections came from."""
     problems = []
     for name, value in (("force", force or []), ("from_stage", [from_stage] if from_stage else []),
                         ("only", [only] if only else [])):
         problems += [f"{name}: unknown stage {s!r}; stages are {', '.join(STAGES)}" for s in value if s not in STAGES]
-    problems += [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
     if only and (force or from_stage):
         problems.append("only cannot be combined with force or from_stage")
-    if num_beams < 1:
-        problems.append(f"num_beams must be >= 1, got {num_beams}")
-    for name, path in (("segmentation_config", segmentation_config), ("composition_config", composition_config),
-                       ("llm_config", llm_config)):
-        if not Path(path).is_file():
-            problems.append(f"{name}: {path} not found")
+    try:
+        run = make_run(**options, sources=sources)
+    except ConfigError as e:
+        problems += e.problems
     if problems:
         raise ConfigError(problems)
 
-    run = Run(
-        run_dir=Path(run_dir), data_root=Path(data_root),
-        drone_root=Path(drone_root) if drone_root else Path(data_root) / "drone",
-        captions_root=Path(captions_root) if captions_root else Path(data_root) / "rsicd",
-        captions_json=captions_json, images_dir=images_dir, generate=generate, synthetic=dict(synthetic or {}),
-        classes=classes, segmentation_config=Path(segmentation_config),
-        segmentation_checkpoint=Path(segmentation_checkpoint) if segmentation_checkpoint else None,
-        segmentation=dict(segmentation or {}), caption_scale=caption_scale,
-        composition_config=Path(composition_config), llm_config=Path(llm_config), llm=dict(llm or {}),
-        num_beams=num_beams, systems=list(systems), split=split, progress=progress,
-    )
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    stages = plan(run, list(force or []), from_stage, only)
+    run.layout.run_dir.mkdir(parents=True, exist_ok=True)
     if only:
-        _check_inputs(run, only)
+        _check_inputs(run.layout, only)
     t0 = time.perf_counter()
-    rows = execute(run, stages, force, from_stage)
-    print("\n" + summary_table(rows, run))
-    print(f"\nrun folder: {run.run_dir}  ({time.perf_counter() - t0:.0f} s)  report: {run.run_dir / 'report.md'}")
+    rows = execute(run, force, from_stage, only)
+    print("\n" + summary_table(rows, run.layout))
+    print(f"\nrun folder: {run.layout.run_dir}  ({time.perf_counter() - t0:.0f} s)  report: {run.layout.report}")
     return rows
 
 
-def _check_inputs(run: Run, stage: str) -> None:
+def _check_inputs(layout: Layout, stage: str) -> None:
     """For --only: every earlier stage must have finished."""
-    missing = [s for s in STAGES[: STAGES.index(stage)] if not _stamp(run, s).is_file()]
+    missing = [s for s in STAGES[: STAGES.index(stage)] if not layout.stamp(s).is_file()]
     if missing:
-        raise ConfigError(f"--only {stage}: earlier stage(s) {', '.join(missing)} have not finished in {run.run_dir}; "
-                          f"run without --only first")
+        raise ConfigError(f"--only {stage}: earlier stage(s) {', '.join(missing)} have not finished in "
+                          f"{layout.run_dir}; run without --only first")
 
 
-def clean_stage(run_dir: Path, stage: str) -> None:
-    """Forget a stage (its stamp), so the next run redoes it."""
-    (Path(run_dir) / "stages" / f"{stage}.json").unlink(missing_ok=True)
+def cli(args: Sequence[str] | None = None) -> Any:
+    """``python -m pipeline.run``: :func:`main`'s options from flags and ``--config``; a problem in a stage section
+    names the file (or flag) it came from."""
+    argv = list(sys.argv[1:] if args is None else args)
+    sources = section_sources(argv)
+
+    @functools.wraps(main)
+    def entry(force: list[str] | None = None, from_stage: str | None = None, only: str | None = None, **options):
+        return _main(options, force, from_stage, only, sources)
+
+    return run_cli(entry, argv, aliases=ALIASES)
 
 
 if __name__ == "__main__":
-    from segcap.cli import run as run_cli
-
-    run_cli(main, aliases=ALIASES)
+    cli()

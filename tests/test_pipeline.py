@@ -1,21 +1,26 @@
-"""pipeline: stage planning, skipping and resume (fast, with stand-in stages), baselines, configs, bad input."""
+"""pipeline: stage planning, skipping, resume and digests (fast, with stand-in stages), option checks, baselines,
+configs, bad input. The real stages on a tiny set are in test_pipeline_e2e.py."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from composition.health import health
 from pipeline import run as prun
 from pipeline.baselines import NearestNeighbour, _consensus, template_caption
+from pipeline.layout import STAGES, files_digest
 from segcap.cli import config_kwargs, parse
-from segcap.errors import ConfigError
+from segcap.errors import ConfigError, DatasetNotFoundError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,97 +64,113 @@ def test_consensus_caption():
 
 
 # ---------------------------------------------------------------- stage driver
+def _touch(path: Path) -> None:
+    """Write a stand-in output: a file, or a file inside a folder (a path without a suffix)."""
+    target = path if path.suffix else path / "out.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(f"{time.time_ns()}")
+
+
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch):
+    """Stand-in stages that log (stage, fresh) and write their first output, so that their digest changes."""
     calls: list[str] = []
+    log: list[tuple[str, bool]] = []
 
     def fake(name):
-        def stage(run):
+        def stage(run, fresh, commands):
             calls.append(name)
+            log.append((name, fresh))
             if name == "llm" and getattr(stage, "fail_once", False):
                 stage.fail_once = False
                 raise RuntimeError("power cut")
+            if not (name == "segmentation" and run.layout.checkpoint_given):
+                _touch(run.layout.outputs(name)[0])
+            commands.append(f"python -m {name}")
             return {"stage": name}
         return stage
 
-    funcs = {s: fake(s) for s in prun.STAGES}
+    funcs = {s: fake(s) for s in STAGES}
     monkeypatch.setattr(prun, "STAGE_FUNCS", funcs)
     cfg = dict(run_dir=tmp_path / "run", data_root=tmp_path / "data", progress=False)
-    return calls, funcs, cfg
+    return calls, funcs, cfg, log
 
 
 def test_stages_run_once_then_skip(fake_run):
-    calls, _, cfg = fake_run
+    calls, _, cfg, _ = fake_run
     rows = prun.main(**cfg)
-    assert calls == list(prun.STAGES) and all(r["status"] == "ran" for r in rows)
+    assert calls == list(STAGES) and all(r["status"] == "ran" for r in rows)
     calls.clear()
     rows = prun.main(**cfg)
     assert calls == [] and all(r["status"] == "done before" for r in rows)
 
 
 def test_interrupted_run_resumes_at_the_failed_stage(fake_run):
-    calls, funcs, cfg = fake_run
+    calls, funcs, cfg, _ = fake_run
     funcs["llm"].fail_once = True
     with pytest.raises(RuntimeError, match="power cut"):
         prun.main(**cfg)
     assert calls[-1] == "llm"
     calls.clear()
     prun.main(**cfg)
-    assert calls == list(prun.STAGES[prun.STAGES.index("llm"):])
+    assert calls == list(STAGES[STAGES.index("llm"):])
 
 
-def test_force_from_and_only(fake_run):
-    calls, _, cfg = fake_run
+def test_force_reruns_the_stage_and_everything_that_reads_it(fake_run):
+    calls, _, cfg, log = fake_run
     prun.main(**cfg)
-    calls.clear()
+    log.clear()
     prun.main(**cfg, force=["masks"])
-    assert calls == ["masks"]
+    assert [n for n, _ in log] == list(STAGES[STAGES.index("masks"):]) and all(fresh for _, fresh in log)
     calls.clear()
     prun.main(**cfg, from_stage="captions")
     assert calls == ["captions", "score", "report"]
     calls.clear()
+    prun.main(**cfg, force=["report"])
+    assert calls == ["report"]
+    calls.clear()
     prun.main(**cfg, only="score")
     assert calls == ["score"]
+    calls.clear()
+    prun.main(**cfg)  # the report reads the scores just rewritten
+    assert calls == ["report"]
 
 
 def test_only_needs_earlier_stages(fake_run):
-    _, _, cfg = fake_run
+    cfg = fake_run[2]
     with pytest.raises(ConfigError, match="have not finished"):
         prun.main(**cfg, only="score")
 
 
 def test_bad_options_listed_together(fake_run):
-    _, _, cfg = fake_run
+    cfg = fake_run[2]
     with pytest.raises(ConfigError) as e:
-        prun.main(**cfg, force=["nope"], systems=("pipeline", "gpt"), num_beams=0, only="score")
+        prun.main(**cfg, force=["nope"], systems=("pipeline", "gpt"), num_beams=0, only="score",
+                  llm={"quantize": "nf5"}, classes="seed11")
     msg = str(e.value)
-    assert "unknown stage 'nope'" in msg and "unknown system 'gpt'" in msg and "num_beams" in msg and "only" in msg
+    for part in ("unknown stage 'nope'", "unknown system 'gpt'", "num_beams", "only cannot",
+                 "option llm: quantize 'nf5' is invalid; expected one of none, nf4, int8", "class table seed11"):
+        assert part in msg, part
+    assert not cfg["run_dir"].exists()  # nothing ran
 
 
-def test_stamps_record_commands(fake_run, tmp_path):
-    _, _, cfg = fake_run
+def test_stamps_record_commands_and_digest(fake_run):
+    cfg = fake_run[2]
     prun.main(**cfg)
     stamp = json.loads((cfg["run_dir"] / "stages" / "llm.json").read_text())
     assert stamp["stage"] == "llm" and stamp["seconds"] >= 0 and stamp["result"] == {"stage": "llm"}
+    assert stamp["commands"] == ["python -m llm"] and len(stamp["digest"]) == 32
 
 
 def test_as_command():
     cmd = prun._as_command("llm.generate", {"model": Path("m"), "num_beams": 3, "overwrite": True,
-                                            "names": ["a", "b"], "category": None, "strict": False})
-    assert cmd == "python -m llm.generate --model m --num-beams 3 --overwrite --names a b --no-strict"
+                                            "names": ["a", "b c"], "category": None, "strict": False,
+                                            "tiny_model": {"hidden_size": 32}, "progress": True})
+    assert cmd == ("python -m llm.generate --model m --num-beams 3 --overwrite --names a 'b c' --category null "
+                   """--no-strict --tiny-model '{"hidden_size": 32}'""")
 
 
 # ---------------------------------------------------------------- configs and CLIs
-@pytest.mark.parametrize("name", ["synthetic.yaml", "rsicd.yaml"])
-def test_pipeline_configs_parse(name):
-
-    path = REPO / "configs" / "pipeline" / name
-    kwargs = config_kwargs(prun.main, path)
-    assert kwargs["run_dir"]
-    parsed = parse(prun.main, ["--config", str(path), "--from", "score"], aliases=prun.ALIASES)
-    assert parsed["from_stage"] == "score" and parsed["systems"] == kwargs["systems"]
-
-
 def test_caption_cli_refuses_bad_input(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline.caption", str(tmp_path / "none.jpg"), "--segmentation",
                         str(tmp_path), "--llm", str(tmp_path / "x")], capture_output=True, text=True, cwd=REPO)
@@ -157,11 +178,11 @@ def test_caption_cli_refuses_bad_input(tmp_path):
     assert "image not found" in r.stderr and "no model.pt" in r.stderr and "not a folder" in r.stderr
 
 
-def test_run_cli_missing_data_exit_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.run", "--run-dir", str(tmp_path / "r"), "--data-root",
-                        str(tmp_path / "nodata"), "--no-generate", "--no-progress"],
-                       capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 2 and "set generate: true" in r.stderr
+def test_run_cli_missing_data_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        prun.cli(["--run-dir", str(tmp_path / "r"), "--data-root", str(tmp_path / "nodata"), "--no-generate",
+                  "--no-progress"])
+    assert e.value.code == 2 and "set generate: true" in capsys.readouterr().err
 
 
 def test_template_on_random_records_never_crashes():
@@ -187,7 +208,8 @@ def test_composition_health_counts_diversity():
 
 
 def test_call_layers_config_then_pipeline_then_user(tmp_path):
-    """The entry's YAML, then what the pipeline sets (None clears a value), then the user's section, which wins."""
+    """The entry's YAML, then what the pipeline sets (None clears a value), then the user's section, which wins;
+    the merged options go through the entry point's typed check."""
     def entry(a: int = 0, b: str | None = "x", c: int = 0, d: int = 0) -> dict:
         """E.
 
@@ -198,30 +220,19 @@ def test_call_layers_config_then_pipeline_then_user(tmp_path):
 
     cfg = tmp_path / "e.yaml"
     cfg.write_text("a: 1\nb: from-config\nc: 1\n")
-    run = prun.Run.__new__(prun.Run)
-    run.commands = {}
-    got = prun._call(run, "s", entry, config=cfg, user={"c": 3}, b=None, c=2, d=2)
+    commands: list[str] = []
+    got = prun._call(commands, "s", entry, config=cfg, file_options=config_kwargs(entry, cfg), user={"c": 3},
+                     b=None, c=2, d=2)
     assert got == {"a": 1, "b": None, "c": 3, "d": 2}
-    with pytest.raises(ConfigError, match="does not take e"):
-        prun._call(run, "s", entry, user={"e": 1})
+    assert commands == [f"python -m tests.test_pipeline --config {cfg} --b null --c 3 --d 2"]
+    with pytest.raises(ConfigError, match="stage s .*unknown option.*e"):
+        prun._call(commands, "s", entry, user={"e": 1})
+    with pytest.raises(ConfigError, match="stage s .*: c 'many' is invalid; expected an integer"):
+        prun._call(commands, "s", entry, user={"c": "many"})
 
 
-@pytest.fixture
-def fresh_log(fake_run, monkeypatch):
-    """Like fake_run, but each stage also logs whether it ran afresh (replacing outputs) or resumed."""
-    calls, funcs, cfg = fake_run
-    log: list[tuple[str, bool]] = []
-    for name, fn in list(funcs.items()):
-        def stage(run, fn=fn, name=name):
-            log.append((name, run.fresh))
-            return fn(run)
-        stage.__dict__ = fn.__dict__  # fail_once is read from the inner function
-        funcs[name] = stage
-    return calls, funcs, cfg, log
-
-
-def test_changed_options_rerun_the_stage_and_everything_downstream(fresh_log, tmp_path):
-    calls, _, cfg, log = fresh_log
+def test_changed_options_rerun_the_stage_and_everything_downstream(fake_run, tmp_path):
+    calls, _, cfg, log = fake_run
     seg = tmp_path / "seg.yaml"
     seg.write_text("epochs: 2\n")
     cfg["segmentation_config"] = seg
@@ -230,18 +241,57 @@ def test_changed_options_rerun_the_stage_and_everything_downstream(fresh_log, tm
     prun.main(**cfg, num_beams=5)  # decoding only
     assert calls == ["captions", "score", "report"]
     calls.clear()
+    seg.write_text("# the same options\nepochs: 2\n")  # the options count, not the file's comments
     prun.main(**cfg, num_beams=5)
     assert calls == []
-    seg.write_text("epochs: 3\n")  # the file's bytes, not its name, count
+    seg.write_text("epochs: 3\n")
     log.clear()
     prun.main(**cfg, num_beams=5)
-    assert [n for n, _ in log] == list(prun.STAGES[1:]) and all(fresh for _, fresh in log)
+    assert [n for n, _ in log] == list(STAGES[1:]) and all(fresh for _, fresh in log)
     stamp = json.loads((cfg["run_dir"] / "stages" / "segmentation.json").read_text())
     assert len(stamp["fingerprint"]) == 16 and not (cfg["run_dir"] / "stages" / "segmentation.started.json").exists()
 
 
-def test_interrupted_stage_resumes_only_with_the_same_options(fresh_log):
-    calls, funcs, cfg, log = fresh_log
+def test_data_options_rerun_the_chain(fake_run):
+    """The synthetic section is part of the data stage's fingerprint (seed, caption_images...)."""
+    calls, _, cfg, _ = fake_run
+    prun.main(**cfg, synthetic={"seed": 1})
+    calls.clear()
+    prun.main(**cfg, synthetic={"seed": 1})
+    assert calls == []
+    prun.main(**cfg, synthetic={"seed": 2})
+    assert calls == list(STAGES)
+    calls.clear()
+    prun.main(**cfg, synthetic={"seed": 2, "caption_images": 60})
+    assert calls == list(STAGES)
+
+
+def test_a_stage_whose_outputs_did_not_change_leaves_the_rest(fake_run, monkeypatch):
+    """Downstream stages follow the content of what they read: a rerun that writes nothing new reruns nothing."""
+    calls, funcs, cfg, _ = fake_run
+    prun.main(**cfg)
+
+    def data_present(run, fresh, commands):  # like stage_data when the data is already there
+        calls.append("data")
+        return {"status": "present"}
+
+    monkeypatch.setitem(funcs, "data", data_present)
+    calls.clear()
+    prun.main(**cfg, force=["data"])
+    assert calls == ["data"]
+
+
+def test_outputs_changed_on_disk_are_redone(fake_run):
+    calls, _, cfg, log = fake_run
+    prun.main(**cfg)
+    (cfg["run_dir"] / "masks" / "out.txt").unlink()  # a mask deleted by hand
+    calls.clear()
+    prun.main(**cfg)
+    assert calls == list(STAGES[STAGES.index("masks"):])
+
+
+def test_interrupted_stage_resumes_only_with_the_same_options(fake_run):
+    calls, funcs, cfg, log = fake_run
     funcs["llm"].fail_once = True
     with pytest.raises(RuntimeError, match="power cut"):
         prun.main(**cfg)
@@ -250,38 +300,180 @@ def test_interrupted_stage_resumes_only_with_the_same_options(fresh_log):
     prun.main(**cfg)
     assert log[0] == ("llm", False)  # same options: the tool resumes its checkpoints
     funcs["llm"].fail_once = True
-    prun.main(**cfg, force=["compositions"])  # forced stages run afresh, and only they
-    assert calls[-1] == "compositions" and log[-1] == ("compositions", True)
     with pytest.raises(RuntimeError, match="power cut"):
         prun.main(**cfg, llm={"epochs": 1})
     log.clear()
     prun.main(**cfg, llm={"epochs": 2})  # options changed since the interrupted attempt: afresh
     assert log[0] == ("llm", True)
+    log.clear()
+    prun.main(**cfg, llm={"epochs": 2}, force=["compositions"])  # forced stages run afresh, and what reads them
+    assert log[:2] == [("compositions", True), ("llm", True)]
 
 
 def test_stamps_without_fingerprint_are_redone(fake_run):
-    calls, _, cfg = fake_run
+    calls, _, cfg, _ = fake_run
     prun.main(**cfg)
-    stamp = cfg["run_dir"] / "stages" / "masks.json"
+    stamp = cfg["run_dir"] / "stages" / "report.json"
     old = json.loads(stamp.read_text())
     del old["fingerprint"]  # written by an older segcap
     stamp.write_text(json.dumps(old))
     calls.clear()
     prun.main(**cfg)
-    assert calls == ["masks"]
+    assert calls == ["report"]
+
+
+def _checkpoint(folder: Path, metrics: dict | None = None) -> Path:
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"weights 1")
+    (folder / "config.yaml").write_text("classes: aerial10\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics or {}))
+    return folder
 
 
 def test_replaced_checkpoint_weights_rerun_the_chain(fake_run, tmp_path):
-
-    calls, _, cfg = fake_run
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "model.pt").write_bytes(b"weights 1")
+    calls, _, cfg, _ = fake_run
+    ckpt = _checkpoint(tmp_path / "ckpt")
     prun.main(**cfg, segmentation_checkpoint=ckpt)
     calls.clear()
     prun.main(**cfg, segmentation_checkpoint=ckpt)
     assert calls == []
-    (ckpt / "model.pt").write_bytes(b"new weights")  # retrained in place
+    (ckpt / "model.pt").write_bytes(b"new weights")  # retrained in place, same size, even with an old time
     os.utime(ckpt / "model.pt", ns=(1, 2))
     prun.main(**cfg, segmentation_checkpoint=ckpt)
-    assert calls == list(prun.STAGES[1:])
+    assert calls == list(STAGES[1:])
+
+
+def _options(tmp_path: Path, **over) -> dict:
+    """pipeline.run's options with their defaults (what make_run takes), under tmp_path."""
+    params = inspect.signature(prun.main).parameters
+    opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
+    return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
+
+
+def test_segmentation_stamp_records_best_val_miou(tmp_path):
+    ckpt = _checkpoint(tmp_path / "ckpt", {"best_val_miou": 0.42, "best_epoch": 3})
+    run = prun.make_run(**_options(tmp_path, segmentation_checkpoint=ckpt))
+    assert prun.stage_segmentation(run, True, [])["best_val_miou"] == 0.42
+    with pytest.raises(ConfigError, match="has no config.yaml"):
+        (ckpt / "config.yaml").unlink()
+        prun.make_run(**_options(tmp_path, segmentation_checkpoint=ckpt))
+
+
+TINY_DATA = {"drone_images": 1, "drone_size": [64, 64], "caption_images": 3, "caption_size": 64,
+             "categories": ["pond", "river", "forest"]}
+
+
+def test_data_stage_writes_the_synthetic_sets_with_the_asked_options(tmp_path):
+    def data(**over):
+        commands: list[str] = []
+        run = prun.make_run(**_options(tmp_path, **over))
+        return prun.stage_data(run, True, commands)["status"], commands
+
+    status, commands = data(synthetic={**TINY_DATA, "seed": 1})
+    assert status == "generated" and commands[0].startswith("python -m synthetic.generate --out")
+    assert data(synthetic={**TINY_DATA, "seed": 1}) == ("present", [])
+    assert data(synthetic={**TINY_DATA, "seed": 2})[0] == "generated"  # other options: written again
+    refs = json.loads((tmp_path / "data" / "rsicd" / "dataset_rsicd.json").read_text())
+    assert refs["generator"]["seed"] == 2
+    (tmp_path / "data" / prun.GENERATED).unlink()  # written by synthetic.generate itself, options unknown
+    assert data(synthetic={**TINY_DATA, "seed": 2})[0] == "generated"
+    assert data(synthetic={**TINY_DATA, "seed": 2}, generate=False) == ("present", [])
+
+    # data the pipeline did not write is never replaced, and missing data is named
+    refs["generator"] = {"name": "someone else"}
+    (tmp_path / "data" / "rsicd" / "dataset_rsicd.json").write_text(json.dumps(refs))
+    (tmp_path / "data" / prun.GENERATED).unlink()
+    assert data(synthetic={**TINY_DATA, "seed": 3}) == ("present", [])
+    (tmp_path / "data" / "rsicd" / "dataset_rsicd.json").unlink()
+    with pytest.raises(DatasetNotFoundError, match="holds files that synthetic.generate did not write"):
+        data(synthetic={**TINY_DATA, "seed": 3})
+    with pytest.raises(DatasetNotFoundError, match="dataset_rsicd.json not found; .*set generate: true"):
+        data(generate=False)
+
+
+# ---------------------------------------------------------------- the pipeline's stage sections
+BAD_SECTIONS = {
+    "synthetic": {"sed": 1},  # a typo
+    "segmentation": {"loss": "dice"},  # not a choice: ce, ce+dice
+    "llm": {"epochs": "many"},  # not a number
+}
+
+
+def test_bad_stage_sections_exit_2_before_any_stage(fake_run, tmp_path, capsys):
+    calls, _, cfg, _ = fake_run
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": str(cfg["run_dir"]), "data_root": str(cfg["data_root"]),
+                                    "progress": False, **BAD_SECTIONS}))
+    with pytest.raises(SystemExit) as e:
+        prun.cli(["--config", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and calls == [] and not cfg["run_dir"].exists()
+    assert f"{path}, section synthetic: unknown option(s) sed (did you mean seed?)" in err
+    assert f"{path}, section segmentation: loss 'dice' is invalid; expected one of ce, ce+dice" in err
+    assert f"{path}, section llm: epochs 'many' is invalid; expected a number" in err
+
+    # the same section as a flag is named as such, and overrides the file's
+    with pytest.raises(SystemExit) as e:
+        prun.cli(["--config", str(path), "--llm", "{quantize: nf5}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "command line, --llm: quantize 'nf5' is invalid" in err and "'many'" not in err
+
+
+def test_bad_entry_config_named_before_any_stage(fake_run, tmp_path):
+    calls, _, cfg, _ = fake_run
+    llm_cfg = tmp_path / "llm.yaml"
+    llm_cfg.write_text("precision: fp64\n")
+    with pytest.raises(ConfigError, match=f"llm_config: {llm_cfg}: precision 'fp64' is invalid"):
+        prun.main(**cfg, llm_config=llm_cfg)
+    assert calls == []
+
+
+# ---------------------------------------------------------------- digests
+def test_digest_follows_content_names_and_times(tmp_path):
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"abcd")
+    before = files_digest([folder])
+    assert files_digest([folder]) == before
+    st = (folder / "a.png").stat()
+    (folder / "a.png").write_bytes(b"abce")  # same size, same time: only the bytes differ
+    os.utime(folder / "a.png", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert files_digest([folder]) != before
+    (folder / "a.png").write_bytes(b"abcd")
+    os.utime(folder / "a.png", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert files_digest([folder]) == before
+    (folder / "a.png").rename(folder / "b.png")
+    assert files_digest([folder]) != before
+    assert files_digest([tmp_path / "none"]) != files_digest([tmp_path / "none2"]) != files_digest([folder])
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "state.bin").write_bytes(b"x")
+    assert files_digest([folder], skip=("checkpoints",)) != files_digest([folder])
+
+
+def test_digest_is_cheap(tmp_path):
+    """A folder of 1,000 small masks and a 40 MB weights file (hashed by samples) in well under 2 s."""
+    rng = np.random.default_rng(0)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(1000):
+        (masks / f"{i:04d}.png").write_bytes(rng.bytes(3000))
+    big = tmp_path / "model.pt"
+    big.write_bytes(rng.bytes(40 << 20))
+    t0 = time.perf_counter()
+    first = files_digest([masks, big])
+    assert time.perf_counter() - t0 < 2.0
+    with open(big, "r+b") as f:  # a change in a sampled region of a big file is seen
+        f.seek(10)
+        f.write(b"changed")
+    assert files_digest([masks, big]) != first
+
+
+# ---------------------------------------------------------------- configs and CLIs
+@pytest.mark.parametrize("name", ["synthetic.yaml", "rsicd.yaml"])
+def test_pipeline_configs_parse_and_their_sections_check(name, tmp_path):
+    path = REPO / "configs" / "pipeline" / name
+    parsed = parse(prun.main, ["--config", str(path), "--from", "score"], aliases=prun.ALIASES)
+    assert parsed["from_stage"] == "score" and parsed["run_dir"]
+    options = {k: v for k, v in parsed.items() if k not in ("force", "from_stage", "only")}
+    run = prun.make_run(**options, sources=prun.section_sources(["--config", str(path)]))
+    assert run.systems == tuple(parsed["systems"]) and run.llm_file and run.segmentation_file
