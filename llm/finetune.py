@@ -28,6 +28,7 @@ finished folder). Also ``loss.csv``/``loss.png`` (train and eval loss against st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -68,6 +69,7 @@ from llm.tokenizer import (
 from segcap.atomic import write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DatasetNotFoundError, OutputExistsError
+from segcap.progress import Progress, is_terminal, quiet_library_bars
 
 RUN_FILE = "run.json"  # the options of the run, written first: marks the folder as ours and lets --resume check them
 # options that define the model: a resumed run must use the same ones
@@ -99,8 +101,8 @@ def main(
     prompt_template: str = DEFAULT_TEMPLATE,
     captions_per_image: Literal["all", "sample", "fixed"] = "all",
     lowercase: bool = True,
-    train_split: str = "train",
-    eval_split: str = "val",
+    train_split: Literal["train", "val", "test", "restval"] = "train",
+    eval_split: Literal["val", "test", "train", "restval", "none"] = "val",
     allow_missing: bool = False,
     epochs: float = 10.0,
     batch_size: int = 32,
@@ -109,7 +111,8 @@ def main(
     learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
     warmup_ratio: float = 0.05,
-    lr_scheduler: str = "cosine",
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
+                          "inverse_sqrt"] = "cosine",
     max_length: int = 512,
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     gradient_checkpointing: bool = False,
@@ -120,6 +123,7 @@ def main(
     seed: int = 0,
     num_threads: int = 0,
     progress: bool = True,
+    tensorboard: bool = False,
     resume: bool = False,
     overwrite: bool = False,
 ) -> Path:
@@ -153,7 +157,8 @@ def main(
         learning_rate: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         warmup_ratio: fraction of the steps with linear warm-up.
-        lr_scheduler: learning-rate schedule after warm-up (cosine, linear, constant, ...).
+        lr_scheduler: learning-rate schedule after warm-up (transformers' SchedulerType names that need no extra
+            arguments).
         max_length: longest example in tokens; longer prompts lose their start (never the caption).
         precision: auto (bf16 on CUDA when supported, else fp32), fp32, bf16 or fp16 (CUDA only).
         gradient_checkpointing: trade compute for memory (large models).
@@ -163,7 +168,9 @@ def main(
         save_checkpoints: write a checkpoint each epoch (needed for --resume; off only for quick experiments).
         seed: seed of the tiny model's weights, caption sampling and data order.
         num_threads: torch CPU threads (0 = torch's default).
-        progress: show progress bars.
+        progress: show progress: the Trainer's bar on a terminal, one line per epoch in a log.
+        tensorboard: also log the train and eval loss and the learning rate to out/tensorboard (needs the
+            tensorboard extra: pip install -e '.[tensorboard]').
         resume: continue an interrupted run in out from its last checkpoint.
         overwrite: replace an existing output folder made by an earlier run.
     """
@@ -200,6 +207,9 @@ def main(
                  if not Path(p).exists()]
     if resume and overwrite:
         problems.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        problems.append("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                        "(or leave --tensorboard off)")
     if problems:
         raise ConfigError(problems)
 
@@ -249,11 +259,13 @@ def main(
     n_all = sum(p.numel() for p in model.parameters())
 
     # 5. trainer: epochs over every example, eval loss and a checkpoint each epoch
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
     dtype = compute_dtype(precision)
     cuda = torch.cuda.is_available()
+    bars = progress and is_terminal()  # the Trainer's tqdm bar on a terminal; in a log, one line per epoch instead
+    quiet_library_bars()  # in a log, no bar for each checkpoint's weight shards either
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=epochs,
@@ -275,7 +287,7 @@ def main(
         seed=seed,
         data_seed=seed,
         report_to="none",
-        disable_tqdm=not progress,
+        disable_tqdm=not bars,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         ddp_find_unused_parameters=False,
@@ -292,8 +304,11 @@ def main(
         eval_dataset=eval_ds,
         data_collator=CaptionCollator(tok.pad_token_id),
         processing_class=tok,
-        callbacks=[_EpochCallback(train_ds), _CurvesCallback(out)],
+        callbacks=[_EpochCallback(train_ds), _CurvesCallback(out), *([_EpochLines()] if progress and not bars else []),
+                   *([_tensorboard(out)] if tensorboard and state.is_main_process else [])],
     )
+    if not bars:
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict; _EpochLines says what matters
     if state.is_main_process:
         print(
             f"examples: train {len(train_pairs)} ({len(train_images)} images, {train_dropped} duplicate pairs dropped, "
@@ -430,6 +445,16 @@ def _composition_text_version() -> str | None:
     return None if version is None else str(version)
 
 
+def _tensorboard(out: Path) -> TrainerCallback:
+    """transformers' TensorBoard reporting (what ``report_to="tensorboard"`` adds), writing to out/tensorboard:
+    TrainingArguments has no logging directory any more, and the callback would otherwise pick
+    out/checkpoints/runs/<date>_<host>, or read an environment variable."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "tensorboard")))
+
+
 class _EpochCallback(TrainerCallback):
     """Tell the dataset which epoch it is (one caption sampled per image per epoch)."""
 
@@ -451,6 +476,51 @@ class _CurvesCallback(TrainerCallback):
             rows = loss_rows(state.log_history)
             write_loss_csv(self.out / "loss.csv", rows)
             plot_loss(self.out / "loss.png", rows)
+
+
+class _EpochLines(TrainerCallback):
+    """Where stderr is no terminal (the Trainer's bar is off): one line per epoch, written when its evaluation is done.
+
+    ``epoch 2/6: 15 step in 3.1 s, train loss 2.301, eval loss 2.104`` (train loss: the mean of the losses logged
+    during the epoch, else the last one logged; eval loss only where an eval split is set).
+    """
+
+    def __init__(self):
+        self.bar: Progress | None = None
+        self.losses: list[float] = []
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            epoch = int(math.floor(state.epoch or 0)) + 1
+            self.bar = Progress(desc=f"epoch {epoch}/{math.ceil(args.num_train_epochs)}", unit="step")
+            self.losses = []
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update()
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.bar is not None and logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+    def on_epoch_end(self, args, state, control, **kw):
+        if self.bar is None:
+            return
+        logged = self.losses or [float(r["loss"]) for r in state.log_history if "loss" in r][-1:]
+        if logged:
+            self.bar.set_postfix(**{"train loss": sum(logged) / len(logged)})
+        if not control.should_evaluate:  # else the line waits for the eval loss, logged after this
+            self._close()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        if self.bar is not None and "eval_loss" in (metrics or {}):
+            self.bar.set_postfix(**{"eval loss": float(metrics["eval_loss"])})
+        self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 if __name__ == "__main__":

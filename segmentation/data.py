@@ -28,7 +28,7 @@ from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import ClassTable
 from aerialdata.drone import DroneDataset, read_rgb_scaled, resize_mask
 from aerialdata.images import read_mask
-from segcap.errors import DataError
+from segcap.errors import DataError, DatasetNotFoundError
 from segmentation.metrics import IGNORE_INDEX
 from segmentation.model import IMAGENET_MEAN, IMAGENET_STD, PAD_MULTIPLE
 
@@ -68,7 +68,7 @@ class ScaledCropDataset(Dataset):
             smaller, as in the default synthetic caption set).
         scale_jitter: the factor is drawn log-uniformly in [target/jitter, target*jitter] (1.0: no jitter).
         crops_per_image: samples drawn from each image per epoch (more for large photos).
-        seed: seed of the augmentation pipeline.
+        seed: seed of the scale draws and the augmentation (reseeded per epoch by :meth:`set_epoch`).
         cache: keep each decoded image (at the largest jittered scale) in memory after its first use.
     """
 
@@ -87,6 +87,7 @@ class ScaledCropDataset(Dataset):
         self.crop_size, self.target_scale = crop_size, target_scale
         self.scale_jitter = max(1.0, scale_jitter)
         self.crops_per_image = max(1, crops_per_image)
+        self.seed = seed
         self.augment = train_augmentation(crop_size, seed)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -94,6 +95,16 @@ class ScaledCropDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices) * self.crops_per_image
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the scale draws and the augmentation from (seed, epoch), so that an epoch's crops do not depend on
+        the epochs before it: a run resumed at this epoch draws what an uninterrupted run would (without workers;
+        each worker reseeds itself from torch's per-worker seed). No effect without a seed."""
+        if self.seed is None:
+            return
+        scale_seed, augment_seed = np.random.SeedSequence([self.seed, epoch]).generate_state(2)
+        self._rng.seed(int(scale_seed))
+        self.augment.set_random_seed(int(augment_seed))
 
     def draw_scale(self) -> float:
         j = math.log(self.scale_jitter)
@@ -128,8 +139,6 @@ class CaptionMaskSet:
     def __init__(self, root: str | Path, table: ClassTable, split: str = "test"):
         self.captions = CaptionDataset(root, split=split)
         if not self.captions.has_masks:
-            from segcap.errors import DatasetNotFoundError
-
             raise DatasetNotFoundError(
                 f"{self.captions.root / self.captions.masks_dir}: the caption set has no masks folder, so its "
                 "segmentation mIoU cannot be measured (real RSICD has none; the synthetic set writes them)"
@@ -143,7 +152,6 @@ class CaptionMaskSet:
         return len(self.stems)
 
     def load(self, i: int, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-
         image = read_rgb_scaled(self.image_paths[i], scale)
         source = read_mask(self.mask_paths[i])
         mask = self.table.group(source, where=self.mask_paths[i])

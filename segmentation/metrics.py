@@ -7,7 +7,8 @@
 
 Rows are the truth, columns the prediction (as scikit-learn's ``confusion_matrix``). A class absent from both the
 truth and the prediction has no IoU (NaN, ``null`` in JSON) and is left out of the mean; a class present in either
-counts, even at 0.
+counts, even at 0. Training's evaluation (``segmentation.train.evaluate``) counts with this class and sums the
+matrices of its processes; the tests compare both with scikit-learn.
 """
 
 from __future__ import annotations

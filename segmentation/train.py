@@ -3,45 +3,55 @@
     python -m segmentation.train --config configs/segmentation.yaml
     python -m segmentation.train --config configs/segmentation.yaml --data-root data/synthetic/drone \\
         --eval-captions data/synthetic/rsicd --out runs/segmentation
-    python -m segmentation.train --config configs/segmentation.yaml --resume          # continue from last.pt
+    python -m segmentation.train --config configs/segmentation.yaml --resume          # continue from out/last/
+    python -m segmentation.train --config configs/segmentation.yaml --tensorboard     # needs pip install -e '.[tensorboard]'
+    tensorboard --logdir runs/segmentation/tensorboard
     torchrun --nproc_per_node 2 -m segmentation.train --config configs/segmentation.yaml   # several GPUs (or CPUs)
 
 The output folder is the checkpoint folder (``load_segmenter(out)`` and ``segmentation.predict --checkpoint out``)::
 
     model.pt           weights of the epoch with the best validation mIoU
     config.yaml        architecture, class table, input scale, normalisation, the training options
-    metrics.json       best epoch's pixel accuracy, mIoU, per-class IoU, confusion matrix (drone val split and, with
-                       --eval-captions, the caption set's test split); history per epoch with wall-clock minutes
-    last.pt            model + optimizer + scheduler state of the last epoch (for --resume)
+    metrics.json       best_val_miou and best_epoch; the best epoch's pixel accuracy, mIoU, per-class IoU, confusion
+                       matrix (drone val split and, with --eval-captions, the caption set's split); the resolution
+                       check; history per epoch with wall-clock minutes
+    last/              the last epoch's accelerate state (model, optimizer, scheduler, scaler, the RNG states of
+                       every process) and training.json (epoch, step, history, options): what --resume continues
+    tensorboard/       with --tensorboard: train loss, learning rate, val and caption-set mIoU per epoch
     history.png, confusion_val.png, confusion_captions.png, samples_val.png, samples_captions.png
 
-Under ``torchrun`` every process trains on its share of each epoch (DistributedSampler), metric counts are summed
-across processes, and only rank 0 writes. ``batch_size`` is per process.
+Devices, mixed precision (bf16 or fp16 on CUDA), DDP and the saved state are accelerate's. Under ``torchrun`` every
+process trains on its share of each epoch, the metric counts are summed across processes, and only the main process
+writes. ``batch_size`` is per process.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
-import random
+import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader, Subset
 
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.drone import DroneDataset
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
+from segcap.progress import Progress
 from segmentation.data import CaptionMaskSet, EvalDataset, ScaledCropDataset, pad_collate, split_by_file
 from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
 from segmentation.model import (
@@ -54,154 +64,214 @@ from segmentation.model import (
     default_architecture,
 )
 
+STATE_DIR = "last"  # accelerate's save_state folder of the last epoch
+STATE_FILE = "training.json"  # in STATE_DIR, written last: epoch, step, history, best, options
+TENSORBOARD_DIR = "tensorboard"
 # options that must not change between a run and its --resume
 RESUME_FIXED = ("classes", "decoder_channels", "epochs", "max_steps", "schedule", "batch_size", "crops_per_image",
                 "val_fraction", "seed", "limit")
+RESOLVED_SHARE = 0.5  # a class with fewer of its pixels in 2x2 blocks than this is below the resolution
 
 
-# ---------------------------------------------------------------- distributed
-class Dist:
-    """Rank / world size from torchrun's environment; a no-op for a single process."""
+# ---------------------------------------------------------------- typed configuration
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how training samples are drawn."""
 
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but CUDA is not available; use --device cpu or auto")
-        if device == "cuda" and self.world > 1:
-            device = f"cuda:{self.local_rank}"
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+    data_root: Path
+    classes: str
+    eval_captions: Path | None
+    eval_split: str
+    caption_scale: float
+    target_scale: float
+    scale_jitter: float
+    crop_size: int
+    crops_per_image: int
+    cache_images: bool
+    val_fraction: float
+    limit: int | None
+    num_workers: int
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.target_scale <= 0:
+            out.append(f"--target-scale must be positive (got {self.target_scale})")
+        if self.caption_scale <= 0:
+            out.append(f"--caption-scale must be positive (got {self.caption_scale})")
+        if self.scale_jitter < 1:
+            out.append(f"--scale-jitter is a factor >= 1 (1: no jitter; got {self.scale_jitter})")
+        if self.crop_size < PAD_MULTIPLE or self.crop_size % PAD_MULTIPLE:
+            c = self.crop_size
+            out.append(f"--crop-size must be a multiple of 32 (got {c}); try {max(32, round(c / 32) * 32)}")
+        if self.crops_per_image < 1:
+            out.append(f"--crops-per-image must be at least 1 (got {self.crops_per_image})")
+        if not 0 <= self.val_fraction < 1:
+            out.append(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.limit is not None and self.limit < (2 if self.val_fraction > 0 else 1):
+            out.append(f"--limit {self.limit} leaves too few images: at least 2 with --val-fraction > 0, else 1")
+        if self.num_workers < 0:
+            out.append(f"--num-workers must be 0 or more (got {self.num_workers})")
+        return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: smp.Unet(mobilenet_v2) with these decoder widths, from random or local encoder weights."""
+
+    encoder_weights: Path | None
+    decoder_channels: tuple[int, ...]
+
+    def problems(self) -> list[str]:
+        out = []
+        if len(self.decoder_channels) != 5 or min(self.decoder_channels, default=0) < 1:
+            out.append("--decoder-channels takes 5 positive numbers (one per decoder stage), e.g. 128 64 32 16 16 "
+                       f"(got {' '.join(map(str, self.decoder_channels))})")
+        if self.encoder_weights is not None and not self.encoder_weights.is_file():
+            out.append(f"--encoder-weights {self.encoder_weights}: no such file; pass a local .pth state dict of the "
+                       "encoder (e.g. torchvision's mobilenet_v2), or leave it empty for random weights")
+        return out
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Loss, optimiser and schedule."""
+
+    batch_size: int
+    epochs: int
+    max_steps: int | None
+    lr: float
+    weight_decay: float
+    schedule: Literal["onecycle", "cosine"]
+    loss: Literal["ce", "ce+dice"]
+
+    def problems(self) -> list[str]:
+        out = [f"--{k.replace('_', '-')} must be at least 1 (got {v})"
+               for k, v in (("batch_size", self.batch_size), ("epochs", self.epochs)) if v < 1]
+        if self.max_steps is not None and self.max_steps < 1:
+            out.append(f"--max-steps must be at least 1 (got {self.max_steps}); leave it empty for no limit")
+        if self.lr <= 0:
+            out.append(f"--lr must be positive (got {self.lr})")
+        if self.weight_decay < 0:
+            out.append(f"--weight-decay must be 0 or more (got {self.weight_decay})")
+        return out
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Output folder, devices, evaluation rhythm, logging."""
+
+    out: Path
+    eval_every: int
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["auto", "fp32", "fp16", "bf16"]
+    threads: int | None
+    samples: int
+    resume: bool
+    overwrite: bool
+    progress: bool
+    tensorboard: bool
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.eval_every < 1:
+            out.append(f"--eval-every must be at least 1 (got {self.eval_every})")
+        if self.threads is not None and self.threads < 1:
+            out.append(f"--threads must be at least 1 (got {self.threads}); leave it empty for torch's default")
+        if self.samples < 0:
+            out.append(f"--samples must be 0 or more (got {self.samples})")
+        if self.resume and self.overwrite:
+            out.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
+        cuda = torch.cuda.is_available()
+        if self.device == "cuda" and not cuda:
+            out.append("--device cuda asked for, but CUDA is not available; use --device cpu or auto")
+        if self.precision == "fp16" and (self.device == "cpu" or not cuda):
+            out.append("--precision fp16 needs CUDA; use fp32 or bf16 on CPU (auto picks for the device)")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            out.append("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                       "(or leave --tensorboard off)")
+        return out
 
     @property
-    def main(self) -> bool:
-        return self.rank == 0
+    def on_cpu(self) -> bool:
+        return self.device == "cpu" or not torch.cuda.is_available()
 
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            t = t.to(self.device if self.device.type == "cuda" else "cpu")
-            dist.all_reduce(t)
-        return t
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    @property
+    def mixed_precision(self) -> Literal["no", "fp16", "bf16"]:
+        """accelerate's mixed_precision: auto is bf16 on CUDA where supported, fp16 on older GPUs, none on CPU."""
+        if self.precision == "fp32" or (self.precision == "auto" and self.on_cpu):
+            return "no"
+        if self.precision == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return self.precision
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    run: RunConfig
+
+    def problems(self) -> list[str]:
+        return self.data.problems() + self.model.problems() + self.optim.problems() + self.run.problems()
+
+    def options(self) -> dict:
+        """The flat options of :func:`main`, JSON-ready (written to config.yaml and checked on --resume)."""
+        flat = {**asdict(self.data), **asdict(self.model), **asdict(self.optim), **asdict(self.run)}
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
-def _worker_init(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    seed = torch.initial_seed() % 2**32
-    ds = info.dataset
-    if hasattr(ds, "_rng"):
-        ds._rng.seed(seed)
-    if hasattr(ds, "augment"):
-        ds.augment.set_random_seed(seed)
-    np.random.seed(seed)
+# ---------------------------------------------------------------- state carried from epoch to epoch
+@dataclass
+class TrainingState:
+    """What the loop carries between epochs, saved in ``last/training.json`` beside accelerate's state."""
+
+    epoch: int = 0  # epochs done
+    step: int = 0  # optimiser steps done
+    train_minutes: float = 0.0  # in fit_epoch, all attempts together
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"miou": -1.0, "epoch": None, "val": None, "captions": None})
+
+    @classmethod
+    def read(cls, folder: Path) -> tuple[TrainingState, dict]:
+        raw = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        return cls(**raw["state"]), raw["options"]
+
+    def write(self, folder: Path, options: dict) -> None:
+        write_json(folder / STATE_FILE, {"state": asdict(self), "options": options})
 
 
-# ---------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(model, loader, num_classes: int, d: Dist, amp: bool) -> tuple[ConfusionMatrix, float]:
-    """Confusion matrix and mean cross-entropy over a loader of whole images, summed over processes."""
-    model.eval()
-    cm = torch.zeros(num_classes * num_classes, dtype=torch.float64)
-    loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of pixel losses, pixel count
-    for x, y, _ in loader:
-        x, y = x.to(d.device), y.to(d.device)
-        with _autocast(d, amp):
-            logits = model(x).float()
-        loss_sum[0] += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum").item()
-        keep = y != IGNORE_INDEX
-        loss_sum[1] += keep.sum().item()
-        t, p = y[keep], logits.argmax(1)[keep]
-        cm += torch.bincount(t * num_classes + p, minlength=num_classes**2).cpu().double()
-    cm, loss_sum = d.sum(cm).cpu(), d.sum(loss_sum).cpu()
-    out = ConfusionMatrix(num_classes)
-    out.matrix = cm.round().long().numpy().reshape(num_classes, num_classes)
-    return out, float(loss_sum[0] / max(loss_sum[1], 1))
+@dataclass
+class Data:
+    """Class table, the training loader and the evaluation sets of this process."""
+
+    table: ClassTable
+    train_ds: ScaledCropDataset
+    train_loader: DataLoader
+    val_ds: EvalDataset | None
+    val_loader: DataLoader | None
+    cap_ds: EvalDataset | None
+    cap_loader: DataLoader | None
+    n_train: int
+    n_val: int
 
 
-def _autocast(d: Dist, amp: bool):
-    return torch.autocast("cuda", dtype=torch.float16) if amp and d.device.type == "cuda" else nullcontext()
+def resumable(out: Path) -> bool:
+    """True when ``out`` holds a training state that ``--resume`` can continue from."""
+    return (Path(out) / STATE_DIR / STATE_FILE).is_file()
 
 
-def _eval_loader(ds: EvalDataset, d: Dist, batch_size: int, num_workers: int) -> DataLoader:
-    """Each process evaluates every world-th item (no padding duplicates, so counts sum exactly)."""
-    share = torch.utils.data.Subset(ds, list(range(d.rank, len(ds), d.world)))
-    return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=pad_collate)
-
-
-# ---------------------------------------------------------------- checkpoint folder
-def checkpoint_config(table: ClassTable, opts: dict) -> dict:
-    arch = {**default_architecture(), "decoder_channels": list(opts["decoder_channels"]), "classes": table.num_classes}
-    return {
-        "format": CONFIG_FORMAT,
-        "architecture": arch,
-        "classes": table.to_dict(),
-        "input": {
-            "drone_scale": opts["target_scale"],
-            "caption_scale": opts["caption_scale"],
-            "crop_size": opts["crop_size"],
-            "pad_multiple": PAD_MULTIPLE,
-            "tile_size": 1024,
-            "note": "predict at scale 1.0 on images at the caption set's ground resolution; at drone_scale on "
-                    "photos of the drone set itself",
-        },
-        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "pixel_range": 255,
-                          "channels": "RGB"},
-        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()},
-    }
-
-
-def _validate(opts: dict) -> None:
-    problems = []
-    if opts["target_scale"] <= 0:
-        problems.append(f"--target-scale must be positive (got {opts['target_scale']})")
-    if opts["crop_size"] < 32 or opts["crop_size"] % PAD_MULTIPLE:
-        c = opts["crop_size"]
-        problems.append(f"--crop-size must be a multiple of 32 (got {c}); try {max(32, round(c / 32) * 32)}")
-    for k in ("batch_size", "epochs", "crops_per_image", "eval_every"):
-        if opts[k] < 1:
-            problems.append(f"--{k.replace('_', '-')} must be at least 1 (got {opts[k]})")
-    if opts["max_steps"] is not None and opts["max_steps"] < 1:
-        problems.append("--max-steps must be at least 1")
-    if not 0 <= opts["val_fraction"] < 1:
-        problems.append(f"--val-fraction must be in [0, 1) (got {opts['val_fraction']})")
-    if opts["lr"] <= 0:
-        problems.append("--lr must be positive")
-    if opts["scale_jitter"] < 1:
-        problems.append("--scale-jitter is a factor >= 1 (1: no jitter)")
-    if len(opts["decoder_channels"]) != 5:
-        problems.append("--decoder-channels takes 5 numbers (one per decoder stage), e.g. 128 64 32 16 16")
-    if problems:
-        raise ConfigError(problems)
-
-
+# ---------------------------------------------------------------- entry point
 def main(
     data_root: Path = Path("data/synthetic/drone"),
     out: Path = Path("runs/segmentation"),
     classes: str = "seed10",
     eval_captions: Path | None = None,
-    eval_split: str = "test",
+    eval_split: Literal["train", "val", "test"] = "test",
     caption_scale: float = 1.0,
     encoder_weights: Path | None = None,
-    decoder_channels: list[int] = (128, 64, 32, 16, 16),
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16),
     target_scale: float = 0.25,
     scale_jitter: float = 1.25,
     crop_size: int = 160,
@@ -219,10 +289,11 @@ def main(
     limit: int | None = None,
     seed: int = 0,
     num_workers: int = 0,
-    device: str = "auto",
-    amp: bool = True,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
     threads: int | None = None,
     samples: int = 3,
+    tensorboard: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -254,241 +325,445 @@ def main(
         loss: ce (cross-entropy) or ce+dice (cross-entropy plus multiclass Dice).
         val_fraction: share of the files held out for validation (split by file, seeded).
         limit: use only the first N files of the dataset.
-        seed: seed of the split, initialisation and augmentation.
+        seed: seed of the split, initialisation, data order and augmentation.
         num_workers: DataLoader worker processes.
-        device: auto, cpu, cuda.
-        amp: mixed precision (float16 autocast) on CUDA; ignored on CPU.
+        device: auto (CUDA when available), cpu or cuda.
+        precision: auto (bf16 on CUDA where supported, else fp16; fp32 on CPU), fp32, fp16 (CUDA) or bf16.
         threads: torch CPU threads; empty: torch's default (divided among processes under torchrun).
         samples: images in the image | truth | prediction figures.
-        resume: continue from out/last.pt (same options).
+        tensorboard: also log loss, learning rate and mIoU per epoch to out/tensorboard (needs the tensorboard extra).
+        resume: continue from out/last/ (same options).
         overwrite: replace an existing checkpoint folder.
         progress: show progress bars.
     """
-    opts = {k: v for k, v in locals().items()}
-    opts["decoder_channels"] = [int(c) for c in decoder_channels]
-    for k in ("data_root", "out", "eval_captions", "encoder_weights"):
-        opts[k] = str(opts[k]) if opts[k] is not None else None
-    _validate(opts)
-
-    # ---- 1. processes, seeds, threads
-    d = Dist(device)
-    if threads:
-        torch.set_num_threads(threads)
-    elif d.world > 1 and d.device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", d.world))))
-    seed_everything(seed + d.rank)
-    try:
-        return _train(opts, d, bars=progress and d.main)
-    finally:
-        d.close()
-
-
-def _train(opts: dict, d: Dist, bars: bool) -> dict:
-    out = Path(opts["out"])
-    seed = opts["seed"]
-
-    # ---- 2. output folder: fresh, overwrite or resume
-    last_path = out / "last.pt"
-    if opts["resume"]:
-        if not last_path.is_file():
-            raise ConfigError(f"--resume: nothing to resume in {out} (no last.pt); run without --resume to start")
-    elif (out / "model.pt").exists() or last_path.exists():
-        if not opts["overwrite"]:
-            raise OutputExistsError(out, "training output folder")
-
-    # ---- 3. data: drone set split by file, caption set for the figure that matters
-    table = load_class_table(opts["classes"])
-    drone = DroneDataset(opts["data_root"], table)
-    stems = drone.stems[: opts["limit"]] if opts["limit"] else drone.stems
-    if len(stems) < 2 and opts["val_fraction"] > 0:
-        raise ConfigError(f"{opts['data_root']}: {len(stems)} image(s); need at least 2 to hold some out for validation")
-    drone = DroneDataset(opts["data_root"], table, stems=stems)
-    train_idx, val_idx = split_by_file(drone.stems, opts["val_fraction"], seed)
-    train_ds = ScaledCropDataset(drone, train_idx, opts["crop_size"], opts["target_scale"], opts["scale_jitter"],
-                                 opts["crops_per_image"], seed=seed + d.rank, cache=opts["cache_images"])
-    sampler = DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=seed) if d.world > 1 else None
-    gen = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
-        train_ds, batch_size=opts["batch_size"], shuffle=sampler is None, sampler=sampler, drop_last=len(train_ds) >=
-        opts["batch_size"] * d.world, num_workers=opts["num_workers"], worker_init_fn=_worker_init, generator=gen,
-        pin_memory=d.device.type == "cuda", persistent_workers=opts["num_workers"] > 0,
+    # 1. validate: one typed, frozen configuration; every problem reported at once, before any work
+    cfg = TrainConfig(
+        data=DataConfig(
+            data_root=Path(data_root), classes=classes, eval_captions=Path(eval_captions) if eval_captions else None,
+            eval_split=eval_split, caption_scale=caption_scale, target_scale=target_scale, scale_jitter=scale_jitter,
+            crop_size=crop_size, crops_per_image=crops_per_image, cache_images=cache_images,
+            val_fraction=val_fraction, limit=limit, num_workers=num_workers,
+        ),
+        model=ModelConfig(encoder_weights=Path(encoder_weights) if encoder_weights else None,
+                          decoder_channels=tuple(int(c) for c in decoder_channels)),
+        optim=OptimConfig(batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
+                          weight_decay=weight_decay, schedule=schedule, loss=loss),
+        run=RunConfig(out=Path(out), eval_every=eval_every, seed=seed, device=device, precision=precision,
+                      threads=threads, samples=samples, resume=resume, overwrite=overwrite, progress=progress,
+                      tensorboard=tensorboard),
     )
-    eval_bs = max(1, opts["batch_size"] // 2)
-    val_ds = EvalDataset(drone, val_idx, opts["target_scale"]) if val_idx else None
-    val_loader = _eval_loader(val_ds, d, eval_bs, opts["num_workers"]) if val_ds else None
-    cap_ds = None
-    if opts["eval_captions"]:
-        caps = CaptionMaskSet(opts["eval_captions"], table, split=opts["eval_split"])
-        cap_ds = EvalDataset(caps, list(range(len(caps))), opts["caption_scale"])
-        cap_loader = _eval_loader(cap_ds, d, max(eval_bs, 16), opts["num_workers"])
+    validate(cfg)
 
-    # ---- 4. model, loss, optimizer, schedule
-    model = build_model({"decoder_channels": opts["decoder_channels"]}, table.num_classes,
-                        opts["encoder_weights"]).to(d.device)
-    if d.device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None) \
-        if d.world > 1 else model
-    dice = None
-    if opts["loss"] == "ce+dice":
-        import segmentation_models_pytorch as smp
+    # 2. processes, device, mixed precision, seeds (accelerate)
+    acc = make_accelerator(cfg)
+    try:
+        # 3. output folder: fresh, --overwrite or --resume (options checked before any work)
+        prepare_out(cfg, acc)
 
-        dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
-    steps_per_epoch = max(1, len(train_loader))
-    total_steps = opts["epochs"] * steps_per_epoch
-    if opts["max_steps"]:
-        total_steps = min(total_steps, opts["max_steps"])
-    optim = torch.optim.AdamW(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
-    if opts["schedule"] == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=opts["lr"], total_steps=max(total_steps, 2),
-                                                    pct_start=0.2, div_factor=10, final_div_factor=100)
-    else:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(total_steps, 1), eta_min=opts["lr"] / 100)
-    use_amp = opts["amp"] and d.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        # 4. data: drone set split by file; the caption set for the figure that matters
+        data = build_data(cfg, acc)
 
-    # ---- 5. resume
-    history: list[dict] = []
-    start_epoch, step, minutes_before, train_minutes = 0, 0, 0.0, 0.0
-    best = {"miou": -1.0, "epoch": None, "val": None, "captions": None}
-    if opts["resume"]:
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        before = state["options"]
-        changed = [k for k in RESUME_FIXED if before.get(k) != opts.get(k)]
+        # 5. model, loss
+        model = build_network(cfg, data.table, acc)
+        loss_fn = build_loss(cfg.optim.loss)
+
+        # 6. optimiser and schedule over the steps of every epoch, all prepared by accelerate
+        optim = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        model, optim, train_loader = acc.prepare(model, optim, data.train_loader)
+        total_steps = cfg.optim.epochs * max(1, len(train_loader))
+        if cfg.optim.max_steps:
+            total_steps = min(total_steps, cfg.optim.max_steps)
+        sched = acc.prepare(build_schedule(cfg.optim, optim, total_steps))
+
+        # 7. resume: weights, optimiser, schedule, scaler and RNG states from out/last/
+        state = TrainingState()
+        if cfg.run.resume:
+            acc.load_state(str(cfg.run.out / STATE_DIR))
+            state, _ = TrainingState.read(cfg.run.out / STATE_DIR)
+            acc.print(f"resuming {cfg.run.out} after epoch {state.epoch} (step {state.step}, "
+                      f"best val mIoU {state.best['miou']:.3f})")
+        checkpoint = checkpoint_config(data.table, cfg)
+        resolution_check = start_report(cfg, acc, data, checkpoint, len(train_loader), total_steps)
+
+        # 8. epochs: fit, evaluate every eval_every epochs and after the last, save
+        t0, minutes_before = time.perf_counter(), state.history[-1]["minutes"] if state.history else 0.0
+        for epoch in range(state.epoch, cfg.optim.epochs):
+            if state.step >= total_steps:
+                break
+            row = fit_epoch(cfg, acc, model, optim, sched, loss_fn, train_loader, data.train_ds, epoch, state,
+                            total_steps)
+            last = epoch + 1 == cfg.optim.epochs or state.step >= total_steps
+            evaluated = last or (epoch + 1) % cfg.run.eval_every == 0
+            val_cm = cap_cm = None
+            if evaluated:
+                row, val_cm, cap_cm = evaluate_epoch(cfg, acc, model, data, row)
+            row["train_minutes"] = round(state.train_minutes, 4)
+            row["minutes"] = round(minutes_before + (time.perf_counter() - t0) / 60, 4)
+            improved = record_epoch(state, row, evaluated, val_cm, cap_cm, data.table)
+            log_epoch(cfg, acc, row, improved)
+            save_epoch(cfg, acc, model, state, improved, final_metrics(cfg, acc, data, state, resolution_check))
+
+        # 9. final metrics and figures of the best weights (main process)
+        metrics = final_metrics(cfg, acc, data, state, resolution_check)
+        if acc.is_main_process:
+            write_json(cfg.run.out / "metrics.json", metrics)
+            _figures(cfg.run.out, data.table, checkpoint, state.best, state.history, data.val_ds, data.cap_ds,
+                     cfg.run.samples)
+            resolved = metrics["resolution"]["val_miou_resolved_classes"]
+            print(f"best epoch {state.best['epoch']}: val mIoU {_fmt(state.best['val'])}"
+                  + (f" ({resolved:.3f} over the classes above the resolution)" if resolved is not None else "")
+                  + f", caption-set mIoU {_fmt(state.best['captions'])}; wrote {cfg.run.out}", flush=True)
+        acc.wait_for_everyone()
+        return metrics
+    finally:
+        acc.end_training()  # closes TensorBoard, destroys the process group under torchrun
+        AcceleratorState._reset_state(reset_partial_state=True)  # leaves no device set-up to a later caller
+
+
+# ---------------------------------------------------------------- stages
+def validate(cfg: TrainConfig) -> None:
+    """Value and cross-option checks (types and choices are the CLI's), all reported in one :class:`ConfigError`."""
+    problems = cfg.problems()
+    if problems:
+        raise ConfigError(problems)
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """One accelerate set-up per call: devices (gloo for several CPU processes), mixed precision, seeds, threads."""
+    AcceleratorState._reset_state(reset_partial_state=True)  # each call picks its own device/precision (as Trainer)
+    acc = Accelerator(
+        cpu=cfg.run.on_cpu,  # cpu=True is what makes torchrun's CPU processes a gloo group
+        mixed_precision=cfg.run.mixed_precision,
+        step_scheduler_with_optimizer=False,  # the schedule counts this process's steps, whatever the world size
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.run.seed,
+                                                  non_blocking=not cfg.run.on_cpu),
+        log_with="tensorboard" if cfg.run.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(cfg.run.out),
+                                            logging_dir=str(cfg.run.out / TENSORBOARD_DIR)),
+    )
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    elif acc.num_processes > 1 and acc.device.type == "cpu":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    set_seed(cfg.run.seed, device_specific=True)  # seed + process index
+    return acc
+
+
+def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
+    """Refuse to clobber; on --resume check there is a state and that RESUME_FIXED options match; clear on
+    --overwrite what an earlier run left that this one would not replace at once."""
+    out = cfg.run.out
+    if cfg.run.resume:
+        if not resumable(out):
+            old = " (last.pt is an earlier segcap's state, which cannot be resumed)" if (out / "last.pt").exists() \
+                else ""
+            raise ConfigError(f"--resume: nothing to resume in {out} (no {STATE_DIR}/{STATE_FILE}){old}; "
+                              "run without --resume to start (with --overwrite to replace the folder)")
+        _, before = TrainingState.read(out / STATE_DIR)
+        now = cfg.options()
+        changed = [k for k in RESUME_FIXED if before.get(k) != now[k]]
         if changed:
             raise ConfigError(
-                f"--resume: {last_path} was trained with different {', '.join(changed)} "
+                f"--resume: {out / STATE_DIR} was trained with different {', '.join(changed)} "
                 f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); use the same options, "
                 "or start afresh with --overwrite"
             )
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best = state["history"], state["best"]
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        minutes_before, train_minutes = state["minutes"], state["train_minutes"]
-        torch.set_rng_state(state["rng"]["torch"])
-        gen.set_state(state["rng"]["loader"])
-        train_ds._rng.setstate(state["rng"]["crop"])
-        if d.main:
-            print(f"resuming {out} after epoch {start_epoch} (step {step}, best val mIoU {best['miou']:.3f})")
-    cfg = checkpoint_config(table, opts)
-    res = {}
-    if d.main:
-        res = {"val": resolution(val_ds, table, "drone val split"),
-               "captions": resolution(cap_ds, table, f"caption set, {opts['eval_split']} split")}
+        return
+    stale = [out / n for n in ("model.pt", STATE_DIR, "last.pt", "metrics.json", TENSORBOARD_DIR)]
+    if any(p.exists() for p in stale[:3]) and not cfg.run.overwrite:
+        raise OutputExistsError(out, "training output folder")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+
+
+def build_data(cfg: TrainConfig, acc: Accelerator) -> Data:
+    """The drone set split by file into training crops and whole val images; the caption set's split.
+
+    Each process evaluates its own share of the images (no padding duplicates, so the summed counts are exact).
+    """
+    d = cfg.data
+    table = load_class_table(d.classes)
+    drone = DroneDataset(d.data_root, table)
+    if d.limit:
+        drone = DroneDataset(d.data_root, table, stems=drone.stems[: d.limit])
+    if len(drone) < 2 and d.val_fraction > 0:
+        raise ConfigError(f"{d.data_root}: {len(drone)} image(s); need at least 2 to hold some out for validation "
+                          "(or --val-fraction 0)")
+    train_idx, val_idx = split_by_file(drone.stems, d.val_fraction, cfg.run.seed)
+    train_ds = ScaledCropDataset(drone, train_idx, d.crop_size, d.target_scale, d.scale_jitter, d.crops_per_image,
+                                 seed=cfg.run.seed + acc.process_index, cache=d.cache_images)
+    bs = cfg.optim.batch_size
+    train_loader = DataLoader(
+        train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * acc.num_processes,
+        num_workers=d.num_workers, worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(cfg.run.seed),
+        pin_memory=acc.device.type == "cuda", persistent_workers=d.num_workers > 0,
+    )
+    eval_bs = max(1, bs // 2)
+    val_ds = EvalDataset(drone, val_idx, d.target_scale) if val_idx else None
+    cap_ds = None
+    if d.eval_captions:
+        caps = CaptionMaskSet(d.eval_captions, table, split=d.eval_split)
+        cap_ds = EvalDataset(caps, list(range(len(caps))), d.caption_scale)
+    return Data(
+        table=table, train_ds=train_ds, train_loader=train_loader,
+        val_ds=val_ds, val_loader=_eval_loader(val_ds, acc, eval_bs, d.num_workers) if val_ds else None,
+        cap_ds=cap_ds, cap_loader=_eval_loader(cap_ds, acc, max(eval_bs, 16), d.num_workers) if cap_ds else None,
+        n_train=len(train_idx), n_val=len(val_idx),
+    )
+
+
+def build_network(cfg: TrainConfig, table: ClassTable, acc: Accelerator) -> torch.nn.Module:
+    model = build_model({"decoder_channels": list(cfg.model.decoder_channels)}, table.num_classes,
+                        cfg.model.encoder_weights)
+    if acc.device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU
+    return model
+
+
+def build_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(N, C, H, W) float32 logits, (N, H, W) ids -> scalar loss; ``IGNORE_INDEX`` pixels count nowhere."""
+
+    def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+
+    if kind == "ce":
+        return ce
+    import segmentation_models_pytorch as smp
+
+    dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
+    return lambda logits, target: ce(logits, target) + dice(logits, target)
+
+
+def build_schedule(o: OptimConfig, optim: torch.optim.Optimizer, total_steps: int):
+    if o.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=o.lr, total_steps=max(total_steps, 2),
+                                                   pct_start=0.2, div_factor=10, final_div_factor=100)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(total_steps, 1), eta_min=o.lr / 100)
+
+
+def start_report(cfg: TrainConfig, acc: Accelerator, data: Data, checkpoint: dict, steps_per_epoch: int,
+                 total_steps: int) -> dict:
+    """Main process: the resolution check (which classes the scale can still show), config.yaml, one summary line;
+    the TensorBoard writer when asked for."""
+    res: dict = {}
+    if acc.is_main_process:
+        res = {"val": resolution(data.val_ds, data.table, "drone val split"),
+               "captions": resolution(data.cap_ds, data.table, f"caption set, {cfg.data.eval_split} split")}
         below = (res["val"] or {}).get("below_resolution")
         if below:
-            print(f"note: at target scale {opts['target_scale']}, {', '.join(below)} are mostly one pixel wide in "
+            print(f"note: at target scale {cfg.data.target_scale}, {', '.join(below)} are mostly one pixel wide in "
                   f"the val masks (under {RESOLVED_SHARE:.0%} of their pixels in 2x2 blocks): below the resolution, "
                   "their IoU stays near 0; metrics.json also gives mIoU without them")
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-        if d.main:
-            print(f"train {len(train_idx)} images ({len(train_ds)} crops/epoch), val {len(val_idx)}, "
-                  f"captions {len(cap_ds) if cap_ds else 0}; {steps_per_epoch} steps/epoch, "
-                  f"{total_steps} steps; device {d.device} x{d.world}, {torch.get_num_threads()} threads")
+        write_text(cfg.run.out / "config.yaml", yaml.safe_dump(checkpoint, sort_keys=False, allow_unicode=True))
+        print(f"train {data.n_train} images ({len(data.train_ds)} crops/epoch), val {data.n_val}, "
+              f"captions {len(data.cap_ds) if data.cap_ds else 0}; {steps_per_epoch} steps/epoch, "
+              f"{total_steps} steps; device {acc.device} x{acc.num_processes}, precision {acc.mixed_precision}, "
+              f"{torch.get_num_threads()} threads", flush=True)
+    if cfg.run.tensorboard:
+        acc.init_trackers("")  # writes to out/tensorboard/ directly (the run name is an empty subfolder)
+    return res
 
-    # ---- 6. train
+
+def fit_epoch(cfg: TrainConfig, acc: Accelerator, model, optim, sched, loss_fn, loader, train_ds: ScaledCropDataset,
+              epoch: int, state: TrainingState, total_steps: int) -> dict:
+    """One pass over this process's share of the crops (or until ``total_steps``); the mean loss of all processes."""
+    model.train()
+    loader.set_epoch(epoch)  # the data order of this epoch (seed + epoch), the same in every process
+    train_ds.set_epoch(epoch)  # the crops' scales and augmentation (seed + process + epoch)
+    channels_last = acc.device.type == "cpu"
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, opts["epochs"]):
-        if step >= total_steps:
-            break
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        net.train()
-        t_ep = time.perf_counter()
-        loss_sum, n_batches = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{opts['epochs']}", disable=not bars, leave=False)
-        for x, y in bar:
-            x = x.to(d.device, non_blocking=True)
-            y = y.to(d.device, non_blocking=True)
-            if d.device.type == "cpu":
+    loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+    batches = 0
+    bar = Progress(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
+                   enabled=cfg.run.progress and acc.is_main_process)
+    with bar:
+        for x, y in loader:  # already on the device
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(d, use_amp):
-                logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
-                if dice is not None:
-                    loss = loss + dice(logits.float(), y)
+            logits = model(x)  # under autocast with mixed precision; float32 out
+            loss = loss_fn(logits.float(), y)
             optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optim)
-            scaler.update()
+            acc.backward(loss)
+            optim.step()
             sched.step()
-            step += 1
-            loss_sum += loss.item()
-            n_batches += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if step >= total_steps:
+            state.step += 1
+            batches += 1
+            loss_sum += loss.detach()
+            bar.update(1)
+            if batches % 10 == 1 or state.step >= total_steps or batches == len(loader):
+                bar.set_postfix(loss=round(loss.item(), 4), lr=f"{sched.get_last_lr()[0]:.2e}")
+            if state.step >= total_steps:
                 break
-        bar.close()
-        loss_t = d.sum(torch.tensor([loss_sum, n_batches], dtype=torch.float64))
-        train_minutes += (time.perf_counter() - t_ep) / 60
+    totals = acc.reduce(torch.stack([loss_sum, torch.tensor(float(batches), dtype=torch.float64,
+                                                            device=acc.device)]), reduction="sum").cpu()
+    state.train_minutes += (time.perf_counter() - t0) / 60
+    return {"epoch": epoch + 1, "step": state.step, "lr": sched.get_last_lr()[0],
+            "train_loss": round(float(totals[0] / max(totals[1], 1)), 5)}
 
-        # ---- 7. evaluate: drone val split, caption set
-        row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0],
-               "train_loss": round(float(loss_t[0] / max(loss_t[1], 1)), 5)}
-        val_cm = cap_cm = None
-        last = epoch + 1 == opts["epochs"] or step >= total_steps
-        evaluating = last or (epoch + 1) % opts["eval_every"] == 0
-        if val_loader is not None and evaluating:
-            val_cm, val_loss = evaluate(model, val_loader, table.num_classes, d, use_amp)
-            row.update(val_loss=round(val_loss, 5), val_miou=round(val_cm.miou, 5),
-                       val_pixel_accuracy=round(val_cm.pixel_accuracy, 5))
-        if cap_ds is not None and evaluating:
-            cap_cm, _ = evaluate(model, cap_loader, table.num_classes, d, use_amp)
-            row.update(caption_miou=round(cap_cm.miou, 5), caption_pixel_accuracy=round(cap_cm.pixel_accuracy, 5))
-        row["train_minutes"] = round(train_minutes, 4)
-        row["minutes"] = round(minutes_before + (time.perf_counter() - t0) / 60, 4)
-        history.append(row)
-        score = row.get("val_miou", row.get("caption_miou", -row["train_loss"]))
-        improved = evaluating and score > best["miou"]
-        if improved:
-            best = {"miou": score, "epoch": epoch + 1,
-                    "val": val_cm.summary(table.names) if val_cm else None,
-                    "captions": cap_cm.summary(table.names) if cap_cm else None}
-        if d.main:
-            msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}"
-            if "val_miou" in row:
-                msg += f", val loss {row['val_loss']:.3f}, val mIoU {row['val_miou']:.3f}"
-            if "caption_miou" in row:
-                msg += f", caption-set {opts['eval_split']} mIoU {row['caption_miou']:.3f}"
-            print(msg + f" ({row['minutes']:.2f} min)" + (" *best" if improved else ""), flush=True)
 
-        # ---- 8. save (rank 0): best weights, last state, metrics
-        if d.main:
-            if improved:
-                with atomic_path(out / "model.pt") as tmp:
-                    torch.save(model.state_dict(), tmp)
-            state = {"model": model.state_dict(), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "history": history, "best": best,
-                     "minutes": row["minutes"], "train_minutes": train_minutes, "options": opts,
-                     "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state(),
-                             "crop": train_ds._rng.getstate()}}
-            with atomic_path(last_path) as tmp:
-                torch.save(state, tmp)
-            write_json(out / "metrics.json", _metrics(opts, best, history, d, len(train_idx), len(val_idx), cap_ds, res))
-        d.barrier()
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int,
+             acc: Accelerator) -> tuple[ConfusionMatrix, float]:
+    """Confusion matrix (:class:`ConfusionMatrix`, the code the tests check against scikit-learn) and mean pixel
+    cross-entropy over a loader of whole images, summed over processes."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    loss = torch.zeros(2, dtype=torch.float64, device=acc.device)  # sum of pixel losses, pixels counted
+    for x, y, _ in loader:
+        x, y = x.to(acc.device, non_blocking=True), y.to(acc.device, non_blocking=True)
+        with acc.autocast():
+            logits = model(x).float()
+        loss[0] += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+        loss[1] += (y != IGNORE_INDEX).sum()
+        cm.update(logits.argmax(1), y)
+    cm.matrix = acc.reduce(torch.from_numpy(cm.matrix).to(acc.device), reduction="sum").cpu().numpy()
+    loss = acc.reduce(loss, reduction="sum").cpu()
+    return cm, float(loss[0] / max(loss[1], 1))
 
-    # ---- 9. figures of the best model (rank 0)
-    metrics = _metrics(opts, best, history, d, len(train_idx), len(val_idx), cap_ds, res)
-    if d.main:
+
+def evaluate_epoch(cfg: TrainConfig, acc: Accelerator, model, data: Data,
+                   row: dict) -> tuple[dict, ConfusionMatrix | None, ConfusionMatrix | None]:
+    """mIoU on the drone val split and on the caption set's split, with the unwrapped model (no DDP sync)."""
+    net = acc.unwrap_model(model)
+    val_cm = cap_cm = None
+    if data.val_loader is not None:
+        val_cm, val_loss = evaluate(net, data.val_loader, data.table.num_classes, acc)
+        row.update(val_loss=round(val_loss, 5), val_miou=round(val_cm.miou, 5),
+                   val_pixel_accuracy=round(val_cm.pixel_accuracy, 5))
+    if data.cap_loader is not None:
+        cap_cm, _ = evaluate(net, data.cap_loader, data.table.num_classes, acc)
+        row.update(caption_miou=round(cap_cm.miou, 5), caption_pixel_accuracy=round(cap_cm.pixel_accuracy, 5))
+    return row, val_cm, cap_cm
+
+
+def record_epoch(state: TrainingState, row: dict, evaluated: bool, val_cm: ConfusionMatrix | None,
+                 cap_cm: ConfusionMatrix | None, table: ClassTable) -> bool:
+    """Append the epoch to the history; keep the figures of the best measured epoch (val mIoU, else caption-set
+    mIoU, else train loss). Returns whether this epoch is the new best."""
+    state.history.append(row)
+    state.epoch = row["epoch"]
+    score = row.get("val_miou", row.get("caption_miou", -row["train_loss"]))
+    improved = evaluated and score > state.best["miou"]
+    if improved:
+        state.best = {"miou": score, "epoch": row["epoch"],
+                      "val": val_cm.summary(table.names) if val_cm else None,
+                      "captions": cap_cm.summary(table.names) if cap_cm else None}
+    return improved
+
+
+def log_epoch(cfg: TrainConfig, acc: Accelerator, row: dict, improved: bool) -> None:
+    """The epoch's summary line; its scalars to TensorBoard."""
+    msg = f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}"
+    if "val_miou" in row:
+        msg += f", val loss {row['val_loss']:.3f}, val mIoU {row['val_miou']:.3f}"
+    if "caption_miou" in row:
+        msg += f", caption-set {cfg.data.eval_split} mIoU {row['caption_miou']:.3f}"
+    acc.print(msg + f" ({row['minutes']:.2f} min)" + (" *best" if improved else ""), flush=True)
+    if cfg.run.tensorboard:
+        names = {"train_loss": "train/loss", "lr": "train/lr", "val_loss": "val/loss", "val_miou": "val/miou",
+                 "val_pixel_accuracy": "val/pixel_accuracy", "caption_miou": f"captions_{cfg.data.eval_split}/miou",
+                 "caption_pixel_accuracy": f"captions_{cfg.data.eval_split}/pixel_accuracy"}
+        acc.log({tag: row[k] for k, tag in names.items() if k in row}, step=row["epoch"])
+
+
+def save_epoch(cfg: TrainConfig, acc: Accelerator, model, state: TrainingState, improved: bool,
+               metrics: dict) -> None:
+    """Best weights (model.pt), then the whole state into last/ (written beside it, then swapped in), metrics."""
+    out = cfg.run.out
+    if improved and acc.is_main_process:
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save(acc.unwrap_model(model).state_dict(), tmp)
+    tmp_dir, old_dir, last_dir = out / f"{STATE_DIR}.tmp", out / f"{STATE_DIR}.old", out / STATE_DIR
+    if acc.is_main_process:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp_dir))  # every process: its RNG states; the main process: model, optimiser, ...
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        state.write(tmp_dir, cfg.options())  # last: its presence marks a complete state
+        shutil.rmtree(old_dir, ignore_errors=True)
+        if last_dir.exists():
+            last_dir.rename(old_dir)
+        tmp_dir.rename(last_dir)
+        shutil.rmtree(old_dir, ignore_errors=True)
         write_json(out / "metrics.json", metrics)
-        _figures(out, table, cfg, best, history, val_ds, cap_ds, opts["samples"])
-        resolved = metrics["resolution"]["val_miou_resolved_classes"]
-        print(f"best epoch {best['epoch']}: val mIoU {_fmt(best['val'])}"
-              + (f" ({resolved:.3f} over the classes above the resolution)" if resolved is not None else "")
-              + f", caption-set mIoU {_fmt(best['captions'])}; wrote {out}")
-    d.barrier()
-    return metrics
+    acc.wait_for_everyone()
+
+
+def final_metrics(cfg: TrainConfig, acc: Accelerator, data: Data, state: TrainingState, res: dict) -> dict:
+    best = state.best
+    return {
+        "best_val_miou": best["val"]["miou"] if best["val"] else None,
+        "best_epoch": best["epoch"],
+        "selected_by": "val mIoU" if data.n_val else ("caption-set mIoU" if data.cap_ds else "train loss"),
+        "val": best["val"],
+        "captions": None if best["captions"] is None else {
+            **best["captions"], "split": cfg.data.eval_split, "images": len(data.cap_ds),
+            "root": str(cfg.data.eval_captions)},
+        "resolution": {
+            "rule": f"a class is below the resolution when under {RESOLVED_SHARE:.0%} of its pixels lie in a 2x2 "
+                    "block of the class at the measured scale (mostly one pixel wide): no segmenter can draw it there",
+            "val": res.get("val"), "captions": res.get("captions"),
+            "val_miou_resolved_classes": _resolved_miou(best["val"], res.get("val")),
+            "caption_miou_resolved_classes": _resolved_miou(best["captions"], res.get("captions")),
+        },
+        "history": state.history,
+        "train": {"images": data.n_train, "val_images": data.n_val, "epochs_done": len(state.history),
+                  "device": str(acc.device), "world_size": acc.num_processes, "precision": acc.mixed_precision,
+                  "threads": torch.get_num_threads(),
+                  "minutes": state.history[-1]["minutes"] if state.history else 0.0,
+                  "train_minutes": state.history[-1]["train_minutes"] if state.history else 0.0},
+    }
+
+
+# ---------------------------------------------------------------- helpers
+def checkpoint_config(table: ClassTable, cfg: TrainConfig) -> dict:
+    arch = {**default_architecture(), "decoder_channels": list(cfg.model.decoder_channels),
+            "classes": table.num_classes}
+    return {
+        "format": CONFIG_FORMAT,
+        "architecture": arch,
+        "classes": table.to_dict(),
+        "input": {
+            "drone_scale": cfg.data.target_scale,
+            "caption_scale": cfg.data.caption_scale,
+            "crop_size": cfg.data.crop_size,
+            "pad_multiple": PAD_MULTIPLE,
+            "tile_size": 1024,
+            "note": "predict at scale 1.0 on images at the caption set's ground resolution; at drone_scale on "
+                    "photos of the drone set itself",
+        },
+        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "pixel_range": 255,
+                          "channels": "RGB"},
+        "training": cfg.options(),
+    }
+
+
+def _eval_loader(ds: EvalDataset, acc: Accelerator, batch_size: int, num_workers: int) -> DataLoader:
+    with acc.split_between_processes(list(range(len(ds)))) as share:  # contiguous shares, no padding
+        subset = Subset(ds, share)
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=pad_collate,
+                      pin_memory=acc.device.type == "cuda")
+
+
+def _worker_init(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**32
+    ds = info.dataset
+    if hasattr(ds, "_rng"):
+        ds._rng.seed(seed)
+    if hasattr(ds, "augment"):
+        ds.augment.set_random_seed(seed)
+    np.random.seed(seed)
 
 
 def _fmt(summary: dict | None) -> str:
     return "n/a" if not summary or summary["miou"] is None else f"{summary['miou']:.3f}"
-
-
-RESOLVED_SHARE = 0.5  # a class with fewer of its pixels in 2x2 blocks than this is below the resolution
 
 
 def resolution(ds, table: ClassTable, where: str) -> dict | None:
@@ -498,7 +773,7 @@ def resolution(ds, table: ClassTable, where: str) -> dict | None:
     share = block_share((ds.raw(k)[1] for k in range(len(ds))), table.num_classes)
     return {"where": where, "scale": ds.scale,
             "block_share": {n: round(float(v), 4) if np.isfinite(v) else None
-                               for n, v in zip(table.names, share, strict=True)},
+                            for n, v in zip(table.names, share, strict=True)},
             "below_resolution": [n for n, v in zip(table.names, share, strict=True)
                                  if np.isfinite(v) and v < RESOLVED_SHARE]}
 
@@ -509,29 +784,6 @@ def _resolved_miou(summary: dict | None, res: dict | None) -> float | None:
         return None
     ious = [v for n, v in summary["per_class_iou"].items() if v is not None and n not in res["below_resolution"]]
     return round(float(np.mean(ious)), 5) if ious else None
-
-
-def _metrics(opts, best, history, d: Dist, n_train: int, n_val: int, cap_ds, res: dict | None = None) -> dict:
-    res = res or {}
-    return {
-        "best_epoch": best["epoch"],
-        "selected_by": "val mIoU" if n_val else ("caption-set mIoU" if cap_ds else "train loss"),
-        "val": best["val"],
-        "captions": None if best["captions"] is None else {**best["captions"], "split": opts["eval_split"],
-                                                             "images": len(cap_ds), "root": opts["eval_captions"]},
-        "resolution": {
-            "rule": f"a class is below the resolution when under {RESOLVED_SHARE:.0%} of its pixels lie in a 2x2 "
-                    "block of the class at the measured scale (mostly one pixel wide): no segmenter can draw it there",
-            "val": res.get("val"), "captions": res.get("captions"),
-            "val_miou_resolved_classes": _resolved_miou(best["val"], res.get("val")),
-            "caption_miou_resolved_classes": _resolved_miou(best["captions"], res.get("captions")),
-        },
-        "history": history,
-        "train": {"images": n_train, "val_images": n_val, "epochs_done": len(history), "device": str(d.device),
-                  "world_size": d.world, "threads": torch.get_num_threads(),
-                  "minutes": history[-1]["minutes"] if history else 0.0,
-                  "train_minutes": history[-1]["train_minutes"] if history else 0.0},
-    }
 
 
 def _figures(out: Path, table: ClassTable, cfg: dict, best: dict, history: list[dict], val_ds, cap_ds,

@@ -1,6 +1,7 @@
 """llm: fine-tune smoke runs on the tiny fixture (full, LoRA, resume), loadable folders, greedy and beam generation,
 4-bit QLoRA steps on CPU, two CPU processes (slow), and a CUDA QLoRA check (gpu)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -107,6 +108,24 @@ def test_blind_mode_is_stored_and_used(tmp_path):
     assert cap.meta["prompt"]["mode"] == "blind"
     a, b = _records("test")
     assert cap.prompt(a) == cap.prompt(b) == f"{cap.template.instruction}\nCaption:"
+
+
+def test_tensorboard_logs_the_losses(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    finetune(out=out, epochs=2, tensorboard=True, save_checkpoints=False, **FAST)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "eval/loss"} <= tags
+    assert len(events.Scalars("eval/loss")) == 2  # one per epoch
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard"
+                        else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[tensorboard\]'"):
+        finetune(out=tmp_path / "no_tb", epochs=1, tensorboard=True, **FAST)
+    assert not (tmp_path / "no_tb").exists()  # refused before any work
 
 
 def test_lora_finetune_adapter_folder_reloads(tmp_path):

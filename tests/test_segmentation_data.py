@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from PIL import Image
 
 from aerialdata.classes import SOURCE_ID, load_class_table
@@ -13,7 +16,8 @@ from aerialdata.drone import DroneDataset, read_rgb_scaled
 from aerialdata.images import read_mask
 from segcap.errors import DataError, DatasetNotFoundError
 from segmentation.data import EvalDataset, ScaledCropDataset, pad_collate, split_by_file
-from segmentation.metrics import ConfusionMatrix, block_share
+from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
+from segmentation.train import evaluate
 
 DRONE = Path(__file__).parent / "data" / "drone"
 
@@ -134,6 +138,20 @@ def test_scaled_crops_and_augmentation():
     assert (y == 255).any()
 
 
+def test_crops_depend_on_seed_and_epoch_only():
+    ds = DroneDataset(DRONE)
+
+    def crops(epoch, before=0):
+        train = ScaledCropDataset(ds, [0, 1, 2], crop_size=32, target_scale=0.5, seed=3)
+        for _ in range(before):  # epochs drawn earlier do not change what this epoch draws
+            train[0]
+        train.set_epoch(epoch)
+        return torch.stack([train[k][0] for k in range(len(train))])
+
+    assert torch.equal(crops(2), crops(2, before=3))
+    assert not torch.equal(crops(2), crops(3))
+
+
 def test_eval_collate_pads_to_32():
     ds = DroneDataset(DRONE)
     ev = EvalDataset(ds, [0, 1], scale=None)
@@ -181,6 +199,26 @@ def test_metrics_agree_with_sklearn():
     s = cm.summary(names)
     assert s["per_class_iou"]["c5"] is None and "c5" not in s["classes_in_mean"]
     assert s["miou"] == pytest.approx(cm.miou, abs=1e-5)
+
+
+def test_training_evaluation_counts_what_sklearn_counts():
+    """segmentation.train.evaluate, the code training measures with, agrees with scikit-learn on the same pixels."""
+    from sklearn.metrics import confusion_matrix, jaccard_score
+
+    rng = np.random.default_rng(1)
+    n = 5
+    logits = torch.from_numpy(rng.normal(size=(6, n, 8, 12))).float()
+    truth = torch.from_numpy(rng.integers(0, n, (6, 8, 12)))
+    truth[0, :2] = IGNORE_INDEX  # padding rows
+    batches = [(logits[i : i + 2], truth[i : i + 2], torch.arange(i, i + 2)) for i in range(0, 6, 2)]
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh single-process CPU set-up, as training makes
+    acc = Accelerator(cpu=True)
+    cm, loss = evaluate(torch.nn.Identity(), batches, n, acc)  # the "images" are the logits themselves
+    keep = (truth != IGNORE_INDEX).numpy()
+    t, p = truth.numpy()[keep], logits.argmax(1).numpy()[keep]
+    np.testing.assert_array_equal(cm.matrix, confusion_matrix(t, p, labels=list(range(n))))
+    assert cm.miou == pytest.approx(jaccard_score(t, p, labels=sorted(set(t) | set(p)), average="macro"))
+    assert loss == pytest.approx(F.cross_entropy(logits, truth, ignore_index=IGNORE_INDEX).item(), rel=1e-6)
 
 
 def test_block_share_tells_resolvable_from_one_pixel_classes():

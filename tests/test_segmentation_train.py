@@ -1,5 +1,7 @@
-"""Training smoke runs (checkpoint folder, resume, caption-set mIoU), prediction CLI, shards, config, torchrun."""
+"""Training smoke runs (checkpoint folder, resume, caption-set mIoU, TensorBoard), prediction CLI, shards, config,
+torchrun."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,7 +16,7 @@ import yaml
 
 from aerialdata.images import read_mask, read_rgb
 from segcap.cli import parse, run
-from segcap.errors import ConfigError, OutputExistsError
+from segcap.errors import ConfigError, DatasetNotFoundError, OutputExistsError
 from segmentation import predict, train
 from segmentation.model import load_segmenter
 
@@ -42,12 +44,15 @@ def test_two_step_smoke_run_writes_checkpoint_folder(tmp_path):
     out = tmp_path / "run"
     caps = _caption_set(tmp_path / "rsicd")
     metrics = train.main(**TINY, out=out, epochs=1, max_steps=2, eval_captions=caps, loss="ce+dice")
-    for name in ("model.pt", "config.yaml", "metrics.json", "last.pt", "history.png", "confusion_val.png",
-                 "confusion_captions.png", "samples_val.png", "samples_captions.png"):
+    for name in ("model.pt", "config.yaml", "metrics.json", "history.png", "confusion_val.png",
+                 "confusion_captions.png", "samples_val.png", "samples_captions.png", "last/training.json",
+                 "last/model.safetensors", "last/optimizer.bin", "last/scheduler.bin", "last/random_states_0.pkl"):
         assert (out / name).is_file(), name
+    assert train.resumable(out) and not (out / "tensorboard").exists()
     m = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(json.dumps(metrics))
     assert m["history"][0]["step"] == 2 and m["best_epoch"] == 1
+    assert isinstance(m["best_val_miou"], float) and m["best_val_miou"] == m["val"]["miou"]
     assert set(m["val"]) >= {"pixel_accuracy", "miou", "per_class_iou", "confusion_matrix"}
     assert list(m["val"]["per_class_iou"])[4] == "vegetation"
     assert m["captions"]["split"] == "test" and m["captions"]["images"] == 2
@@ -88,7 +93,7 @@ def test_resume_continues_from_last_epoch(tmp_path, monkeypatch):
         train.main(**TINY, out=out, epochs=2)
     monkeypatch.setattr(train, "evaluate", real_evaluate)
     first = json.loads((out / "metrics.json").read_text())
-    assert len(first["history"]) == 1
+    assert len(first["history"]) == 1 and train.resumable(out)
 
     with pytest.raises(OutputExistsError):
         train.main(**TINY, out=out, epochs=2)
@@ -99,8 +104,13 @@ def test_resume_continues_from_last_epoch(tmp_path, monkeypatch):
     assert m["history"][0] == first["history"][0]
     assert m["history"][1]["step"] == 2 * m["history"][0]["step"]
     assert m["history"][1]["minutes"] >= m["history"][0]["minutes"]
+    # the restored state (weights, optimiser, schedule, RNG, data order, crops) continues exactly where it stopped
+    whole = train.main(**TINY, out=tmp_path / "whole", epochs=2)
+    for key in ("train_loss", "val_loss", "val_miou", "lr"):
+        assert m["history"][1][key] == pytest.approx(whole["history"][1][key], rel=1e-4), key
     with pytest.raises(ConfigError, match="nothing to resume"):
         train.main(**TINY, out=tmp_path / "empty", epochs=2, resume=True)
+    assert not train.resumable(tmp_path / "empty")
 
 
 def test_eval_every_measures_every_nth_and_the_last_epoch(tmp_path):
@@ -121,11 +131,41 @@ def test_bad_options_reported_together(tmp_path):
     assert "3 problems" in msg and "multiple of 32" in msg and "try 64" in msg
 
 
-def test_config_parses_against_entry_point():
+def test_config_parses_against_entry_point(tmp_path):
     kwargs = parse(train.main, ["--config", str(REPO / "configs" / "segmentation.yaml")])
-    train._validate({**kwargs, "decoder_channels": list(kwargs["decoder_channels"])})
     assert kwargs["target_scale"] < 1 and kwargs["crop_size"] % 32 == 0
     assert kwargs["data_root"] == Path("data/synthetic/drone")
+    # every option passes the checks: the run stops only at the (here absent) data
+    with pytest.raises(DatasetNotFoundError):
+        train.main(**{**kwargs, "data_root": tmp_path / "no_drone", "out": tmp_path / "o", "progress": False})
+
+
+def test_cross_option_problems_are_config_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError) as e:
+        train.main(**TINY, out=tmp_path / "x", device="cpu", precision="fp16", resume=True, overwrite=True,
+                   decoder_channels=(64, 32, 16))
+    msg = str(e.value)
+    assert "3 problems" in msg and "fp16 needs CUDA" in msg and "conflict" in msg and "5 positive" in msg
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard"
+                        else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[tensorboard\]'"):
+        train.main(**TINY, out=tmp_path / "tb", tensorboard=True)
+    assert not (tmp_path / "tb").exists()  # refused before any work
+
+
+def test_tensorboard_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train.main(**{**TINY, "samples": 0}, out=out, epochs=2, tensorboard=True)
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/miou", "val/loss"} <= tags
+    assert [e.step for e in acc.Scalars("val/miou")] == [1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -211,4 +251,6 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # 5 training images, 2 per batch, 2 processes: ceil(5/2)=3 samples each -> 1 full batch per process per epoch
     assert m["history"][-1]["step"] == 2
     assert m["val"]["pixels"] == 48 * 64 // 4  # the one val image, at scale 0.5, counted once across processes
-    assert (out / "model.pt").is_file()
+    assert isinstance(m["best_val_miou"], float)
+    assert (out / "model.pt").is_file() and train.resumable(out)
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (out / "last").iterdir()}
