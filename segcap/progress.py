@@ -115,7 +115,7 @@ class Progress:
         count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         extra = "".join(f", {k} {_fmt(v)}" for k, v in self.postfix.items())
         head = f"{self.desc}: " if self.desc else ""
-        return (f"{head}{count} {self.unit} in {time.perf_counter() - self._t0:.1f} s{extra}"
+        return (f"{head}{count} {_plural(self.unit, self.n)} in {time.perf_counter() - self._t0:.1f} s{extra}"
                 + (" (stopped)" if stopped else ""))
 
     def close(self, stopped: bool = False) -> None:
@@ -133,6 +133,13 @@ class Progress:
 
     def __exit__(self, exc_type: type | None, *exc: Any) -> None:
         self.close(stopped=exc_type is not None)
+
+
+def _plural(unit: str, n: int) -> str:
+    """tqdm's units are singular ("image/s"); a count reads better plural: "3 images", "2 batches"."""
+    if n == 1 or not unit or unit.endswith("s"):
+        return unit
+    return unit + ("es" if unit.endswith(("ch", "sh", "x")) else "s")
 
 
 def _fmt(value: Any) -> str:

@@ -51,7 +51,7 @@ from aerialdata.drone import DroneDataset
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
-from segcap.progress import Progress
+from segcap.progress import Progress, is_terminal
 from segmentation.data import CaptionMaskSet, EvalDataset, ScaledCropDataset, pad_collate, split_by_file
 from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
 from segmentation.model import (
@@ -579,8 +579,9 @@ def fit_epoch(cfg: TrainConfig, acc: Accelerator, model, optim, sched, loss_fn, 
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
     batches = 0
+    # a bar on a terminal only: in a log, the epoch's own line (log_epoch) is the one line it gets
     bar = Progress(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
-                   enabled=cfg.run.progress and acc.is_main_process)
+                   enabled=cfg.run.progress and acc.is_main_process and is_terminal())
     with bar:
         for x, y in loader:  # already on the device
             if channels_last:

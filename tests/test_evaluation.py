@@ -220,5 +220,5 @@ def test_cli_coco_references_and_numeric_ids(scorer, refs, tmp_path, monkeypatch
     karpathy = json.loads((tmp_path / "karpathy" / "scores.json").read_text())
     assert karpathy["overall"]["sys_a_imgids"] == pytest.approx(expected, abs=1e-12)
     err = capsys.readouterr().err
-    assert "\r" not in err and "scoring: 2/2 set in " in err and "scoring: 1/1 set in " in err, err
+    assert "\r" not in err and "scoring: 2/2 sets in " in err and "scoring: 1/1 set in " in err, err
     assert len(err.splitlines()) <= 10, err

@@ -64,9 +64,9 @@ def test_log_file_gets_one_line_per_task():
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue()
     assert len(lines) == 3
-    assert re.fullmatch(r"masks: 500/500 mask in \d+\.\d s", lines[0]), lines[0]
+    assert re.fullmatch(r"masks: 500/500 masks in \d+\.\d s", lines[0]), lines[0]
     assert lines[1] == "skipped: bad.png"  # a message prints at once, the summary when the task ends
-    assert re.fullmatch(r"epoch 3/5: 10/10 batch in \d+\.\d s, loss 0\.1235", lines[2]), lines[2]
+    assert re.fullmatch(r"epoch 3/5: 10/10 batches in \d+\.\d s, loss 0\.1235", lines[2]), lines[2]
 
 
 def test_log_line_without_total_stopped_and_disabled():
@@ -74,7 +74,7 @@ def test_log_line_without_total_stopped_and_disabled():
     with pytest.raises(KeyError), Progress(desc="compositions", unit="mask", file=log) as bar:
         bar.update(4)
         raise KeyError("boom")
-    assert re.fullmatch(r"compositions: 4 mask in \d+\.\d s \(stopped\)\n", log.getvalue()), log.getvalue()
+    assert re.fullmatch(r"compositions: 4 masks in \d+\.\d s \(stopped\)\n", log.getvalue()), log.getvalue()
 
     quiet = io.StringIO()
     with Progress(total=3, desc="x", enabled=False, file=quiet) as bar:
@@ -106,7 +106,7 @@ def test_composition_extract_logs_lines(tmp_path):
     lines = r.stderr.splitlines()
     assert len(lines) == 3, lines  # the bad mask, the task, the result
     assert lines[0].startswith("skipped: ") and "corrupt.png" in lines[0]
-    assert re.fullmatch(r"compositions: 4/4 mask in \d+\.\d s", lines[1]), lines[1]
+    assert re.fullmatch(r"compositions: 4/4 masks in \d+\.\d s", lines[1]), lines[1]
     assert lines[2].startswith("wrote 3 records")
 
 
@@ -115,7 +115,7 @@ def test_synthetic_generate_logs_one_line(tmp_path):
              "--drone-size", "96", "64")
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stderr
-    assert re.fullmatch(r"synthetic: 14/14 image in \d+\.\d s", r.stderr.strip()), r.stderr
+    assert re.fullmatch(r"synthetic: 14/14 images in \d+\.\d s", r.stderr.strip()), r.stderr
 
 
 def test_llm_finetune_and_generate_log_lines(tmp_path):
@@ -130,7 +130,7 @@ def test_llm_finetune_and_generate_log_lines(tmp_path):
     epochs = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 3, r.stderr
     for i, line in enumerate(epochs, 1):
-        assert re.fullmatch(rf"epoch {i}/3: 2 step in \d+\.\d s, train loss \d+\.\d+, eval loss \d+\.\d+", line), line
+        assert re.fullmatch(rf"epoch {i}/3: 2 steps in \d+\.\d s, train loss \d+\.\d+, eval loss \d+\.\d+", line), line
     assert len(r.stderr.splitlines()) < 10, r.stderr  # a handful of lines, not one per step
 
     r = _cli("llm.generate", "--model", tmp_path / "lm", "--compositions", LLM_FAST["compositions"],
@@ -138,7 +138,7 @@ def test_llm_finetune_and_generate_log_lines(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "\r" not in r.stderr and "Loading weights" not in r.stderr
     lines = r.stderr.splitlines()
-    assert len(lines) == 1 and re.fullmatch(r"captioning \(beams=1\): 2/2 batch in \d+\.\d s", lines[0]), lines
+    assert len(lines) == 1 and re.fullmatch(r"captioning \(beams=1\): 2/2 batches in \d+\.\d s", lines[0]), lines
 
 
 def test_llm_finetune_keeps_the_trainer_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
