@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from llm.model import ModelOptions
+from llm.model import ModelOptions, apply_method, fix_bnb_for_cpu, load_causal_lm, validate_options
 
 SHAPES = {
     # meta-llama/Llama-2-7b-hf config.json
@@ -163,8 +163,6 @@ def load_for_training(folder: Path, quantize: str = "nf4", recipe: str = "segcap
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     if recipe in ("segcap", "segcap_nonreentrant"):
-        from llm.model import apply_method, load_causal_lm, validate_options
-
         opts = lora_options(folder, quantize, lora_r, gradient_checkpointing)
         validate_options(opts)
         model = load_causal_lm(folder, quantize, "auto")
@@ -199,8 +197,6 @@ def load_for_training(folder: Path, quantize: str = "nf4", recipe: str = "segcap
         model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05,
                                                  target_modules=list(TARGETS), task_type="CAUSAL_LM"))
     if not cuda:  # bitsandbytes 4-bit on CPU: without this, gradients vanish after an eval forward (llm.model)
-        from llm.model import fix_bnb_for_cpu
-
         fix_bnb_for_cpu(model)
     sync()
     info = {"recipe": recipe, "quantize": quantize, "load_s": round(loaded, 1),

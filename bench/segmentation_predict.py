@@ -31,7 +31,9 @@ import torch
 import yaml
 
 from aerialdata.classes import load_class_table
+from aerialdata.images import list_images, read_rgb
 from segcap.cli import run
+from segmentation import predict
 from segmentation.model import Segmenter, build_model, load_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +43,6 @@ def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth random colour fields (JPEG-friendly), or the synthetic caption set's images when present."""
     folder = REPO / "data" / "synthetic" / "rsicd" / "RSICD_images"
     if folder.is_dir():
-        from aerialdata.images import list_images, read_rgb
-
         files = list_images(folder)[:n]
         ims = [read_rgb(f) for f in files if read_rgb(f).shape[:2] == (size, size)]
         if len(ims) >= n // 2:
@@ -110,8 +110,6 @@ def main(checkpoint: str | None = None, threads: int = 2, images: int = 128, siz
 
     if cli and checkpoint:
         from PIL import Image
-
-        from segmentation import predict
 
         tmp = Path(tempfile.mkdtemp(prefix="segbench_"))
         try:

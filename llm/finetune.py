@@ -42,6 +42,7 @@ from transformers import TrainerCallback
 
 from aerialdata.captionset import CaptionDataset
 from composition.schema import read_jsonl
+from composition.text import PROMPT_VERSION
 from llm.curves import loss_rows, plot_loss, write_loss_csv
 from llm.examples import (
     DEFAULT_INSTRUCTION,
@@ -335,7 +336,7 @@ def main(
         meta = {
             "format": "segcap.llm/1",
             "prompt": template.to_dict(),
-            "composition_text_version": _composition_text_version(),
+            "composition_text_version": PROMPT_VERSION,
             "lowercase": lowercase,
             "max_length": max_length,
             "base_model": BASE_DIR if (out / BASE_DIR / "config.json").is_file() else opts.base_model,
@@ -434,15 +435,6 @@ def _prepare_out(out: Path, options: dict, resume: bool, overwrite: bool, state)
             write_json(run_file, options)
         (out / META_FILE).unlink(missing_ok=True)  # not finished until this run writes it again
     state.wait_for_everyone()
-
-
-def _composition_text_version() -> str | None:
-    try:
-        import composition.text as ct
-    except ImportError:
-        return None
-    version = getattr(ct, "PROMPT_VERSION", None)
-    return None if version is None else str(version)
 
 
 def _tensorboard(out: Path) -> TrainerCallback:

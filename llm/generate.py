@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from aerialdata.captionset import CaptionDataset
 from composition.schema import read_jsonl
 from composition.text import to_prompt
 from llm.examples import PromptTemplate, join_records
@@ -175,8 +176,6 @@ def main(
 
     records = read_jsonl(compositions)
     if captions is not None:
-        from aerialdata.captionset import CaptionDataset
-
         capset = CaptionDataset(captions)
         pairs = join_records(records, capset, [split], compositions, allow_missing)
         chosen, names = [rec for rec, _ in pairs], [it.filename for _, it in pairs]

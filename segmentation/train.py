@@ -63,6 +63,7 @@ from segmentation.model import (
     build_model,
     default_architecture,
 )
+from segmentation.plots import plot_confusion, plot_history, plot_samples
 
 STATE_DIR = "last"  # accelerate's save_state folder of the last epoch
 STATE_FILE = "training.json"  # in STATE_DIR, written last: epoch, step, history, best, options
@@ -789,8 +790,6 @@ def _resolved_miou(summary: dict | None, res: dict | None) -> float | None:
 
 def _figures(out: Path, table: ClassTable, cfg: dict, best: dict, history: list[dict], val_ds, cap_ds,
              samples: int) -> None:
-    from segmentation.plots import plot_confusion, plot_history, plot_samples
-
     if not history:
         return
     plot_history(history, out / "history.png")
