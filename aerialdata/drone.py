@@ -15,7 +15,13 @@ Usage::
 
 Huge photos are never decoded at full size when a smaller scale is asked for: JPEG files are decoded with
 libjpeg's DCT scaling (``PIL.Image.draft``) to the nearest power-of-two size above the target, then resized with
-area averaging; masks are resized with nearest neighbour so that ids stay ids.
+area averaging; masks are resized with nearest neighbour so that ids stay ids (:func:`aerialdata.images.read_rgb_scaled`,
+:func:`aerialdata.images.resize_mask`, importable from here too).
+
+The reader is one :class:`aerialdata.sources.LabelledSource` (``kind: drone``): every group of the class table is
+labelled (``provides``), there is no published split, and the ground resolution is the one given, else the synthetic
+marker's (``segcap_synthetic.json``, written by ``synthetic.generate``), else unknown (None): the real set's photos
+are taken 5-30 m above ground, a few centimetres per pixel, and say which in no file.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from aerialdata.classes import DRONE_CLASSES, ClassTable, load_class_table
-from aerialdata.images import IMAGE_SUFFIXES, read_mask, read_rgb
+from aerialdata.images import (  # noqa: F401  (scaled_size: importable from here, as before)
+    IMAGE_SUFFIXES,
+    image_size,
+    read_mask,
+    read_rgb_scaled,
+    resize_mask,
+    scaled_size,
+)
+from aerialdata.labelled import check_gsd, read_synthetic_marker
 from segcap.errors import DataError, DatasetNotFoundError
 
 
@@ -45,63 +57,6 @@ class DroneDatasetNotFoundError(DatasetNotFoundError):
         )
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image from its header, without decoding the pixels."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image not found") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e.__class__.__name__}: {e}); re-export it as JPEG or PNG") from e
-
-
-def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(width, height) after scaling by ``scale``, at least 1 pixel each."""
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
-def read_rgb_scaled(path: str | Path, scale: float | None = None) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB resized by ``scale`` (None or 1: full size).
-
-    JPEGs are decoded at a reduced size directly (DCT scaling) when ``scale`` <= 0.5, so a 6000x4000 photo asked for at
-    0.25 costs the decode of a 1500x1000 one.
-    """
-    path = Path(path)
-    if scale is None or scale == 1.0:
-        return read_rgb(path)
-    if scale <= 0:
-        raise ValueError(f"scale must be positive, got {scale}")
-    target = None
-    try:
-        with Image.open(path) as im:
-            target = scaled_size(im.size, scale)
-            if im.format == "JPEG" and scale <= 0.5:
-                im.draft("RGB", target)  # decodes at 1/2, 1/4 or 1/8 of the size, never below target
-                im.load()
-                arr = np.asarray(im.convert("RGB"))
-            else:
-                arr = None
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image not found") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e.__class__.__name__}: {e}); re-export it as JPEG or PNG") from e
-    if arr is None:
-        arr = read_rgb(path)
-    if (arr.shape[1], arr.shape[0]) != target:
-        interp = cv2.INTER_AREA if target[0] < arr.shape[1] else cv2.INTER_LINEAR
-        arr = cv2.resize(arr, target, interpolation=interp)
-    return np.ascontiguousarray(arr)
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an id mask to (width, height) with nearest neighbour (ids stay ids)."""
-    if (mask.shape[1], mask.shape[0]) == tuple(size):
-        return mask
-    return cv2.resize(mask, tuple(size), interpolation=cv2.INTER_NEAREST)
-
-
 class DroneDataset:
     """Image/mask pairs of a drone-format dataset, masks mapped from source ids to the table's group ids.
 
@@ -114,8 +69,11 @@ class DroneDataset:
         scale: default resize factor of :meth:`__getitem__` (None: full size).
         images_dir: folder of photos inside ``root``.
         masks_dir: folder of source-id masks inside ``root``.
+        gsd: ground resolution in metres per pixel; None: the synthetic marker's, else unknown (None).
     """
 
+    name = "drone"
+    splits = None  # the drone set publishes no split
     images_dir = "original_images"
     masks_dir = "label_images_semantic"
     class_dict = "class_dict_seg.csv"
@@ -129,6 +87,7 @@ class DroneDataset:
         scale: float | None = None,
         images_dir: str | None = None,
         masks_dir: str | None = None,
+        gsd: float | None = None,
     ):
         self.root = Path(root)
         self.table = table if isinstance(table, ClassTable) else load_class_table(table)
@@ -136,6 +95,12 @@ class DroneDataset:
         self.masks_dir = masks_dir or self.masks_dir
         self.scale = scale
         self._verify()
+        marker = read_synthetic_marker(self.root)
+        self.synthetic = marker is not None
+        given = check_gsd(gsd, "drone source gsd")
+        marked = float(marker["gsd"]) if marker and marker.get("gsd") is not None else None
+        self.gsd: float | None = given if given is not None else marked
+        self.provides: tuple[int, ...] = tuple(range(self.table.num_classes))
         found = self._pairs()
         if stems is not None:
             unknown = [s for s in stems if s not in found]
@@ -232,4 +197,5 @@ class DroneDataset:
         return image, resize_mask(mask, (image.shape[1], image.shape[0]))
 
     def __repr__(self) -> str:
-        return f"DroneDataset(root={str(self.root)!r}, images={len(self)}, table={self.table.name!r})"
+        return (f"DroneDataset(root={str(self.root)!r}, images={len(self)}, table={self.table.name!r}, gsd={self.gsd}, "
+                f"synthetic={self.synthetic})")

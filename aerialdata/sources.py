@@ -1,0 +1,141 @@
+"""Labelled segmentation sources: what a config declares (:class:`SourceSpec`), what every reader offers
+(:class:`LabelledSource`), and :func:`open_source`, which opens one.
+
+Sources and their readers (each in its own published layout; masks come out as group ids of the class table, with
+:data:`IGNORE` (255) where the source labels nothing)::
+
+    kind          reader                                   class map (configs/classes/maps/)   gsd (m/px) if not given
+    drone         aerialdata.drone.DroneDataset            the class table itself              synthetic marker, else None
+    loveda        aerialdata.loveda.LoveDA                 loveda.yaml                         0.3
+    openearthmap  aerialdata.openearthmap.OpenEarthMap     openearthmap.yaml                   0.5
+    folder        aerialdata.folder.FolderSource           required (example_folder.yaml)      required
+
+Usage::
+
+    from aerialdata.sources import SourceSpec, open_source
+    src = open_source(SourceSpec("loveda", Path("/data/LoveDA")), "aerial10")
+    image, mask = src.load(0, scale=src.gsd / 1.0)     # to a caption set at 1 m per pixel
+    mask[mask == IGNORE]                                # no-data and LoveDA's background: left out of the loss
+
+Class maps are YAML data targeting group names (``seed10`` and ``aerial10`` share them, so one map serves both)::
+
+    source: loveda
+    gsd: 0.3
+    classes:                     # source id: [source class name, group name or ignore]
+      0: [no-data, ignore]
+      2: [building, building]
+
+Why hand-written readers and not torchgeo's dataset classes (checked against torchgeo's main branch, Aug 2025):
+importing any torchgeo dataset imports ``torchgeo.datasets.geo``, which imports torch, torchvision, rasterio (GDAL),
+fiona, geopandas, pandas, pyproj and shapely, and the package requires lightning, lightly, kornia and torchmetrics as
+well: a second geospatial stack of compiled wheels in the one pip resolve, and torch in a data layer that
+``synthetic``, ``evaluation`` and ``llm`` import without it. It has a LoveDA class (whole 1024x1024 tensors, no class
+map, no scale) but no OpenEarthMap one. So each source is one small reader here on Pillow/OpenCV, in torchgeo's style
+(one class per source, expected folders as class attributes, ``_verify()`` raising a ``DatasetNotFoundError`` subclass
+that names the root and how to get the data); OpenEarthMap's GeoTIFFs need no GDAL (their geo tags are not used).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from aerialdata.classes import ClassTable, load_class_table
+from aerialdata.drone import DroneDataset
+from aerialdata.folder import FolderSource
+from aerialdata.labelled import (
+    CLASS_MAP_DIR,
+    IGNORE,
+    SYNTHETIC_MARKER,
+    ClassMap,
+    PairedSource,
+    class_map_path,
+    load_class_map,
+    read_synthetic_marker,
+)
+from aerialdata.loveda import LoveDA
+from aerialdata.openearthmap import OpenEarthMap
+from segcap.errors import ConfigError
+
+__all__ = [
+    "CLASS_MAP_DIR", "IGNORE", "KINDS", "SYNTHETIC_MARKER", "ClassMap", "LabelledSource", "PairedSource", "SourceSpec",
+    "class_map_path", "load_class_map", "open_source", "read_synthetic_marker",
+]
+
+Kind = Literal["drone", "loveda", "openearthmap", "folder"]
+KINDS: tuple[str, ...] = ("drone", "loveda", "openearthmap", "folder")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One labelled segmentation source, as a config declares it (segmentation.train's ``sources:`` list items).
+
+    Args:
+        kind: the source's layout: drone, loveda, openearthmap or folder.
+        root: the dataset folder, in that layout.
+        gsd: ground resolution in metres per pixel; null: the reader's published value (loveda 0.3, openearthmap
+            0.5), or the synthetic marker's; drone and folder sets need it unless synthetic (folder: or in its map).
+        class_map: YAML mapping the source's class ids to group names; null: configs/classes/maps/<kind>.yaml
+            (folder: required; drone: none, it maps through the class table).
+    """
+
+    kind: Kind
+    root: Path
+    gsd: float | None = None
+    class_map: Path | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+        if self.class_map is not None:
+            object.__setattr__(self, "class_map", Path(self.class_map))
+
+
+@runtime_checkable
+class LabelledSource(Protocol):
+    """What every reader (DroneDataset included) offers."""
+
+    name: str                   # "drone", "loveda", "openearthmap", "folder"
+    root: Path
+    gsd: float | None           # metres per pixel (None only for a drone/folder set whose gsd was not given)
+    synthetic: bool             # True when the set was written by synthetic.generate (marker file)
+    table: ClassTable
+    provides: tuple[int, ...]   # group ids this source can label; every other group is IGNORE in its masks
+    stems: list[str]
+    image_paths: list[Path]
+    mask_paths: list[Path]
+    splits: list[str] | None    # per item "train"/"val"/"test" when the source publishes a split, else None
+
+    def __len__(self) -> int: ...
+
+    def size(self, i: int) -> tuple[int, int]:
+        """(width, height) at full size."""
+        ...
+
+    def load(self, i: int, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB and (H, W) uint8 group ids (IGNORE where not labelled), both resized by scale."""
+        ...
+
+
+def open_source(spec: SourceSpec, table: ClassTable | str | Path) -> LabelledSource:
+    """Open the source ``spec`` declares, its masks mapped to ``table``'s groups.
+
+    Raises :class:`ConfigError` for an unknown kind, a bad gsd or class map, and the reader's
+    ``DatasetNotFoundError`` subclass when the root or its folders are missing.
+    """
+    table = table if isinstance(table, ClassTable) else load_class_table(table)
+    where = f"source {spec.kind} {spec.root}"
+    if spec.kind == "drone":
+        if spec.class_map is not None:
+            raise ConfigError(f"{where}: class_map {spec.class_map} is not used: the drone set maps its 24 classes "
+                              "through the class table (--classes); leave class_map out")
+        return DroneDataset(spec.root, table, gsd=spec.gsd)
+    if spec.kind == "loveda":
+        return LoveDA(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
+    if spec.kind == "openearthmap":
+        return OpenEarthMap(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
+    if spec.kind == "folder":
+        return FolderSource(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
+    raise ConfigError(f"source kind {spec.kind!r} is unknown; use one of {', '.join(KINDS)}")
