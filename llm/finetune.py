@@ -58,6 +58,7 @@ from llm.model import (
     apply_method,
     compute_dtype,
     load_base,
+    load_tokenizer,
     option_problems,
 )
 from llm.tokenizer import (
@@ -134,7 +135,9 @@ def main(
         compositions: composition records (JSON Lines, segcap.composition/1) of the caption set's images.
         captions: caption set, Karpathy-split JSON (dataset_rsicd.json) or the folder holding it.
         out: output folder (model + tokenizer + segcap_llm.json, loss.csv, loss.png, checkpoints/).
-        base_model: "tiny" (built from tiny_model, tokenizer trained here) or a local Hugging Face checkpoint folder.
+        base_model: "tiny" (built from tiny_model, tokenizer trained here), a local Hugging Face checkpoint folder, or
+            a hub id such as meta-llama/Llama-2-7b-hf (transformers' cache, or a download when online; offline and
+            not cached, it stops at once saying what to download).
         tiny_model: LlamaConfig fields of the tiny model (hidden_size, num_hidden_layers, ...; set in the config file).
         tokenizer: the tiny model's tokenizer (kind: bpe|word, vocab_size, min_frequency; set in the config file).
         quantize: load the base in 4-bit NormalFloat (nf4, QLoRA), 8-bit (int8) or not at all (none).
@@ -247,7 +250,7 @@ def main(
             texts = [im.prompt for im in train_images] + [c for im in train_images for c in im.captions]
             tok = train_tokenizer(texts, **tok_settings)
         else:
-            tok = AutoTokenizer.from_pretrained(opts.base_model, local_files_only=True)
+            tok = load_tokenizer(opts.base_model)  # a folder, or a hub id through transformers' cache
         ensure_pad_token(tok)
         if state.is_main_process:
             tok.save_pretrained(str(out))

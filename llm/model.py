@@ -1,9 +1,15 @@
-"""Base models for captioning: the tiny default or a local Hugging Face checkpoint, 4-bit/8-bit or not, full or LoRA.
+"""Base models for captioning: the tiny default, a local or hub Hugging Face checkpoint, 4-bit/8-bit or not, full or LoRA.
 
 * ``base_model="tiny"``: a small :class:`~transformers.LlamaForCausalLM` built from the ``tiny_model`` mapping of
   ``configs/llm/tiny.yaml`` (any :class:`~transformers.LlamaConfig` field), with the vocabulary of a tokenizer trained
   on the training text (:mod:`llm.tokenizer`).
 * ``base_model=/path/to/Llama-2-7b-hf``: a local checkpoint and its tokenizer, loaded with ``local_files_only=True``.
+* ``base_model=meta-llama/Llama-2-7b-hf``: a hub id (any ``name`` or ``org/name`` that is not a local path), model
+  and tokenizer through transformers' ``from_pretrained`` with the id. Cache first (:mod:`segcap.hub`): when its
+  config, weights and tokenizer are in the Hugging Face cache they load from there with no network call; else, when
+  online, transformers downloads them into that cache; else (``HF_HUB_OFFLINE=1``, or no answer from the hub within
+  3 s) :func:`validate_options` says what to download and where, before any work. Gated models (Llama-2) also need
+  an accepted licence and ``hf auth login`` (or ``HF_TOKEN``).
 * ``quantize``: ``none`` | ``nf4`` (QLoRA: 4-bit NormalFloat, double quantisation, bf16 compute on CUDA) | ``int8``
   (bitsandbytes LLM.int8). Quantized models train LoRA adapters only (``peft.prepare_model_for_kbit_training``).
 * ``method``: ``full`` (every weight) | ``lora`` (rank, alpha, dropout and target modules from the config).
@@ -19,6 +25,7 @@ which gradients silently vanish. :func:`fix_bnb_for_cpu` sets ``support_avx512bf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -29,6 +36,7 @@ from typing import Any, Literal
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from segcap import hub
 from segcap.errors import ConfigError, DataError
 
 Quantize = Literal["none", "nf4", "int8"]
@@ -50,6 +58,8 @@ TINY_DEFAULTS: dict[str, Any] = {
     "tie_word_embeddings": True,
 }
 _NOT_CONFIG_FIELDS = {"vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"}  # come from the tokenizer
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # any one: transformers can build the tokenizer
 
 
 @dataclass
@@ -142,12 +152,121 @@ def linear_module_names(opts: ModelOptions) -> dict[str, torch.nn.Linear]:
     else:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(opts.base_model, local_files_only=True)
+        kwargs = pretrained_kwargs(opts.base_model)
+        with hub_access(kwargs):
+            cfg = AutoConfig.from_pretrained(opts.base_model, **kwargs)
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+# ------------------------------------------------------------------------------------------------ hub ids
+def is_hub_id(base_model: str | Path) -> bool:
+    """True when ``base_model`` is to be loaded by hub id: not ``tiny``, not an existing path, shaped like an id."""
+    name = str(base_model)
+    return name != "tiny" and not Path(name).expanduser().exists() and hub.is_repo_id(name)
+
+
+def hub_missing(repo_id: str) -> list[str]:
+    """What of ``repo_id`` (its main revision) the Hugging Face cache lacks: config.json, weights, tokenizer."""
+    out = [] if hub.cached_file(repo_id, "config.json") else ["config.json"]
+    have_weights = False
+    for name in WEIGHT_FILES:
+        path = hub.cached_file(repo_id, name)
+        if path is None:
+            continue
+        if name.endswith(".index.json"):
+            try:
+                shards = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, KeyError, AttributeError, json.JSONDecodeError):
+                continue
+            if not all(hub.cached_file(repo_id, shard) for shard in shards):
+                continue
+        have_weights = True
+        break
+    if not have_weights:
+        out.append("weights")
+    if not any(hub.cached_file(repo_id, name) for name in TOKENIZER_FILES):
+        out.append("tokenizer")
+    return out
+
+
+def _hub_unavailable(repo_id: str, reason: str, missing: list[str]) -> str:
+    complete = len(missing) == 3
+    folder = "/models/" + repo_id.rsplit("/", 1)[-1]
+    return (
+        f"base_model {repo_id}: there is no local folder of that name, and the hub model {repo_id} is "
+        + hub.offline_hint(repo_id, reason, missing="" if complete else ", ".join(missing))
+        + f"; or download it to a folder (`hf download {repo_id} --local-dir {folder}`) and pass --base-model "
+        f"{folder}. Gated models (e.g. meta-llama's) need their licence accepted on "
+        f"{hub.repo_page(repo_id)} and `hf auth login` first"
+    )
+
+
+def base_model_problems(base_model: str | Path) -> list[str]:
+    """Why ``base_model`` cannot be loaded now (empty: it can). ``tiny``: nothing to check here. A local folder: it
+    must hold config.json. A hub id: its files must be cached, or the hub reachable (see :mod:`segcap.hub`)."""
+    name = str(base_model)
+    if name == "tiny":
+        return []
+    if is_hub_id(name):
+        missing = hub_missing(name)
+        if not missing:
+            return []
+        reason = hub.offline_reason()
+        return [] if reason is None else [_hub_unavailable(name, reason, missing)]
+    p = Path(name).expanduser()
+    if not p.is_dir():
+        return [
+            f"base_model {name} is not a folder; pass 'tiny', the path of a local Hugging Face checkpoint (a folder "
+            "with config.json, the weights and the tokenizer), or a hub id such as meta-llama/Llama-2-7b-hf"
+        ]
+    if not (p / "config.json").is_file():
+        return [f"base_model {p} has no config.json; it is not a Hugging Face checkpoint folder"]
+    return []
+
+
+def pretrained_kwargs(base_model: str | Path) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for a checkpoint folder or hub id, after checking it can be had.
+
+    A local folder, or a hub id whose files are all cached: ``local_files_only=True``, and :func:`hub_access` makes
+    no network call. A hub id not fully cached: transformers may download (the hub answered); offline, a
+    :class:`ConfigError` says what to fetch.
+    """
+    if not is_hub_id(base_model):
+        return {"local_files_only": True}
+    problems = base_model_problems(base_model)
+    if problems:
+        raise ConfigError(problems)
+    return {"local_files_only": not hub_missing(str(base_model))}
+
+
+def hub_access(kwargs: dict[str, Any]) -> contextlib.AbstractContextManager:
+    """The context to call ``from_pretrained`` in: :func:`segcap.hub.cache_only` when nothing is to be downloaded."""
+    return hub.cache_only() if kwargs.get("local_files_only") else contextlib.nullcontext()
+
+
+def _load_failed(repo_id: str | Path, what: str, e: Exception) -> ConfigError:
+    """A library error while fetching a hub id (gated, not found, network gone mid-way) as one ConfigError."""
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    reason = f"transformers could not load its {what}: {e.__class__.__name__}: {detail}"
+    return ConfigError(_hub_unavailable(str(repo_id), reason, hub_missing(str(repo_id))))
+
+
+def load_tokenizer(base_model: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checkpoint folder or hub id (from the cache, or downloaded when online)."""
+    from transformers import AutoTokenizer
+
+    kwargs = pretrained_kwargs(base_model)
+    try:
+        with hub_access(kwargs):
+            return AutoTokenizer.from_pretrained(str(base_model), **kwargs)
+    except hub.DOWNLOAD_ERRORS as e:
+        if not is_hub_id(base_model):
+            raise
+        raise _load_failed(base_model, "tokenizer", e) from e
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -184,16 +303,9 @@ def option_problems(opts: ModelOptions, cuda: bool | None = None) -> list[str]:
         out += found
         base_ok = not found
     else:
-        p = Path(opts.base_model)
-        if not p.is_dir():
-            out.append(
-                f"base_model {opts.base_model} is not a folder; pass 'tiny' or the path of a local Hugging Face "
-                "checkpoint (a folder with config.json, the weights and the tokenizer)"
-            )
-            base_ok = False
-        elif not (p / "config.json").is_file():
-            out.append(f"base_model {p} has no config.json; it is not a Hugging Face checkpoint folder")
-            base_ok = False
+        found = base_model_problems(opts.base_model)
+        out += found
+        base_ok = not found
         if opts.tiny_model:
             out.append("tiny_model is set but base_model is a checkpoint path; remove tiny_model or use --base-model tiny")
 
@@ -282,15 +394,22 @@ def device_map() -> dict[str, Any]:
 
 
 def load_causal_lm(path: str | Path, quantize: str = "none", precision: str = "auto") -> torch.nn.Module:
-    """A causal LM from a local folder, quantized at load time when asked (CPU 4-bit fix applied)."""
+    """A causal LM from a local folder or a hub id (cache, or download when online), quantized at load time when
+    asked (CPU 4-bit fix applied)."""
     from transformers import AutoModelForCausalLM
 
     dtype = compute_dtype(precision)
     q = quantization_config(quantize, dtype)
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    kwargs: dict[str, Any] = {**pretrained_kwargs(path), "dtype": dtype}
     if q is not None:
         kwargs.update(quantization_config=q, device_map=device_map())
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    try:
+        with hub_access(kwargs):
+            model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except hub.DOWNLOAD_ERRORS as e:
+        if not is_hub_id(path):
+            raise
+        raise _load_failed(path, "model", e) from e
     if not torch.cuda.is_available():
         fix_bnb_for_cpu(model)
     return model
@@ -313,7 +432,7 @@ def load_base(opts: ModelOptions, tokenizer: PreTrainedTokenizerBase, base_dir: 
 
     Tiny: built from the config; when it is to be quantized or carry LoRA adapters, saved (full precision) to
     ``base_dir`` first and loaded back from there, quantized at load as any checkpoint would be; the adapter folder
-    records that path. A checkpoint path: loaded from the folder.
+    records that path. A checkpoint path: loaded from the folder; a hub id: from the cache, or downloaded when online.
     """
     if opts.is_tiny:
         if opts.method == "full":
@@ -369,14 +488,18 @@ def read_meta(model_dir: str | Path) -> dict:
         raise DataError(f"{meta_path}: not valid JSON ({e}); retrain or restore the folder") from e
 
 
-def resolve_base(model_dir: Path, meta: dict) -> Path:
-    """Where an adapter's base model lives: the tiny base beside it, else the recorded checkpoint path."""
+def resolve_base(model_dir: Path, meta: dict) -> Path | str:
+    """Where an adapter's base model lives: the tiny base beside it, else the recorded checkpoint path or hub id."""
     local = model_dir / BASE_DIR
     if (local / "config.json").is_file():
         return local
-    for cand in (meta.get("base_model"), _adapter_base(model_dir)):
-        if cand and Path(cand).is_dir():
+    cands = [c for c in (meta.get("base_model"), _adapter_base(model_dir)) if c]
+    for cand in cands:
+        if Path(cand).is_dir():
             return Path(cand)
+    for cand in cands:
+        if is_hub_id(cand):
+            return cand  # loaded through the cache (load_causal_lm says what to download when offline)
     raise DataError(
         f"{model_dir}: the adapter's base model {meta.get('base_model')!r} is not a folder here; "
         "copy the base checkpoint there or edit base_model_name_or_path in adapter_config.json"

@@ -17,10 +17,26 @@ Library use (the pipeline's)::
 resolution the model was trained for, such as the caption set; the checkpoint's ``input.drone_scale``, e.g. 0.25,
 for photos of the drone set itself), pads to a multiple of 32, runs same-size images in batches, cuts large inputs
 into overlapping tiles, and returns masks at the input size.
+
+Encoder weights for training (:func:`build_model`, ``segmentation.train --encoder-weights``):
+
+* empty (None): random weights, the offline default;
+* ``imagenet``: smp's own ImageNet weights. segmentation-models-pytorch 0.6 downloads them with ``hf_hub_download``
+  from the hub repository ``smp-hub/mobilenet_v2.imagenet`` at a pinned commit (``config.json`` and
+  ``model.safetensors``, 9 MB) into the Hugging Face cache (``$HF_HUB_CACHE``, default ~/.cache/huggingface/hub).
+  When both files are cached they are used with no network call (:func:`segcap.hub.cache_only`); else, offline
+  (``HF_HUB_OFFLINE=1`` or no answer from the hub, see :mod:`segcap.hub`), :func:`encoder_weights_problems` says
+  what to download and where, before any training work;
+* a local file: a state dict (``.pth``/``.pt`` through ``torch.load``, or ``.safetensors``) of the encoder, of a
+  torchvision/timm ``mobilenet_v2`` (its classifier is dropped), or of a whole UNet (its ``encoder.`` keys are
+  used). smp's ``model.safetensors`` above and torchvision's ``mobilenet_v2-b0353104.pth`` both fit.
+
+The word ``imagenet`` always means smp's weights; a local file needs another name.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,12 +47,15 @@ import torch.nn.functional as F
 import yaml
 
 from aerialdata.classes import ClassTable, class_table_from_dict
+from segcap import hub
 from segcap.errors import ConfigError, SegcapError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAD_MULTIPLE = 32  # the UNet halves the size five times
 CONFIG_FORMAT = "segcap.segmentation/1"
+IMAGENET = "imagenet"  # encoder_weights keyword: smp's own ImageNet weights, through the Hugging Face cache
+SMP_WEIGHT_FILES = ("config.json", "model.safetensors")  # what smp 0.6's get_encoder downloads from the hub repo
 
 
 class CheckpointNotFoundError(SegcapError, FileNotFoundError):
@@ -47,43 +66,114 @@ def default_architecture() -> dict:
     return {"name": "Unet", "encoder_name": "mobilenet_v2", "decoder_channels": [128, 64, 32, 16, 16], "in_channels": 3}
 
 
-def build_model(architecture: dict, num_classes: int, encoder_weights: str | Path | None = None) -> torch.nn.Module:
-    """``smp.Unet`` from an architecture dict; ``encoder_weights`` is None or a local state-dict file (never a download).
+def is_imagenet(weights: str | Path | None) -> bool:
+    """True when ``weights`` names smp's ImageNet weights (the word ``imagenet``, as a string or a Path)."""
+    return weights is not None and str(weights) == IMAGENET
 
-    The weights file may hold the encoder's own state dict, a torchvision/timm ``mobilenet_v2`` state dict (its
-    classifier is dropped), or a whole UNet's (``encoder.`` keys are used).
+
+def imagenet_source(encoder_name: str = "mobilenet_v2") -> tuple[str, str]:
+    """(hub repository, pinned commit) that smp downloads ``encoder_name``'s ImageNet weights from, read from smp."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder_name, {}).get("pretrained_settings", {}).get(IMAGENET)
+    if not settings:
+        raise ConfigError(f"encoder_weights imagenet: segmentation-models-pytorch has no ImageNet weights for the "
+                          f"encoder {encoder_name!r}; pass a local weights file or leave encoder_weights empty")
+    return settings["repo_id"], settings["revision"]
+
+
+def imagenet_cached(encoder_name: str = "mobilenet_v2") -> bool:
+    """Whether smp's ImageNet weights of ``encoder_name`` are in the Hugging Face cache (then no network is used)."""
+    repo, rev = imagenet_source(encoder_name)
+    return all(hub.cached_file(repo, f, rev) is not None for f in SMP_WEIGHT_FILES)
+
+
+def _imagenet_unavailable(encoder_name: str, reason: str) -> str:
+    repo, rev = imagenet_source(encoder_name)
+    return (
+        f"encoder_weights imagenet: smp's ImageNet weights of {encoder_name} ({repo}) are "
+        + hub.offline_hint(repo, reason, SMP_WEIGHT_FILES, rev)
+        + f"; or download {hub.file_url(repo, 'model.safetensors', rev)} and pass that file as encoder_weights "
+        "(--encoder-weights /path/to/model.safetensors); or leave encoder_weights empty for random weights"
+    )
+
+
+def encoder_weights_problems(weights: str | Path | None, encoder_name: str = "mobilenet_v2") -> list[str]:
+    """Why ``weights`` cannot be used now (empty: usable): a missing file, or ImageNet weights neither cached nor
+    downloadable (cache first; then ``HF_HUB_OFFLINE``; then one short request to the hub, see :mod:`segcap.hub`)."""
+    if weights is None or str(weights) == "":
+        return []
+    if is_imagenet(weights):
+        if imagenet_cached(encoder_name):
+            return []
+        reason = hub.offline_reason()
+        return [] if reason is None else [_imagenet_unavailable(encoder_name, reason)]
+    path = Path(weights)
+    if not path.is_file():
+        return [
+            f"encoder_weights {path}: no such file; pass imagenet (smp's ImageNet weights, downloaded or from the "
+            "Hugging Face cache), a local state dict of the encoder (.pth or .safetensors, e.g. torchvision's "
+            "mobilenet_v2), or leave it empty for random weights"
+        ]
+    return []
+
+
+def build_model(architecture: dict, num_classes: int, encoder_weights: str | Path | None = None) -> torch.nn.Module:
+    """``smp.Unet`` from an architecture dict, its encoder from ``encoder_weights``.
+
+    ``encoder_weights``: None (random), ``imagenet`` (smp's loader: the Hugging Face cache, or a download when online;
+    a :class:`ConfigError` saying what to download when neither works), or a local state-dict file (see the module
+    docstring for what fits).
     """
     import segmentation_models_pytorch as smp
 
     arch = {**default_architecture(), **(architecture or {})}
     if arch["name"] != "Unet":
         raise ConfigError(f"architecture {arch['name']!r} is not supported; segcap trains smp.Unet")
-    model = smp.Unet(
-        encoder_name=arch["encoder_name"],
-        encoder_weights=None,
-        in_channels=int(arch["in_channels"]),
-        classes=num_classes,
-        decoder_channels=list(arch["decoder_channels"]),
-    )
-    if encoder_weights:
+    imagenet = is_imagenet(encoder_weights)
+    if encoder_weights is not None and str(encoder_weights):
+        problems = encoder_weights_problems(encoder_weights, arch["encoder_name"])
+        if problems:
+            raise ConfigError(problems)
+    kwargs = dict(encoder_name=arch["encoder_name"], in_channels=int(arch["in_channels"]), classes=num_classes,
+                  decoder_channels=list(arch["decoder_channels"]))
+    if imagenet:
+        cached = imagenet_cached(arch["encoder_name"])
+        try:
+            with hub.cache_only() if cached else contextlib.nullcontext():
+                return smp.Unet(encoder_weights=IMAGENET, **kwargs)  # smp's loader: hf_hub_download, then load_file
+        except hub.DOWNLOAD_ERRORS as e:  # the network went away during the download, a proxy refused it...
+            raise ConfigError(_imagenet_unavailable(arch["encoder_name"], f"{e.__class__.__name__}: {e}")) from e
+    model = smp.Unet(encoder_weights=None, **kwargs)
+    if encoder_weights is not None and str(encoder_weights):
         load_encoder_weights(model, encoder_weights)
     return model
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (``weights_only``: no code is run)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
 
 
 def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load a local encoder weights file into ``model.encoder``; clear error when it does not fit."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"encoder weights file not found: {path}; pass a local .pth state dict of the encoder "
-            "(e.g. torchvision's mobilenet_v2), or leave --encoder-weights empty to start from random weights"
-        )
+        raise ConfigError(encoder_weights_problems(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state_dict(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ConfigError(f"{path}: not a readable torch state dict ({e.__class__.__name__}: {e})") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+        raise ConfigError(f"{path}: not a readable state dict (.pth/.pt through torch.load, or .safetensors) "
+                          f"({e.__class__.__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
     if any(k.startswith("encoder.") for k in state):
         state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc."))}
