@@ -7,7 +7,8 @@
 
 Trains with the default config (a fresh output folder each run, ``--overwrite``), then prints one JSON object: the
 best epoch's drone val mIoU and pixel accuracy, the caption set's test-split mIoU (the figure that matters: after the
-scale gap), per-class IoU of both, and the history (mIoU against wall-clock minutes). The 2 CPU cores may be shared
+scale gap), per-class IoU of both, and the history (mIoU against wall-clock minutes); with a config of several
+``sources``, each source's scale and val mIoU too. The 2 CPU cores may be shared
 with other work: the load average before and after is printed, and minutes measured under load are pessimistic.
 """
 
@@ -59,8 +60,13 @@ def main(train_config: str = str(REPO / "configs" / "segmentation.yaml"), out: s
     result = {
         "bench": "segmentation_train",
         "config": train_config,
-        "options": {k: kwargs[k] for k in ("classes", "target_scale", "scale_jitter", "crop_size", "batch_size", "epochs",
-                                           "eval_every", "lr", "schedule", "loss", "decoder_channels")},
+        "options": {k: kwargs[k] for k in ("classes", "target_scale", "caption_gsd", "scale_jitter", "crop_size",
+                                           "batch_size", "epochs", "eval_every", "lr", "schedule", "loss",
+                                           "decoder_channels")},
+        "sources": [{k: s[k] for k in ("label", "root", "gsd", "scale", "synthetic", "images", "val_images",
+                                       "crops_per_image")} for s in m["train"].get("sources", [])] or None,
+        "val_miou_by_source": {k: (v or {}).get("miou") for k, v in m["val_sources"].items()}
+        if m.get("val_sources") else None,
         "train_images": m["train"]["images"], "val_images": m["train"]["val_images"],
         "best_epoch": m["best_epoch"],
         "val_miou": val.get("miou"), "val_pixel_accuracy": val.get("pixel_accuracy"),

@@ -1,33 +1,39 @@
 """Torch datasets for training and evaluating the segmenter, with the scale augmentation that closes the scale gap.
 
-The drone photos are at a finer ground resolution than the images the model must segment (the caption set): objects
-are ``1 / target_scale`` times larger. Every training sample is therefore
+A labelled source (the drone set, LoveDA, ...: any :class:`aerialdata.sources.LabelledSource`) is at another ground
+resolution than the images the model must segment (the caption set): its objects are ``1 / target_scale`` times
+larger, where ``target_scale`` = source gsd / caption-set gsd (or the hand-set ratio of the legacy one-drone-set form).
+Every training sample is therefore
 
 1. decoded at ``target_scale`` times a random jitter (log-uniform in [1/jitter, jitter]), so objects have the size
-   they have in the caption set, give or take (JPEG DCT scaling keeps huge photos cheap, see :mod:`aerialdata.drone`);
+   they have in the caption set, give or take (JPEG DCT scaling keeps huge photos cheap, see :mod:`aerialdata.images`);
 2. padded (mask value 255, ignored) and randomly cropped to ``crop_size``;
 3. flipped, rotated by multiples of 90 degrees and colour-jittered (albumentations);
 4. normalised (ImageNet mean/std) into a (3, crop, crop) float tensor; the mask is a (crop, crop) int64 tensor.
 
-Evaluation samples keep the whole image at a fixed scale; :func:`pad_collate` pads a batch to a multiple of 32.
+Mask value 255 (``IGNORE``: padding, a source's no-data, a class the source cannot tell apart) is counted by no loss
+and no metric. Several sources train together as a :class:`MixedCropDataset` (one :class:`ScaledCropDataset` each,
+with :func:`crops_per_image_for` balancing them by area). Evaluation samples keep the whole image at a fixed scale;
+:func:`pad_collate` pads a batch to a multiple of 32.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import statistics
 from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import ClassTable
-from aerialdata.drone import DroneDataset, read_rgb_scaled, resize_mask
-from aerialdata.images import read_mask
+from aerialdata.images import read_mask, read_rgb_scaled, resize_mask
+from aerialdata.sources import LabelledSource
 from segcap.errors import DataError, DatasetNotFoundError
 from segmentation.metrics import IGNORE_INDEX
 from segmentation.model import IMAGENET_MEAN, IMAGENET_STD, PAD_MULTIPLE
@@ -58,23 +64,26 @@ def train_augmentation(crop_size: int, seed: int | None = None, color_jitter: fl
 
 
 class ScaledCropDataset(Dataset):
-    """Random scale-jittered crops of drone images for training.
+    """Random scale-jittered crops of one labelled source's images, for training.
 
     Args:
-        source: the drone dataset.
+        source: the labelled source (a :class:`~aerialdata.drone.DroneDataset` or any other reader with
+            ``load(i, scale)``).
         indices: which of its images (the training split).
         crop_size: side of the square crops, in pixels after scaling.
-        target_scale: resize factor that brings the drone photos to the target ground resolution (0.25: objects 4x
-            smaller, as in the default synthetic caption set).
+        target_scale: resize factor that brings the source's images to the target ground resolution (0.25: objects 4x
+            smaller, as the synthetic drone set against the synthetic caption set).
         scale_jitter: the factor is drawn log-uniformly in [target/jitter, target*jitter] (1.0: no jitter).
         crops_per_image: samples drawn from each image per epoch (more for large photos).
         seed: seed of the scale draws and the augmentation (reseeded per epoch by :meth:`set_epoch`).
         cache: keep each decoded image (at the largest jittered scale) in memory after its first use.
+        stream: which of several datasets drawing with the same seed this is (0: the first; each gets its own
+            random streams, and stream 0 draws what a lone dataset draws).
     """
 
     def __init__(
         self,
-        source: DroneDataset,
+        source: LabelledSource,
         indices: list[int],
         crop_size: int,
         target_scale: float,
@@ -82,16 +91,30 @@ class ScaledCropDataset(Dataset):
         crops_per_image: int = 1,
         seed: int | None = None,
         cache: bool = False,
+        stream: int = 0,
     ):
         self.source, self.indices = source, list(indices)
         self.crop_size, self.target_scale = crop_size, target_scale
         self.scale_jitter = max(1.0, scale_jitter)
         self.crops_per_image = max(1, crops_per_image)
         self.seed = seed
-        self.augment = train_augmentation(crop_size, seed)
+        self.stream = stream
+        self.augment = train_augmentation(crop_size, self._seed_for(seed))
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._rng = random.Random(seed)
+        self._rng = random.Random(self._seed_for(seed))
+
+    def _seed_for(self, seed: int | None) -> int | None:
+        """``seed`` itself for stream 0; another seed, drawn from (seed, stream), for the others."""
+        if seed is None or not self.stream:
+            return seed
+        return int(np.random.SeedSequence([seed, self.stream]).generate_state(1)[0])
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the scale draws and the augmentation (a DataLoader worker, from its own seed)."""
+        seed = self._seed_for(seed % 2**32) % 2**32
+        self._rng.seed(seed)
+        self.augment.set_random_seed(seed)
 
     def __len__(self) -> int:
         return len(self.indices) * self.crops_per_image
@@ -102,7 +125,8 @@ class ScaledCropDataset(Dataset):
         each worker reseeds itself from torch's per-worker seed). No effect without a seed."""
         if self.seed is None:
             return
-        scale_seed, augment_seed = np.random.SeedSequence([self.seed, epoch]).generate_state(2)
+        key = [self.seed, epoch] + ([self.stream] if self.stream else [])
+        scale_seed, augment_seed = np.random.SeedSequence(key).generate_state(2)
         self._rng.seed(int(scale_seed))
         self.augment.set_random_seed(int(augment_seed))
 
@@ -128,7 +152,8 @@ class ScaledCropDataset(Dataset):
 
 
 class CaptionMaskSet:
-    """Images of a caption set with their exact masks (source ids, grouped with ``table``), same API as DroneDataset.
+    """Images of a caption set with their exact masks (source ids, grouped with ``table``); ``load(i, scale)`` as the
+    labelled sources have it.
 
     Args:
         root: caption-set folder (Karpathy JSON + images + ``label_images_semantic/``).
@@ -167,9 +192,9 @@ class EvalDataset(Dataset):
     """Whole images at a fixed scale, for validation: items are (image tensor, mask tensor, index).
 
     Args:
-        source: a :class:`DroneDataset` or :class:`CaptionMaskSet` (anything with ``load(i, scale)``).
+        source: a labelled source or a :class:`CaptionMaskSet` (anything with ``load(i, scale)``).
         indices: which of its items.
-        scale: resize factor (the training's ``target_scale`` for drone photos, 1.0 for the caption set).
+        scale: resize factor (a source's training scale, without jitter; 1.0 for the caption set).
     """
 
     def __init__(self, source, indices: list[int], scale: float | None):
@@ -185,6 +210,63 @@ class EvalDataset(Dataset):
         image, mask = self.raw(k)
         x, y = to_tensors(image, mask)
         return x, y, k
+
+
+class MixedCropDataset(ConcatDataset):
+    """The training crops of several sources, one :class:`ScaledCropDataset` each, drawn as one dataset.
+
+    Index ``k`` runs through the first source's crops, then the second's...; the loader shuffles them together.
+    :meth:`set_epoch` and :meth:`reseed` reach every part.
+    """
+
+    def __init__(self, parts: list[ScaledCropDataset]):
+        super().__init__(parts)
+        self.parts = parts
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def reseed(self, seed: int) -> None:
+        for part in self.parts:
+            part.reseed(seed)
+
+
+def crops_per_image_for(source: LabelledSource, indices: list[int], scale: float, crop_size: int,
+                        crops_per_image: int, probe: int = 64) -> int:
+    """Crops per image and epoch for one source: ``crops_per_image`` for each crop-sized area of its images.
+
+    The balance rule of training on several sources: an image gives ``crops_per_image`` x max(1, round(its area at
+    the training ``scale`` / ``crop_size``^2)) crops, the area taken as the median over up to ``probe`` of its images
+    (read from the file headers). So every pixel of every source is drawn about as often, whatever the image sizes:
+    a 1024x1024 LoveDA tile at scale 0.3 (307x307 px) gives 10 crops of 96 px where a 480x320 drone photo at 0.25
+    (120x80) gives 1, and each source weighs in proportion to the ground it covers.
+    """
+    if not indices:
+        return crops_per_image
+    step = max(1, len(indices) // probe)
+    areas = []
+    for i in indices[::step][:probe]:
+        w, h = source.size(i)
+        areas.append(w * h * scale * scale)
+    return crops_per_image * max(1, round(statistics.median(areas) / crop_size**2))
+
+
+def source_split(source: LabelledSource, val_fraction: float, seed: int,
+                 limit: int | None = None) -> tuple[list[int], list[int]]:
+    """Train and val item indices of a source: its published split where it has one, else seeded by file.
+
+    Items the source publishes as ``val`` are the val split and its ``test`` items are left out, when its ``splits``
+    name any ``val`` item; otherwise :func:`split_by_file` holds out ``val_fraction`` of its items (``test`` ones
+    still left out). ``limit`` keeps only the first N items of the source.
+    """
+    n = len(source) if limit is None else min(limit, len(source))
+    splits = source.splits[:n] if source.splits is not None else [None] * n
+    usable = [i for i in range(n) if splits[i] != "test"]
+    if "val" in splits:
+        return [i for i in usable if splits[i] != "val"], [i for i in usable if splits[i] == "val"]
+    train, val = split_by_file([source.stems[i] for i in usable], val_fraction, seed)
+    return [usable[k] for k in train], [usable[k] for k in val]
 
 
 def pad_collate(batch):

@@ -51,7 +51,7 @@ def plot_history(history: list[dict], path: str | Path, title: str = "segmentati
     ax1.set_ylabel("loss")
     ax1.legend()
     ax1.grid(alpha=0.3)
-    curve(ax2, "val_miou", "o-", "drone val mIoU")
+    curve(ax2, "val_miou", "o-", "val mIoU (training sources)")
     curve(ax2, "caption_miou", "s-", "caption-set test mIoU")
     ax2.set_xlabel("wall-clock minutes")
     ax2.set_ylabel("mIoU")

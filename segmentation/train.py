@@ -1,20 +1,41 @@
-"""Train the UNet-MobileNet segmenter on a drone-format dataset, with scale augmentation towards the caption set.
+"""Train the UNet-MobileNet segmenter on labelled sources, each brought to the caption set's ground resolution.
 
     python -m segmentation.train --config configs/segmentation.yaml
     python -m segmentation.train --config configs/segmentation.yaml --data-root data/synthetic/drone \\
         --eval-captions data/synthetic/rsicd --out runs/segmentation
+    python -m segmentation.train --config my_sources.yaml            # several sources, see below
     python -m segmentation.train --config configs/segmentation.yaml --resume          # continue from out/last/
     python -m segmentation.train --config configs/segmentation.yaml --tensorboard     # needs pip install -e '.[tensorboard]'
     tensorboard --logdir runs/segmentation/tensorboard
     torchrun --nproc_per_node 2 -m segmentation.train --config configs/segmentation.yaml   # several GPUs (or CPUs)
 
+The training data comes in one of two forms:
+
+* one drone-format set, ``data_root``, brought to the caption set's resolution by a hand-set ``target_scale`` (the
+  demo's form, ``configs/segmentation.yaml``);
+* several labelled sources, each declared with its ground resolution (metres per pixel) beside the caption set's; the
+  scale of each is ``gsd / caption_gsd``, and nobody works it out by hand::
+
+      sources:
+        - {kind: loveda, root: /data/LoveDA}                         # gsd: the published 0.3 m
+        - {kind: drone, root: /data/semantic_drone_dataset, gsd: 0.02}
+        - {kind: folder, root: /data/mine, gsd: 0.5, class_map: configs/classes/maps/mine.yaml}
+      caption_gsd: 0.5             # the caption set's metres per pixel
+      data_root: null              # the other form's options stay empty
+      target_scale: null
+
+  Each source is validated on its published val split where it has one, else on ``val_fraction`` of its files; its
+  pixels that it cannot label are IGNORE (255) in its masks, counted by no loss and no metric. The val mIoU is
+  reported per source and overall, and each class is judged only on the sources that label it.
+
 The output folder is the checkpoint folder (``load_segmenter(out)`` and ``segmentation.predict --checkpoint out``)::
 
     model.pt           weights of the epoch with the best validation mIoU
-    config.yaml        architecture, class table, input scale, normalisation, the training options
+    config.yaml        architecture, class table, input scale, normalisation, the training options, and what it
+                       was trained on: trained_on (source, root, gsd, synthetic, training images) and caption_gsd
     metrics.json       best_val_miou and best_epoch; the best epoch's pixel accuracy, mIoU, per-class IoU, confusion
-                       matrix (drone val split and, with --eval-captions, the caption set's split); the resolution
-                       check; history per epoch with wall-clock minutes
+                       matrix (val splits, per source too, and, with --eval-captions, the caption set's split); the
+                       resolution check; history per epoch with wall-clock minutes
     last/              the last epoch's accelerate state (model, optimizer, scheduler, scaler, the RNG states of
                        every process) and training.json (epoch, step, history, options): what --resume continues
     tensorboard/       with --tensorboard: train loss, learning rate, val and caption-set mIoU per epoch
@@ -48,11 +69,20 @@ from torch.utils.data import DataLoader, Subset
 
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.drone import DroneDataset
+from aerialdata.sources import LabelledSource, SourceSpec, open_source
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
 from segcap.progress import Progress, is_terminal
-from segmentation.data import CaptionMaskSet, EvalDataset, ScaledCropDataset, pad_collate, split_by_file
+from segmentation.data import (
+    CaptionMaskSet,
+    EvalDataset,
+    MixedCropDataset,
+    ScaledCropDataset,
+    crops_per_image_for,
+    pad_collate,
+    source_split,
+)
 from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
 from segmentation.model import (
     CONFIG_FORMAT,
@@ -62,6 +92,7 @@ from segmentation.model import (
     Segmenter,
     build_model,
     default_architecture,
+    encoder_weights_problems,
 )
 from segmentation.plots import plot_confusion, plot_history, plot_samples
 
@@ -70,21 +101,27 @@ STATE_FILE = "training.json"  # in STATE_DIR, written last: epoch, step, history
 TENSORBOARD_DIR = "tensorboard"
 # options that must not change between a run and its --resume
 RESUME_FIXED = ("classes", "decoder_channels", "epochs", "max_steps", "schedule", "batch_size", "crops_per_image",
-                "val_fraction", "seed", "limit")
+                "val_fraction", "seed", "limit", "sources", "caption_gsd")
+LEGACY_DATA_ROOT = Path("data/synthetic/drone")  # the one-drone-set form's defaults (no sources given)
+LEGACY_TARGET_SCALE = 0.25
 RESOLVED_SHARE = 0.5  # a class with fewer of its pixels in 2x2 blocks than this is below the resolution
 
 
 # ---------------------------------------------------------------- typed configuration
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how training samples are drawn."""
+    """Where the images come from and how training samples are drawn.
 
-    data_root: Path
+    Two forms: ``sources`` with ``caption_gsd`` (``data_root`` and ``target_scale`` None), or the one drone set
+    ``data_root`` with ``target_scale`` (``sources`` and ``caption_gsd`` None).
+    """
+
+    data_root: Path | None
     classes: str
     eval_captions: Path | None
     eval_split: str
     caption_scale: float
-    target_scale: float
+    target_scale: float | None
     scale_jitter: float
     crop_size: int
     crops_per_image: int
@@ -92,11 +129,11 @@ class DataConfig:
     val_fraction: float
     limit: int | None
     num_workers: int
+    sources: tuple[SourceSpec, ...] | None = None
+    caption_gsd: float | None = None
 
     def problems(self) -> list[str]:
-        out = []
-        if self.target_scale <= 0:
-            out.append(f"--target-scale must be positive (got {self.target_scale})")
+        out = self._form_problems()
         if self.caption_scale <= 0:
             out.append(f"--caption-scale must be positive (got {self.caption_scale})")
         if self.scale_jitter < 1:
@@ -114,10 +151,61 @@ class DataConfig:
             out.append(f"--num-workers must be 0 or more (got {self.num_workers})")
         return out
 
+    def _form_problems(self) -> list[str]:
+        return form_problems(self.sources, self.caption_gsd, self.data_root, self.target_scale)
+
+
+def form_problems(sources: list | tuple | None, caption_gsd: float | None, data_root: Path | None,
+                  target_scale: float | None) -> list[str]:
+    """What is wrong with the form of the training data: ``sources`` with ``caption_gsd``, or the one drone set
+    (``data_root`` with ``target_scale``), each complete and never mixed. A caller that assembles options (the
+    pipeline's segmentation stage) can check them with this before any work, as :func:`main` does; ``sources``
+    items may be :class:`SourceSpec` or the mappings a config holds."""
+    out: list[str] = []
+    if sources is None:
+        if caption_gsd is not None:
+            out.append(f"caption_gsd {caption_gsd} goes with sources (each source's scale is its gsd / "
+                       "caption_gsd); the one-drone-set form (data_root) takes target_scale instead. Either "
+                       "list the drone set as sources: [{kind: drone, root: ..., gsd: <metres per pixel>}], or "
+                       "clear caption_gsd (null)")
+        if target_scale is not None and target_scale <= 0:
+            out.append(f"--target-scale must be positive (got {target_scale})")
+        return out
+    mixed = [k for k, v in (("data_root", data_root), ("target_scale", target_scale)) if v is not None]
+    if mixed:
+        out.append(f"sources and {' and '.join(mixed)} are two forms of training data, mixed here: with sources, "
+                   "each source's scale follows from its gsd and caption_gsd, so clear "
+                   f"{' and '.join(mixed)} (null, e.g. `{mixed[0]}: null` in the YAML config), or drop sources "
+                   "for the one-drone-set form (data_root with target_scale)")
+    if not sources:
+        out.append("sources is an empty list; list at least one labelled source ({kind: ..., root: ...}), or "
+                   "clear it (null) for the one-drone-set form (data_root with target_scale)")
+    if caption_gsd is None:
+        out.append("sources need caption_gsd: the caption set's ground resolution in metres per pixel (1.0 for "
+                   "the synthetic caption set), from which each source's training scale follows")
+    elif caption_gsd <= 0:
+        out.append(f"caption_gsd must be a positive number of metres per pixel (got {caption_gsd})")
+    seen: set[tuple[str, str]] = set()
+    for k, item in enumerate(sources):
+        try:
+            spec = _source_spec(item, k)
+        except ConfigError as e:
+            out.extend(e.problems)
+            continue
+        if spec.gsd is not None and spec.gsd <= 0:
+            out.append(f"sources[{k}] ({spec.kind} {spec.root}): gsd must be a positive number of metres per "
+                       f"pixel (got {spec.gsd})")
+        key = (spec.kind, str(Path(spec.root).resolve()))
+        if key in seen:
+            out.append(f"sources[{k}]: {spec.kind} {spec.root} is listed twice; list each source once")
+        seen.add(key)
+    return out
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: smp.Unet(mobilenet_v2) with these decoder widths, from random or local encoder weights."""
+    """The network: smp.Unet(mobilenet_v2) with these decoder widths, from random, smp's ImageNet or local encoder
+    weights."""
 
     encoder_weights: Path | None
     decoder_channels: tuple[int, ...]
@@ -127,9 +215,7 @@ class ModelConfig:
         if len(self.decoder_channels) != 5 or min(self.decoder_channels, default=0) < 1:
             out.append("--decoder-channels takes 5 positive numbers (one per decoder stage), e.g. 128 64 32 16 16 "
                        f"(got {' '.join(map(str, self.decoder_channels))})")
-        if self.encoder_weights is not None and not self.encoder_weights.is_file():
-            out.append(f"--encoder-weights {self.encoder_weights}: no such file; pass a local .pth state dict of the "
-                       "encoder (e.g. torchvision's mobilenet_v2), or leave it empty for random weights")
+        out += encoder_weights_problems(self.encoder_weights)  # a missing file; imagenet neither cached nor online
         return out
 
 
@@ -220,7 +306,23 @@ class TrainConfig:
     def options(self) -> dict:
         """The flat options of :func:`main`, JSON-ready (written to config.yaml and checked on --resume)."""
         flat = {**asdict(self.data), **asdict(self.model), **asdict(self.optim), **asdict(self.run)}
-        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+        return {k: _plain(v) for k, v in flat.items()}
+
+    @property
+    def legacy(self) -> bool:
+        """The one-drone-set form (data_root with target_scale), not sources."""
+        return self.data.sources is None
+
+
+def _plain(v):
+    """JSON-ready: paths as strings, tuples as lists, inside mappings and lists too."""
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
 
 
 # ---------------------------------------------------------------- state carried from epoch to epoch
@@ -244,18 +346,48 @@ class TrainingState:
 
 
 @dataclass
+class SourceRun:
+    """One labelled source as this run uses it: its training scale, its train and val items, its val loader."""
+
+    label: str  # its name in metrics.json and the epoch line: the kind (kind_2, ... when a kind repeats)
+    source: LabelledSource
+    scale: float  # training scale: the source's gsd / caption_gsd (or the legacy form's target_scale)
+    train_idx: list[int]
+    val_idx: list[int]
+    val_split: Literal["published", "val_fraction"]  # where its val items come from
+    crops_per_image: int
+    val_ds: EvalDataset | None = None
+    val_loader: DataLoader | None = None
+
+    def trained_on(self) -> dict:
+        """Its ``trained_on`` entry in config.yaml (images: the training images)."""
+        s = self.source
+        return {"source": s.name, "root": str(s.root), "gsd": s.gsd, "synthetic": bool(s.synthetic),
+                "images": len(self.train_idx)}
+
+
+@dataclass
 class Data:
     """Class table, the training loader and the evaluation sets of this process."""
 
     table: ClassTable
-    train_ds: ScaledCropDataset
+    sources: list[SourceRun]
+    train_ds: ScaledCropDataset | MixedCropDataset
     train_loader: DataLoader
-    val_ds: EvalDataset | None
-    val_loader: DataLoader | None
     cap_ds: EvalDataset | None
     cap_loader: DataLoader | None
-    n_train: int
-    n_val: int
+
+    @property
+    def n_train(self) -> int:
+        return sum(len(s.train_idx) for s in self.sources)
+
+    @property
+    def n_val(self) -> int:
+        return sum(len(s.val_idx) for s in self.sources)
+
+    @property
+    def val_sets(self) -> list[SourceRun]:
+        return [s for s in self.sources if s.val_ds is not None]
 
 
 def resumable(out: Path) -> bool:
@@ -265,15 +397,17 @@ def resumable(out: Path) -> bool:
 
 # ---------------------------------------------------------------- entry point
 def main(
-    data_root: Path = Path("data/synthetic/drone"),
+    data_root: Path | None = None,
     out: Path = Path("runs/segmentation"),
     classes: str = "seed10",
+    sources: list[SourceSpec] | None = None,
+    caption_gsd: float | None = None,
     eval_captions: Path | None = None,
     eval_split: Literal["train", "val", "test"] = "test",
     caption_scale: float = 1.0,
     encoder_weights: Path | None = None,
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16),
-    target_scale: float = 0.25,
+    target_scale: float | None = None,
     scale_jitter: float = 1.25,
     crop_size: int = 160,
     crops_per_image: int = 1,
@@ -299,21 +433,32 @@ def main(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train smp.Unet(mobilenet_v2) on drone-format images grouped by a class table; write a checkpoint folder.
+    """Train smp.Unet(mobilenet_v2) on labelled sources grouped by a class table; write a checkpoint folder.
 
     Args:
-        data_root: drone-format dataset (original_images/, label_images_semantic/).
+        data_root: the one-drone-set form: a drone-format dataset (original_images/, label_images_semantic/);
+            empty: data/synthetic/drone, or nothing when sources are given.
         out: output checkpoint folder.
         classes: class table: seed10, aerial10 or a YAML path.
+        sources: labelled sources to train on together (a list in the --config YAML), each {kind:
+            drone|loveda|openearthmap|folder, root: path, gsd: metres per pixel (empty: the published or synthetic
+            marker's value), class_map: YAML (empty: the shipped map)}; needs caption_gsd, and data_root and
+            target_scale left empty. Each image gives crops_per_image crops per crop-sized area at its training
+            scale, so every source's pixels are drawn about equally often.
+        caption_gsd: the caption set's ground resolution in metres per pixel; each source trains at scale
+            (its gsd / caption_gsd), jittered by scale_jitter. Only with sources.
         eval_captions: caption-set root with label_images_semantic/ masks; its split's mIoU is reported per epoch.
         eval_split: split of the caption set to measure (test: the figure that matters).
         caption_scale: resize factor for caption-set images (1.0: they are at the target ground resolution).
-        encoder_weights: local encoder state-dict file (e.g. torchvision mobilenet_v2); empty: random init.
+        encoder_weights: imagenet (smp's ImageNet weights: from the Hugging Face cache, or downloaded when online),
+            a local encoder state-dict file (.pth or .safetensors, e.g. torchvision mobilenet_v2); empty: random init.
         decoder_channels: UNet decoder widths, 5 stages (smaller is faster on CPU).
-        target_scale: resize factor bringing drone photos to the caption set's ground resolution (0.25: 4x smaller).
+        target_scale: the one-drone-set form: resize factor bringing the drone photos to the caption set's ground
+            resolution (0.25: 4x smaller); empty: 0.25, or nothing when sources are given.
         scale_jitter: random scale factor drawn log-uniformly in [target/jitter, target*jitter].
         crop_size: training crop side after scaling (multiple of 32).
-        crops_per_image: random crops drawn from each training image per epoch.
+        crops_per_image: random crops drawn from each training image per epoch (with sources: per crop-sized area
+            of the image at its training scale, at least one per image).
         cache_images: keep decoded training images in memory (faster epochs, more RAM).
         batch_size: crops per optimizer step (per process under torchrun).
         epochs: passes over the training images.
@@ -324,8 +469,9 @@ def main(
         weight_decay: AdamW weight decay.
         schedule: onecycle (warm-up then anneal) or cosine (anneal from lr).
         loss: ce (cross-entropy) or ce+dice (cross-entropy plus multiclass Dice).
-        val_fraction: share of the files held out for validation (split by file, seeded).
-        limit: use only the first N files of the dataset.
+        val_fraction: share of the files held out for validation (split by file, seeded), for a source without a
+            published val split.
+        limit: use only the first N files of the dataset (of each source).
         seed: seed of the split, initialisation, data order and augmentation.
         num_workers: DataLoader worker processes.
         device: auto (CUDA when available), cpu or cuda.
@@ -338,12 +484,17 @@ def main(
         progress: show progress bars.
     """
     # 1. validate: one typed, frozen configuration; every problem reported at once, before any work
+    legacy = sources is None  # the one-drone-set form, with its defaults
     cfg = TrainConfig(
         data=DataConfig(
-            data_root=Path(data_root), classes=classes, eval_captions=Path(eval_captions) if eval_captions else None,
-            eval_split=eval_split, caption_scale=caption_scale, target_scale=target_scale, scale_jitter=scale_jitter,
-            crop_size=crop_size, crops_per_image=crops_per_image, cache_images=cache_images,
-            val_fraction=val_fraction, limit=limit, num_workers=num_workers,
+            data_root=Path(data_root) if data_root else LEGACY_DATA_ROOT if legacy else None, classes=classes,
+            eval_captions=Path(eval_captions) if eval_captions else None, eval_split=eval_split,
+            caption_scale=caption_scale,
+            target_scale=target_scale if target_scale is not None or not legacy else LEGACY_TARGET_SCALE,
+            scale_jitter=scale_jitter, crop_size=crop_size, crops_per_image=crops_per_image,
+            cache_images=cache_images, val_fraction=val_fraction, limit=limit, num_workers=num_workers,
+            sources=None if legacy else tuple(_source_spec(s, k) for k, s in enumerate(sources)),
+            caption_gsd=caption_gsd,
         ),
         model=ModelConfig(encoder_weights=Path(encoder_weights) if encoder_weights else None,
                           decoder_channels=tuple(int(c) for c in decoder_channels)),
@@ -354,6 +505,9 @@ def main(
                       tensorboard=tensorboard),
     )
     validate(cfg)
+    # ... and the sources themselves: their files, and the ground resolution each one states
+    table = load_class_table(cfg.data.classes)
+    opened = open_sources(cfg, table)
 
     # 2. processes, device, mixed precision, seeds (accelerate)
     acc = make_accelerator(cfg)
@@ -361,8 +515,9 @@ def main(
         # 3. output folder: fresh, --overwrite or --resume (options checked before any work)
         prepare_out(cfg, acc)
 
-        # 4. data: drone set split by file; the caption set for the figure that matters
-        data = build_data(cfg, acc)
+        # 4. data: each source split (published val split, else by file) into scaled training crops and whole val
+        #    images; the caption set for the figure that matters
+        data = build_data(cfg, acc, table, opened)
 
         # 5. model, loss
         model = build_network(cfg, data.table, acc)
@@ -383,7 +538,7 @@ def main(
             state, _ = TrainingState.read(cfg.run.out / STATE_DIR)
             acc.print(f"resuming {cfg.run.out} after epoch {state.epoch} (step {state.step}, "
                       f"best val mIoU {state.best['miou']:.3f})")
-        checkpoint = checkpoint_config(data.table, cfg)
+        checkpoint = checkpoint_config(data.table, cfg, data)
         resolution_check = start_report(cfg, acc, data, checkpoint, len(train_loader), total_steps)
 
         # 8. epochs: fit, evaluate every eval_every epochs and after the last, save
@@ -395,12 +550,12 @@ def main(
                             total_steps)
             last = epoch + 1 == cfg.optim.epochs or state.step >= total_steps
             evaluated = last or (epoch + 1) % cfg.run.eval_every == 0
-            val_cm = cap_cm = None
+            val_cm = val_sources = cap_cm = None
             if evaluated:
-                row, val_cm, cap_cm = evaluate_epoch(cfg, acc, model, data, row)
+                row, val_cm, val_sources, cap_cm = evaluate_epoch(cfg, acc, model, data, row)
             row["train_minutes"] = round(state.train_minutes, 4)
             row["minutes"] = round(minutes_before + (time.perf_counter() - t0) / 60, 4)
-            improved = record_epoch(state, row, evaluated, val_cm, cap_cm, data.table)
+            improved = record_epoch(state, row, evaluated, val_cm, cap_cm, data.table, val_sources)
             log_epoch(cfg, acc, row, improved)
             save_epoch(cfg, acc, model, state, improved, final_metrics(cfg, acc, data, state, resolution_check))
 
@@ -408,8 +563,8 @@ def main(
         metrics = final_metrics(cfg, acc, data, state, resolution_check)
         if acc.is_main_process:
             write_json(cfg.run.out / "metrics.json", metrics)
-            _figures(cfg.run.out, data.table, checkpoint, state.best, state.history, data.val_ds, data.cap_ds,
-                     cfg.run.samples)
+            _figures(cfg.run.out, data.table, checkpoint, state.best, state.history, data.val_sets, data.cap_ds,
+                     cfg.run.samples, cfg.legacy)
             resolved = metrics["resolution"]["val_miou_resolved_classes"]
             print(f"best epoch {state.best['epoch']}: val mIoU {_fmt(state.best['val'])}"
                   + (f" ({resolved:.3f} over the classes above the resolution)" if resolved is not None else "")
@@ -482,39 +637,65 @@ def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
     acc.wait_for_everyone()
 
 
-def build_data(cfg: TrainConfig, acc: Accelerator) -> Data:
-    """The drone set split by file into training crops and whole val images; the caption set's split.
+def open_sources(cfg: TrainConfig, table: ClassTable) -> list[tuple[str, LabelledSource]]:
+    """The labelled sources, each with its label: the one drone set of the legacy form, or each of ``sources``
+    through its reader. Every source must state its ground resolution (the legacy form's need not: its scale is
+    given); those that do not are reported together in one :class:`ConfigError`."""
+    d = cfg.data
+    if cfg.legacy:
+        return [("drone", DroneDataset(d.data_root, table))]
+    opened, counts = [], {}
+    for spec in d.sources:
+        counts[spec.kind] = counts.get(spec.kind, 0) + 1
+        label = spec.kind if counts[spec.kind] == 1 else f"{spec.kind}_{counts[spec.kind]}"
+        opened.append((label, open_source(spec, table)))
+    missing = [f"sources: {label} ({src.root}) states no ground resolution; give gsd (metres per pixel) in its "
+               f"entry, e.g. {{kind: {src.name}, root: {src.root}, gsd: 0.05}}"
+               for label, src in opened if src.gsd is None]
+    if missing:
+        raise ConfigError(missing)
+    return opened
+
+
+def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
+               opened: list[tuple[str, LabelledSource]]) -> Data:
+    """Each source split (its published val split, else by file) into scaled training crops and whole val images,
+    at its scale; the caption set's split.
 
     Each process evaluates its own share of the images (no padding duplicates, so the summed counts are exact).
     """
     d = cfg.data
-    table = load_class_table(d.classes)
-    drone = DroneDataset(d.data_root, table)
-    if d.limit:
-        drone = DroneDataset(d.data_root, table, stems=drone.stems[: d.limit])
-    if len(drone) < 2 and d.val_fraction > 0:
-        raise ConfigError(f"{d.data_root}: {len(drone)} image(s); need at least 2 to hold some out for validation "
-                          "(or --val-fraction 0)")
-    train_idx, val_idx = split_by_file(drone.stems, d.val_fraction, cfg.run.seed)
-    train_ds = ScaledCropDataset(drone, train_idx, d.crop_size, d.target_scale, d.scale_jitter, d.crops_per_image,
-                                 seed=cfg.run.seed + acc.process_index, cache=d.cache_images)
-    bs = cfg.optim.batch_size
+    bs, eval_bs = cfg.optim.batch_size, max(1, cfg.optim.batch_size // 2)
+    runs, parts = [], []
+    for k, (label, src) in enumerate(opened):
+        scale = d.target_scale if cfg.legacy else src.gsd / d.caption_gsd
+        train_idx, val_idx = source_split(src, d.val_fraction, cfg.run.seed, d.limit)
+        published = src.splits is not None and "val" in src.splits
+        if not train_idx or (d.val_fraction > 0 and not published and not val_idx):
+            raise ConfigError(f"{src.root}: {len(train_idx) + len(val_idx)} usable image(s) in the {label} source; "
+                              "need at least 2 to hold some out for validation (or --val-fraction 0)")
+        cpi = d.crops_per_image if cfg.legacy else crops_per_image_for(src, train_idx, scale, d.crop_size,
+                                                                       d.crops_per_image)
+        parts.append(ScaledCropDataset(src, train_idx, d.crop_size, scale, d.scale_jitter, cpi,
+                                       seed=cfg.run.seed + acc.process_index, cache=d.cache_images, stream=k))
+        val_ds = EvalDataset(src, val_idx, scale) if val_idx else None
+        runs.append(SourceRun(label=label, source=src, scale=scale, train_idx=train_idx, val_idx=val_idx,
+                              val_split="published" if published else "val_fraction", crops_per_image=cpi,
+                              val_ds=val_ds,
+                              val_loader=_eval_loader(val_ds, acc, eval_bs, d.num_workers) if val_ds else None))
+    train_ds = parts[0] if len(parts) == 1 else MixedCropDataset(parts)
     train_loader = DataLoader(
         train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * acc.num_processes,
         num_workers=d.num_workers, worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(cfg.run.seed),
         pin_memory=acc.device.type == "cuda", persistent_workers=d.num_workers > 0,
     )
-    eval_bs = max(1, bs // 2)
-    val_ds = EvalDataset(drone, val_idx, d.target_scale) if val_idx else None
     cap_ds = None
     if d.eval_captions:
         caps = CaptionMaskSet(d.eval_captions, table, split=d.eval_split)
         cap_ds = EvalDataset(caps, list(range(len(caps))), d.caption_scale)
     return Data(
-        table=table, train_ds=train_ds, train_loader=train_loader,
-        val_ds=val_ds, val_loader=_eval_loader(val_ds, acc, eval_bs, d.num_workers) if val_ds else None,
-        cap_ds=cap_ds, cap_loader=_eval_loader(cap_ds, acc, max(eval_bs, 16), d.num_workers) if cap_ds else None,
-        n_train=len(train_idx), n_val=len(val_idx),
+        table=table, sources=runs, train_ds=train_ds, train_loader=train_loader, cap_ds=cap_ds,
+        cap_loader=_eval_loader(cap_ds, acc, max(eval_bs, 16), d.num_workers) if cap_ds else None,
     )
 
 
@@ -527,10 +708,14 @@ def build_network(cfg: TrainConfig, table: ClassTable, acc: Accelerator) -> torc
 
 
 def build_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """(N, C, H, W) float32 logits, (N, H, W) ids -> scalar loss; ``IGNORE_INDEX`` pixels count nowhere."""
+    """(N, C, H, W) float32 logits, (N, H, W) ids -> scalar loss; ``IGNORE_INDEX`` pixels (padding, and what a
+    source cannot label) count nowhere, in either term. A batch with no labelled pixel at all gives loss 0 (a crop
+    can fall entirely in a source's no-data), never NaN."""
 
     def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+        # the mean over labelled pixels (what reduction="mean" gives, to the bit), but 0 rather than 0/0 when none
+        total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
     if kind == "ce":
         return ce
@@ -549,18 +734,28 @@ def build_schedule(o: OptimConfig, optim: torch.optim.Optimizer, total_steps: in
 
 def start_report(cfg: TrainConfig, acc: Accelerator, data: Data, checkpoint: dict, steps_per_epoch: int,
                  total_steps: int) -> dict:
-    """Main process: the resolution check (which classes the scale can still show), config.yaml, one summary line;
-    the TensorBoard writer when asked for."""
+    """Main process: the resolution check (which classes the scale can still show), config.yaml, one summary line
+    (and one per source with sources); the TensorBoard writer when asked for."""
     res: dict = {}
     if acc.is_main_process:
-        res = {"val": resolution(data.val_ds, data.table, "drone val split"),
+        res = {"val": val_resolution(cfg, data),
                "captions": resolution(data.cap_ds, data.table, f"caption set, {cfg.data.eval_split} split")}
-        below = (res["val"] or {}).get("below_resolution")
-        if below:
-            print(f"note: at target scale {cfg.data.target_scale}, {', '.join(below)} are mostly one pixel wide in "
-                  f"the val masks (under {RESOLVED_SHARE:.0%} of their pixels in 2x2 blocks): below the resolution, "
-                  "their IoU stays near 0; metrics.json also gives mIoU without them")
+        per_source = (res["val"] or {}).get("sources") or {"drone": res["val"] or {}}
+        for label, r in per_source.items():
+            below = r.get("below_resolution")
+            if below:
+                where = "the val masks" if cfg.legacy else f"the {label} val masks"
+                print(f"note: at target scale {r['scale']:.4g}, {', '.join(below)} are mostly one pixel wide in "
+                      f"{where} (under {RESOLVED_SHARE:.0%} of their pixels in 2x2 blocks): below the resolution, "
+                      "their IoU stays near 0; metrics.json also gives mIoU without them")
         write_text(cfg.run.out / "config.yaml", yaml.safe_dump(checkpoint, sort_keys=False, allow_unicode=True))
+        if not cfg.legacy:
+            for s in data.sources:
+                src = s.source
+                print(f"source {s.label} ({src.root}): {src.gsd:g} m/px -> scale {s.scale:.4g} for the caption set's "
+                      f"{cfg.data.caption_gsd:g} m/px; {len(s.train_idx)} train images x {s.crops_per_image} "
+                      f"crops, {len(s.val_idx)} val ({'published split' if s.val_split == 'published' else 'by file'})"
+                      + ("; synthetic" if src.synthetic else ""), flush=True)
         print(f"train {data.n_train} images ({len(data.train_ds)} crops/epoch), val {data.n_val}, "
               f"captions {len(data.cap_ds) if data.cap_ds else 0}; {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps; device {acc.device} x{acc.num_processes}, precision {acc.mixed_precision}, "
@@ -570,8 +765,9 @@ def start_report(cfg: TrainConfig, acc: Accelerator, data: Data, checkpoint: dic
     return res
 
 
-def fit_epoch(cfg: TrainConfig, acc: Accelerator, model, optim, sched, loss_fn, loader, train_ds: ScaledCropDataset,
-              epoch: int, state: TrainingState, total_steps: int) -> dict:
+def fit_epoch(cfg: TrainConfig, acc: Accelerator, model, optim, sched, loss_fn, loader,
+              train_ds: ScaledCropDataset | MixedCropDataset, epoch: int, state: TrainingState,
+              total_steps: int) -> dict:
     """One pass over this process's share of the crops (or until ``total_steps``); the mean loss of all processes."""
     model.train()
     loader.set_epoch(epoch)  # the data order of this epoch (seed + epoch), the same in every process
@@ -628,25 +824,66 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int,
     return cm, float(loss[0] / max(loss[1], 1))
 
 
-def evaluate_epoch(cfg: TrainConfig, acc: Accelerator, model, data: Data,
-                   row: dict) -> tuple[dict, ConfusionMatrix | None, ConfusionMatrix | None]:
-    """mIoU on the drone val split and on the caption set's split, with the unwrapped model (no DDP sync)."""
+class JudgedMatrix(ConfusionMatrix):
+    """The confusion matrices of one or several sources, summed, with each class judged only where it is labelled.
+
+    A source cannot tell some classes apart (a car on a LoveDA road is labelled road): a prediction of such a class
+    on that source is not counted as a false positive of that class (which might be right), but still as a miss of
+    the labelled class. So a class's IoU is TP / (TP + FP on the sources that label it + FN), a source's mIoU is the
+    mean over the classes it labels, and with one source that labels every class this is the plain IoU.
+    """
+
+    def __init__(self, cms: list[ConfusionMatrix], provides: list[tuple[int, ...]], num_classes: int):
+        super().__init__(num_classes)
+        self.unjudged = np.zeros(num_classes, dtype=np.int64)  # predictions of a class where it is not labelled
+        for cm, labelled in zip(cms, provides, strict=True):
+            self.merge(cm)
+            blind = np.ones(num_classes, dtype=bool)
+            blind[list(labelled)] = False
+            self.unjudged += np.where(blind, cm.matrix.sum(0) - np.diag(cm.matrix), 0)
+
+    def iou(self) -> np.ndarray:
+        tp = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp - self.unjudged
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def evaluate_epoch(cfg: TrainConfig, acc: Accelerator, model, data: Data, row: dict
+                   ) -> tuple[dict, JudgedMatrix | None, dict[str, JudgedMatrix] | None, ConfusionMatrix | None]:
+    """mIoU on the val splits (overall and, with sources, per source) and on the caption set's split, with the
+    unwrapped model (no DDP sync). Returns the row, the overall val matrix, the per-source ones, the caption set's."""
     net = acc.unwrap_model(model)
-    val_cm = cap_cm = None
-    if data.val_loader is not None:
-        val_cm, val_loss = evaluate(net, data.val_loader, data.table.num_classes, acc)
-        row.update(val_loss=round(val_loss, 5), val_miou=round(val_cm.miou, 5),
-                   val_pixel_accuracy=round(val_cm.pixel_accuracy, 5))
+    n = data.table.num_classes
+    val = per_source = cap_cm = None
+    if data.val_sets:
+        cms, losses, provides = [], [], []
+        for s in data.val_sets:
+            cm, loss = evaluate(net, s.val_loader, n, acc)
+            cms.append(cm)
+            losses.append(loss)
+            provides.append(tuple(s.source.provides))
+        val = JudgedMatrix(cms, provides, n)
+        pixels = [cm.total for cm in cms]
+        val_loss = losses[0] if len(cms) == 1 else sum(v * p for v, p in zip(losses, pixels, strict=True)) / max(
+            sum(pixels), 1)
+        row.update(val_loss=round(val_loss, 5), val_miou=round(val.miou, 5),
+                   val_pixel_accuracy=round(val.pixel_accuracy, 5))
+        if not cfg.legacy:
+            per_source = {s.label: JudgedMatrix([cm], [p], n)
+                          for s, cm, p in zip(data.val_sets, cms, provides, strict=True)}
+            row["val_miou_by_source"] = {k: round(m.miou, 5) for k, m in per_source.items()}
     if data.cap_loader is not None:
-        cap_cm, _ = evaluate(net, data.cap_loader, data.table.num_classes, acc)
+        cap_cm, _ = evaluate(net, data.cap_loader, n, acc)
         row.update(caption_miou=round(cap_cm.miou, 5), caption_pixel_accuracy=round(cap_cm.pixel_accuracy, 5))
-    return row, val_cm, cap_cm
+    return row, val, per_source, cap_cm
 
 
 def record_epoch(state: TrainingState, row: dict, evaluated: bool, val_cm: ConfusionMatrix | None,
-                 cap_cm: ConfusionMatrix | None, table: ClassTable) -> bool:
-    """Append the epoch to the history; keep the figures of the best measured epoch (val mIoU, else caption-set
-    mIoU, else train loss). Returns whether this epoch is the new best."""
+                 cap_cm: ConfusionMatrix | None, table: ClassTable,
+                 val_sources: dict[str, ConfusionMatrix] | None = None) -> bool:
+    """Append the epoch to the history; keep the figures of the best measured epoch (overall val mIoU, else
+    caption-set mIoU, else train loss). Returns whether this epoch is the new best."""
     state.history.append(row)
     state.epoch = row["epoch"]
     score = row.get("val_miou", row.get("caption_miou", -row["train_loss"]))
@@ -655,6 +892,8 @@ def record_epoch(state: TrainingState, row: dict, evaluated: bool, val_cm: Confu
         state.best = {"miou": score, "epoch": row["epoch"],
                       "val": val_cm.summary(table.names) if val_cm else None,
                       "captions": cap_cm.summary(table.names) if cap_cm else None}
+        if val_sources is not None:
+            state.best["val_sources"] = {k: m.summary(table.names) for k, m in val_sources.items()}
     return improved
 
 
@@ -663,6 +902,9 @@ def log_epoch(cfg: TrainConfig, acc: Accelerator, row: dict, improved: bool) -> 
     msg = f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}"
     if "val_miou" in row:
         msg += f", val loss {row['val_loss']:.3f}, val mIoU {row['val_miou']:.3f}"
+        by_source = row.get("val_miou_by_source")
+        if by_source:
+            msg += " (" + ", ".join(f"{k} {v:.3f}" for k, v in by_source.items()) + ")"
     if "caption_miou" in row:
         msg += f", caption-set {cfg.data.eval_split} mIoU {row['caption_miou']:.3f}"
     acc.print(msg + f" ({row['minutes']:.2f} min)" + (" *best" if improved else ""), flush=True)
@@ -670,7 +912,9 @@ def log_epoch(cfg: TrainConfig, acc: Accelerator, row: dict, improved: bool) -> 
         names = {"train_loss": "train/loss", "lr": "train/lr", "val_loss": "val/loss", "val_miou": "val/miou",
                  "val_pixel_accuracy": "val/pixel_accuracy", "caption_miou": f"captions_{cfg.data.eval_split}/miou",
                  "caption_pixel_accuracy": f"captions_{cfg.data.eval_split}/pixel_accuracy"}
-        acc.log({tag: row[k] for k, tag in names.items() if k in row}, step=row["epoch"])
+        scalars = {tag: row[k] for k, tag in names.items() if k in row}
+        scalars.update({f"val_{k}/miou": v for k, v in (row.get("val_miou_by_source") or {}).items()})
+        acc.log(scalars, step=row["epoch"])
 
 
 def save_epoch(cfg: TrainConfig, acc: Accelerator, model, state: TrainingState, improved: bool,
@@ -699,7 +943,7 @@ def save_epoch(cfg: TrainConfig, acc: Accelerator, model, state: TrainingState, 
 
 def final_metrics(cfg: TrainConfig, acc: Accelerator, data: Data, state: TrainingState, res: dict) -> dict:
     best = state.best
-    return {
+    metrics = {
         "best_val_miou": best["val"]["miou"] if best["val"] else None,
         "best_epoch": best["epoch"],
         "selected_by": "val mIoU" if data.n_val else ("caption-set mIoU" if data.cap_ds else "train loss"),
@@ -721,27 +965,53 @@ def final_metrics(cfg: TrainConfig, acc: Accelerator, data: Data, state: Trainin
                   "minutes": state.history[-1]["minutes"] if state.history else 0.0,
                   "train_minutes": state.history[-1]["train_minutes"] if state.history else 0.0},
     }
+    if not cfg.legacy:
+        names = data.table.names
+        best_sources = best.get("val_sources") or {}
+        metrics["val_sources"] = {
+            s.label: None if s.label not in best_sources else {
+                **best_sources[s.label], "images": len(s.val_idx), "scale": s.scale, "split": s.val_split,
+                "labelled_classes": [names[c] for c in s.source.provides]}
+            for s in data.sources}
+        metrics["train"]["caption_gsd"] = cfg.data.caption_gsd
+        metrics["train"]["sources"] = [
+            {"label": s.label, **s.trained_on(), "scale": s.scale, "crops_per_image": s.crops_per_image,
+             "val_images": len(s.val_idx), "val_split": s.val_split} for s in data.sources]
+    return metrics
 
 
 # ---------------------------------------------------------------- helpers
-def checkpoint_config(table: ClassTable, cfg: TrainConfig) -> dict:
+def checkpoint_config(table: ClassTable, cfg: TrainConfig, data: Data) -> dict:
+    """config.yaml of the checkpoint: what loading and predicting need, the options, and what it was trained on
+    (``trained_on``, ``caption_gsd``: read by :mod:`segmentation.provenance`)."""
     arch = {**default_architecture(), "decoder_channels": list(cfg.model.decoder_channels),
             "classes": table.num_classes}
+    if cfg.legacy:
+        scales = {"drone_scale": cfg.data.target_scale}
+        note = ("predict at scale 1.0 on images at the caption set's ground resolution; at drone_scale on photos of "
+                "the drone set itself")
+    else:
+        drone = [s.scale for s in data.sources if s.source.name == "drone"]
+        scales = {**({"drone_scale": drone[0]} if drone else {}),
+                  "source_scales": {s.label: s.scale for s in data.sources}}
+        note = (f"predict at scale 1.0 on images at the caption set's ground resolution ({cfg.data.caption_gsd:g} m "
+                "per pixel); on an image of another ground resolution at (its metres per pixel / caption_gsd)")
     return {
         "format": CONFIG_FORMAT,
         "architecture": arch,
         "classes": table.to_dict(),
         "input": {
-            "drone_scale": cfg.data.target_scale,
+            **scales,
             "caption_scale": cfg.data.caption_scale,
             "crop_size": cfg.data.crop_size,
             "pad_multiple": PAD_MULTIPLE,
             "tile_size": 1024,
-            "note": "predict at scale 1.0 on images at the caption set's ground resolution; at drone_scale on "
-                    "photos of the drone set itself",
+            "note": note,
         },
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "pixel_range": 255,
                           "channels": "RGB"},
+        "trained_on": [s.trained_on() for s in data.sources],
+        "caption_gsd": cfg.data.caption_gsd,  # None in the legacy form: target_scale was given by hand
         "training": cfg.options(),
     }
 
@@ -754,14 +1024,29 @@ def _eval_loader(ds: EvalDataset, acc: Accelerator, batch_size: int, num_workers
 
 
 def _worker_init(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
+    """Each DataLoader worker draws its own crops: the training set's random streams from torch's worker seed."""
     seed = torch.initial_seed() % 2**32
-    ds = info.dataset
-    if hasattr(ds, "_rng"):
-        ds._rng.seed(seed)
-    if hasattr(ds, "augment"):
-        ds.augment.set_random_seed(seed)
+    ds = torch.utils.data.get_worker_info().dataset
+    if hasattr(ds, "reseed"):
+        ds.reseed(seed)
     np.random.seed(seed)
+
+
+def _source_spec(value, k: int) -> SourceSpec:
+    """A ``sources`` item as a :class:`SourceSpec`: as given, or from the mapping a config or the CLI gives."""
+    if isinstance(value, SourceSpec):
+        return value
+    raw = value.as_dict() if hasattr(value, "as_dict") else value  # jsonargparse's Namespace, from the CLI
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sources[{k}]: {value!r} is not a source; write {{kind: drone|loveda|openearthmap|folder, "
+                          "root: <folder>, gsd: <metres per pixel>, class_map: <YAML>}")
+    fields = {"kind", "root", "gsd", "class_map"}
+    unknown = sorted(set(raw) - fields)
+    if unknown or "kind" not in raw or "root" not in raw:
+        raise ConfigError(f"sources[{k}]: {dict(raw)!r} needs kind and root, and takes only "
+                          f"{', '.join(sorted(fields))}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return SourceSpec(kind=raw["kind"], root=Path(raw["root"]), gsd=raw.get("gsd"),
+                      class_map=Path(raw["class_map"]) if raw.get("class_map") else None)
 
 
 def _fmt(summary: dict | None) -> str:
@@ -780,6 +1065,22 @@ def resolution(ds, table: ClassTable, where: str) -> dict | None:
                                  if np.isfinite(v) and v < RESOLVED_SHARE]}
 
 
+def val_resolution(cfg: TrainConfig, data: Data) -> dict | None:
+    """The resolution check of the val masks: the legacy form's one drone val split as it always was; with sources,
+    each source's at its scale, and overall the classes below the resolution in every source that holds them."""
+    sets = data.val_sets
+    if not sets:
+        return None
+    if cfg.legacy:
+        return resolution(sets[0].val_ds, data.table, "drone val split")
+    per = {s.label: resolution(s.val_ds, data.table, f"{s.label} val split") for s in sets}
+    measured = [{n for n, v in r["block_share"].items() if v is not None} for r in per.values()]
+    below = [n for n in data.table.names if any(n in m for m in measured)
+             and all(n in r["below_resolution"] for r, m in zip(per.values(), measured, strict=True) if n in m)]
+    return {"where": "val splits of " + ", ".join(per), "scale": {s.label: s.scale for s in sets},
+            "below_resolution": below, "sources": per}
+
+
 def _resolved_miou(summary: dict | None, res: dict | None) -> float | None:
     """Mean IoU over the measured classes that are not below the resolution."""
     if not summary or not res:
@@ -788,28 +1089,33 @@ def _resolved_miou(summary: dict | None, res: dict | None) -> float | None:
     return round(float(np.mean(ious)), 5) if ious else None
 
 
-def _figures(out: Path, table: ClassTable, cfg: dict, best: dict, history: list[dict], val_ds, cap_ds,
-             samples: int) -> None:
+def _figures(out: Path, table: ClassTable, cfg: dict, best: dict, history: list[dict], val_sets: list[SourceRun],
+             cap_ds, samples: int, legacy: bool = True) -> None:
     if not history:
         return
     plot_history(history, out / "history.png")
-    for key, name in (("val", "drone val split"), ("captions", "caption set")):
+    val_name = "drone val split" if legacy else "val splits"
+    for key, name in (("val", val_name), ("captions", "caption set")):
         if best[key]:
             plot_confusion(np.array(best[key]["confusion_matrix_normalised"]), table.names,
                            out / f"confusion_{key}.png", f"{name}, epoch {best['epoch']} (rows normalised)")
     model = build_model(cfg["architecture"], table.num_classes)
     model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
     seg = Segmenter(model, table, cfg)
-    for key, ds in (("val", val_ds), ("captions", cap_ds)):
-        if ds is None or samples <= 0 or len(ds) == 0:
+    # (label, dataset, k): the val items of every source in turn, then the caption set's
+    val_items = [("" if legacy else f"{s.label}/", s.val_ds, k) for s in val_sets for k in range(len(s.val_ds))]
+    cap_items = [("", cap_ds, k) for k in range(len(cap_ds))] if cap_ds is not None else []
+    for key, items in (("val", val_items), ("captions", cap_items)):
+        if samples <= 0 or not items:
             continue
         rows = []
-        for k in sorted({int(v) for v in np.linspace(0, len(ds) - 1, min(samples, len(ds)))}):  # spread over the set
+        for j in sorted({int(v) for v in np.linspace(0, len(items) - 1, min(samples, len(items)))}):  # spread out
+            prefix, ds, k = items[j]
             image, truth = ds.raw(k)
             pred = seg.predict([image])[0]
-            rows.append((ds.source.stems[ds.indices[k]], image, truth, pred))
-        plot_samples(rows, table.names, table.colors, out / f"samples_{key}.png",
-                     f"{'drone val' if key == 'val' else 'caption set'}: image | truth | prediction")
+            rows.append((prefix + ds.source.stems[ds.indices[k]], image, truth, pred))
+        title = "caption set" if key == "captions" else "drone val" if legacy else "val"
+        plot_samples(rows, table.names, table.colors, out / f"samples_{key}.png", f"{title}: image | truth | prediction")
 
 
 if __name__ == "__main__":

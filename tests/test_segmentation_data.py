@@ -14,12 +14,22 @@ from PIL import Image
 from aerialdata.classes import SOURCE_ID, load_class_table
 from aerialdata.drone import DroneDataset, read_rgb_scaled
 from aerialdata.images import read_mask
+from aerialdata.sources import IGNORE, SourceSpec, open_source
 from segcap.errors import DataError, DatasetNotFoundError
-from segmentation.data import EvalDataset, ScaledCropDataset, pad_collate, split_by_file
+from segmentation.data import (
+    EvalDataset,
+    MixedCropDataset,
+    ScaledCropDataset,
+    crops_per_image_for,
+    pad_collate,
+    source_split,
+    split_by_file,
+)
 from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
-from segmentation.train import evaluate
+from segmentation.train import JudgedMatrix, build_loss, evaluate
 
 DRONE = Path(__file__).parent / "data" / "drone"
+LOVEDA = Path(__file__).parent / "data" / "loveda"
 
 
 @pytest.fixture
@@ -168,6 +178,122 @@ def test_split_is_seeded_by_file_and_disjoint():
     assert split_by_file(stems, 0.2, seed=1) == (tr, va)
     assert split_by_file(stems, 0.2, seed=2) != (tr, va)
     assert len(split_by_file(stems[:2], 0.01, 0)[1]) == 1
+
+
+# ---------------------------------------------------------------- several sources
+def test_source_split_published_or_by_file():
+    loveda = open_source(SourceSpec("loveda", LOVEDA), "seed10")
+    assert loveda.splits is not None and "val" in loveda.splits
+    train, val = source_split(loveda, val_fraction=0.2, seed=0)
+    assert [loveda.splits[i] for i in train] == ["train"] * len(train) and len(train) == 3
+    assert [loveda.splits[i] for i in val] == ["val", "val"]
+    assert source_split(loveda, val_fraction=0.5, seed=7) == (train, val)  # the published split wins
+    drone = DroneDataset(DRONE)  # no published split: val_fraction by file, as the one-drone-set form does
+    assert source_split(drone, 0.2, seed=0) == split_by_file(drone.stems, 0.2, 0)
+    tr, va = source_split(drone, 0.2, seed=0, limit=4)
+    assert sorted(tr + va) == [0, 1, 2, 3] and len(va) == 1
+
+
+class _Sized:
+    """A stand-in source of n images of one size."""
+
+    def __init__(self, n: int, size: tuple[int, int]):
+        self.n, self._size = n, size
+
+    def size(self, i: int) -> tuple[int, int]:
+        return self._size
+
+
+def test_crops_per_image_balance_sources_by_area():
+    # a 1024x1024 LoveDA tile at 0.3 holds about 10 crops of 96 px; a 480x320 drone photo at 0.25 about 1
+    assert crops_per_image_for(_Sized(5, (1024, 1024)), list(range(5)), 0.3, 96, 1) == 10
+    assert crops_per_image_for(_Sized(5, (480, 320)), list(range(5)), 0.25, 96, 1) == 1
+    assert crops_per_image_for(_Sized(5, (480, 320)), list(range(5)), 0.25, 96, 3) == 3  # per crop-sized area
+    assert crops_per_image_for(_Sized(5, (64, 48)), list(range(5)), 0.5, 32, 1) == 1  # never below one
+
+
+def test_mixed_crops_reach_every_source_and_reseed_per_epoch():
+    drone, loveda = DroneDataset(DRONE), open_source(SourceSpec("loveda", LOVEDA), "seed10")
+
+    def mixed():
+        return MixedCropDataset([
+            ScaledCropDataset(drone, [0, 1], crop_size=32, target_scale=0.5, seed=3),
+            ScaledCropDataset(loveda, [0, 1, 2], crop_size=32, target_scale=1.0, crops_per_image=2, seed=3,
+                              stream=1)])
+
+    ds = mixed()
+    assert len(ds) == 2 + 6
+    ds.set_epoch(1)
+    xs = [ds[k][0] for k in range(len(ds))]
+    again = mixed()
+    again.set_epoch(1)
+    assert all(torch.equal(a, again[k][0]) for k, a in enumerate(xs))  # seed and epoch alone decide the crops
+    again.set_epoch(2)
+    assert not torch.equal(xs[3], again[3][0])
+    # stream 0 draws what a lone dataset draws (the one-drone-set form's crops are unchanged); stream 1 differs
+    lone = ScaledCropDataset(drone, [0, 1], crop_size=32, target_scale=0.5, seed=3)
+    lone.set_epoch(1)
+    assert torch.equal(lone[0][0], xs[0])
+    other = ScaledCropDataset(drone, [0, 1], crop_size=32, target_scale=0.5, seed=3, stream=1)
+    other.set_epoch(1)
+    assert [round(other.draw_scale(), 6) for _ in range(3)] != [round(lone.draw_scale(), 6) for _ in range(3)]
+    # LoveDA's no-data and background are IGNORE in its crops, never a class id
+    y = torch.stack([ds[k][1] for k in range(2, len(ds))])
+    assert (y == IGNORE).any() and y[y != IGNORE].max() < 10
+
+
+# ---------------------------------------------------------------- IGNORE: no loss, no metric
+@pytest.mark.parametrize("kind", ["ce", "ce+dice"])
+def test_ignored_pixels_count_in_no_loss(kind):
+    assert IGNORE == IGNORE_INDEX == 255
+    loss_fn = build_loss(kind)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 10, 8, 8, requires_grad=True)
+    target = torch.randint(0, 10, (2, 8, 8))
+    target[0, :3] = IGNORE  # a source's no-data, and a whole image it cannot label
+    target[1] = IGNORE
+    target[1, 0, 0] = 4
+    loss = loss_fn(logits, target)
+    (grad,) = torch.autograd.grad(loss, logits)
+    ignored = (target == IGNORE).unsqueeze(1).expand_as(grad)
+    assert torch.isfinite(loss) and (grad[ignored] == 0).all() and (grad[~ignored] != 0).any()
+    changed = logits.detach().clone()
+    changed[ignored] = 1e3 * torch.randn(int(ignored.sum()))  # whatever the model says there
+    assert loss_fn(changed, target).item() == pytest.approx(loss.item(), rel=1e-6)
+    # a crop entirely out of what its source labels: loss 0 and zero gradients, never NaN
+    none = loss_fn(logits, torch.full_like(target, IGNORE))
+    (grad,) = torch.autograd.grad(none, logits)
+    assert none.item() == 0 and (grad == 0).all()
+
+
+def test_ignored_pixels_count_in_no_metric():
+    truth = np.array([[0, 1, IGNORE], [IGNORE, 1, 2]])
+    pred = np.array([[0, 1, 9], [9, 2, 2]])  # class 9 predicted only where nothing is labelled
+    cm = ConfusionMatrix(10).update(pred, truth)
+    assert cm.total == 4 and cm.matrix[:, 9].sum() == 0
+    assert np.isnan(cm.iou()[9]) and "c9" not in cm.summary([f"c{i}" for i in range(10)])["classes_in_mean"]
+    # the same through the training's own evaluation (one batch of logits standing in for images)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    logits = F.one_hot(torch.from_numpy(pred), 10).permute(2, 0, 1).float()[None] * 10
+    ev, _ = evaluate(torch.nn.Identity(), [(logits, torch.from_numpy(truth)[None], torch.tensor([0]))], 10,
+                     Accelerator(cpu=True))
+    np.testing.assert_array_equal(ev.matrix, cm.matrix)
+
+
+def test_classes_are_judged_only_where_labelled():
+    # source A labels classes 0-2; source B labels 0-1 only (class 2 is IGNORE in its masks: a car on its road)
+    a = ConfusionMatrix(3).update(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 2]))
+    b = ConfusionMatrix(3).update(np.array([0, 2, 2, 1]), np.array([0, 1, 1, 1]))
+    judged = JudgedMatrix([a, b], [(0, 1, 2), (0, 1)], 3)
+    iou = judged.iou()
+    assert iou[2] == 1.0  # B's class-2 predictions are not false positives of class 2: B cannot label it...
+    assert iou[1] == pytest.approx(2 / 4)  # ...but they are misses of the class B does label
+    assert iou[0] == 1.0
+    only_b = JudgedMatrix([b], [(0, 1)], 3)
+    assert np.isnan(only_b.iou()[2]) and only_b.miou == pytest.approx((1 + 1 / 3) / 2)
+    # with every class labelled, it is the plain IoU
+    plain = ConfusionMatrix(3).merge(a).merge(b)
+    np.testing.assert_array_equal(JudgedMatrix([a, b], [(0, 1, 2)] * 2, 3).iou(), plain.iou())
 
 
 # ---------------------------------------------------------------- metrics vs scikit-learn

@@ -1,5 +1,5 @@
-"""Training smoke runs (checkpoint folder, resume, caption-set mIoU, TensorBoard), prediction CLI, shards, config,
-torchrun."""
+"""Training smoke runs (checkpoint folder, resume, caption-set mIoU, TensorBoard, several sources, provenance),
+prediction CLI, shards, config, torchrun."""
 
 import importlib.util
 import json
@@ -15,13 +15,16 @@ import pytest
 import yaml
 
 from aerialdata.images import read_mask, read_rgb
+from aerialdata.sources import IGNORE, SYNTHETIC_MARKER, SourceSpec, open_source
 from segcap.cli import parse, run
 from segcap.errors import ConfigError, DatasetNotFoundError, OutputExistsError
 from segmentation import predict, train
 from segmentation.model import load_segmenter
+from segmentation.provenance import training_data
 
 TESTS = Path(__file__).parent
 DRONE = TESTS / "data" / "drone"
+LOVEDA = TESTS / "data" / "loveda"
 REPO = TESTS.parent
 TINY = dict(data_root=DRONE, crop_size=32, target_scale=0.5, batch_size=2, samples=1, progress=False, threads=1)
 
@@ -75,6 +78,105 @@ def test_two_step_smoke_run_writes_checkpoint_folder(tmp_path):
     # tiling path: a tile smaller than the image gives the same shape
     seg.tile = 32
     assert seg.predict([images[0]])[0].shape == (48, 64)
+
+
+def test_two_sources_train_together_at_scales_from_their_gsd(tmp_path, capsys):
+    """The drone fixture at 0.15 m/px and the LoveDA fixture (published 0.3 m/px, published val split) for a caption
+    set at 0.3 m/px: scales 0.5 and 1.0, from a YAML config as a user writes it."""
+    out = tmp_path / "run"
+    config = tmp_path / "sources.yaml"
+    config.write_text(yaml.safe_dump({
+        "sources": [{"kind": "drone", "root": str(DRONE), "gsd": 0.15}, {"kind": "loveda", "root": str(LOVEDA)}],
+        "caption_gsd": 0.3, "out": str(out), "crop_size": 32, "batch_size": 2, "epochs": 1, "max_steps": 2,
+        "loss": "ce+dice", "samples": 2, "progress": False, "threads": 1,
+    }))
+    m = train.main(**parse(train.main, ["--config", str(config)]))
+    log = capsys.readouterr().out
+    assert "source drone" in log and "0.15 m/px -> scale 0.5 " in log and "0.3 m/px -> scale 1 " in log
+    assert "val (published split)" in log and "5 train images x 1 crops, 1 val (by file)" in log
+    epoch_line = next(line for line in log.splitlines() if line.startswith("epoch 1:"))
+    assert "val mIoU" in epoch_line and "(drone 0." in epoch_line and ", loveda 0." in epoch_line
+    # the scale of each source follows from its gsd; the val splits: LoveDA's published one, the drone set's by file
+    sources = {s["label"]: s for s in m["train"]["sources"]}
+    assert sources["drone"]["scale"] == pytest.approx(0.5) and sources["loveda"]["scale"] == pytest.approx(1.0)
+    assert (sources["drone"]["images"], sources["drone"]["val_images"], sources["drone"]["val_split"]) == \
+        (5, 1, "val_fraction")
+    assert (sources["loveda"]["images"], sources["loveda"]["val_images"], sources["loveda"]["val_split"]) == \
+        (3, 2, "published")
+    assert m["train"]["caption_gsd"] == 0.3 and m["train"]["images"] == 8
+    # val mIoU per source and overall; every labelled pixel counted once at the source's scale, IGNORE never
+    loveda = open_source(SourceSpec("loveda", LOVEDA), "seed10")
+    labelled = sum(int((loveda.load(i, 1.0)[1] != IGNORE).sum()) for i in range(len(loveda))
+                   if loveda.splits[i] == "val")
+    val = m["val_sources"]
+    assert val["drone"]["pixels"] == 24 * 32 and val["loveda"]["pixels"] == labelled < 2 * 32 * 32
+    assert m["val"]["pixels"] == 24 * 32 + labelled and m["best_val_miou"] == m["val"]["miou"]
+    assert val["loveda"]["split"] == "published" and val["loveda"]["scale"] == pytest.approx(1.0)
+    assert "vehicles" not in val["loveda"]["labelled_classes"] and val["loveda"]["per_class_iou"]["vehicles"] is None
+    assert set(m["history"][0]["val_miou_by_source"]) == {"drone", "loveda"}
+    assert set(m["resolution"]["val"]["sources"]) == {"drone", "loveda"}
+    # provenance: what it was trained on, exactly as the interface says
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["trained_on"] == [
+        {"source": "drone", "root": str(DRONE), "gsd": 0.15, "synthetic": False, "images": 5},
+        {"source": "loveda", "root": str(LOVEDA), "gsd": 0.3, "synthetic": False, "images": 3},
+    ]
+    assert cfg["caption_gsd"] == 0.3 and training_data(cfg) == "real"
+    assert cfg["input"]["source_scales"] == {"drone": pytest.approx(0.5), "loveda": pytest.approx(1.0)}
+    assert cfg["training"]["sources"][1] == {"kind": "loveda", "root": str(LOVEDA), "gsd": None, "class_map": None}
+    assert (out / "samples_val.png").is_file() and load_segmenter(out, device="cpu").table.name == "seed10"
+
+
+def test_sources_config_errors_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    drone = {"kind": "drone", "root": DRONE, "gsd": 0.15}
+    cases = [
+        (dict(sources=[drone], caption_gsd=1.0, data_root=DRONE), "sources and data_root are two forms"),
+        (dict(sources=[drone], caption_gsd=1.0, target_scale=0.5), "sources and target_scale are two forms"),
+        (dict(sources=[drone]), "sources need caption_gsd"),
+        (dict(data_root=DRONE, caption_gsd=1.0), "caption_gsd 1.0 goes with sources"),
+        (dict(sources=[], caption_gsd=1.0), "empty list"),
+        (dict(sources=[drone, drone], caption_gsd=1.0), "listed twice"),
+        (dict(sources=[{**drone, "gsd": -1}], caption_gsd=0), "positive number of metres per pixel.*\n.*gsd must"),
+        # the drone fixture has no synthetic marker, so nothing states its ground resolution
+        (dict(sources=[{"kind": "drone", "root": DRONE}], caption_gsd=1.0), "drone .* states no ground resolution"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            train.main(out=out, progress=False, **kwargs)
+    with pytest.raises(ConfigError) as e:  # every problem of the form at once
+        train.main(out=out, sources=[drone], data_root=DRONE, target_scale=0.5, progress=False)
+    assert "2 problems" in str(e.value) and "data_root and target_scale" in str(e.value)
+    assert not out.exists()  # refused before any work
+    # from a YAML config: exit code 2, one message naming the fix
+    config = tmp_path / "mixed.yaml"
+    config.write_text(yaml.safe_dump({"sources": [{"kind": "loveda", "root": str(LOVEDA)}], "caption_gsd": 0.5,
+                                      "data_root": str(DRONE), "out": str(out)}))
+    with pytest.raises(SystemExit) as e:
+        run(train.main, ["--config", str(config)])
+    assert e.value.code == 2 and "data_root: null" in capsys.readouterr().err
+    assert not out.exists()
+    # the same check for a caller that assembles the options itself (a pipeline stage), on a config's mappings
+    assert train.form_problems([{"kind": "loveda", "root": str(LOVEDA)}], 0.5, None, None) == []
+    (problem,) = train.form_problems([{"kind": "loveda", "root": str(LOVEDA)}], 0.5, Path("data/drone"), None)
+    assert "two forms" in problem
+
+
+def test_one_drone_set_records_its_provenance(checkpoint, tmp_path):
+    # the fixture states no ground resolution: gsd null; the scale was set by hand: caption_gsd null
+    cfg = yaml.safe_load((checkpoint / "config.yaml").read_text())
+    assert cfg["trained_on"] == [{"source": "drone", "root": str(DRONE), "gsd": None, "synthetic": False, "images": 5}]
+    assert cfg["caption_gsd"] is None and cfg["input"]["drone_scale"] == 0.5
+    # a set written by synthetic.generate says so in its marker, with its ground resolution
+    marked = tmp_path / "drone"
+    shutil.copytree(DRONE, marked, ignore=shutil.ignore_patterns("data.py"))
+    (marked / SYNTHETIC_MARKER).write_text(json.dumps({"generator": "segcap synthetic.generate", "seed": 0,
+                                                       "gsd": 0.25}))
+    out = tmp_path / "run"
+    train.main(**{**TINY, "data_root": marked, "samples": 0, "limit": 4}, out=out, epochs=1, max_steps=1)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["trained_on"] == [{"source": "drone", "root": str(marked), "gsd": 0.25, "synthetic": True, "images": 3}]
+    assert cfg["caption_gsd"] is None and training_data(cfg) == "synthetic"
 
 
 def test_resume_continues_from_last_epoch(tmp_path, monkeypatch):
@@ -134,10 +236,18 @@ def test_bad_options_reported_together(tmp_path):
 def test_config_parses_against_entry_point(tmp_path):
     kwargs = parse(train.main, ["--config", str(REPO / "configs" / "segmentation.yaml")])
     assert kwargs["target_scale"] < 1 and kwargs["crop_size"] % 32 == 0
-    assert kwargs["data_root"] == Path("data/synthetic/drone")
-    # every option passes the checks: the run stops only at the (here absent) data
+    assert kwargs["data_root"] == Path("data/synthetic/drone") and kwargs["sources"] is None
+    # every option passes the checks: the run stops only at the (here absent) data, before any work
     with pytest.raises(DatasetNotFoundError):
         train.main(**{**kwargs, "data_root": tmp_path / "no_drone", "out": tmp_path / "o", "progress": False})
+    assert not (tmp_path / "o").exists()
+    # ... and runs as it is, on the drone fixture, in the one-drone-set form
+    out = tmp_path / "run"
+    m = train.main(**{**kwargs, "data_root": DRONE, "out": out, "eval_captions": None, "crop_size": 32,
+                      "batch_size": 2, "epochs": 1, "max_steps": 1, "samples": 0, "progress": False, "threads": 1})
+    assert m["history"][0]["step"] == 1 and "val_sources" not in m
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["input"]["drone_scale"] == kwargs["target_scale"] and cfg["trained_on"][0]["source"] == "drone"
 
 
 def test_cross_option_problems_are_config_errors(tmp_path, monkeypatch):
