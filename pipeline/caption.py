@@ -8,6 +8,8 @@
 
 Any size or mode of image is accepted (RGB, RGBA, grey, palette, 16-bit TIFF: see
 ``aerialdata.images.read_rgb``); an unreadable file is reported and skipped (``--strict``: stop, exit 2).
+When the segmenter was trained on synthetic scenes only, one note on stderr says so before the work: its classes on
+real photos will be wrong (:mod:`segmentation.provenance`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from segcap import atomic
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
 from segmentation.model import load_segmenter
+from segmentation.provenance import provenance_notice
 
 
 def main(
@@ -76,6 +79,9 @@ def main(
 
     # 2. models
     seg = load_segmenter(segmentation)
+    notice = provenance_notice(segmentation, seg.config, images)  # a synthetic-only model on real photos: say so
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     captioner = Captioner(llm)
 
     # 3. images -> masks -> compositions -> captions

@@ -13,11 +13,12 @@ import numpy as np
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.images import read_mask, read_rgb
-from composition.health import health
+from composition.health import DOMINANT_IMAGES, DOMINANT_PERCENT, FEW_ORDERS, MIN_IMAGES, flags_text, health
 from composition.schema import read_jsonl
 from composition.text import to_prompt
 from pipeline.layout import STAGES, Layout, read_json
 from segcap import atomic
+from segcap.errors import DataError
 
 METRICS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 SYSTEM_NOTES = {
@@ -89,6 +90,21 @@ def composition_health(path: Path) -> dict:
     return health(read_jsonl(path)) if path.is_file() else {}
 
 
+def health_line(layout: Layout) -> str | None:
+    """One line when the predicted compositions are flagged degenerate (composition.health), with the exact masks'
+    flags beside them; None when they are not, or cannot be read (the report stage, which reads them too, says why)."""
+    try:
+        predicted = composition_health(layout.predicted)
+        if not predicted.get("flags"):
+            return None
+        truth = composition_health(layout.truth)
+    except DataError:
+        return None
+    beside = f"exact masks: {flags_text(truth)}" if truth else "no exact masks to compare"
+    return (f"warning: the predicted compositions look degenerate: {flags_text(predicted)}. {beside[0].upper()}"
+            f"{beside[1:]}. Captions from them can say little (report.md, Composition health)")
+
+
 def write_examples(layout: Layout, split: str, path: Path, n: int = 4) -> Path | None:
     """A figure of images of the scored split: image | predicted mask | prompt text and captions."""
     import matplotlib.pyplot as plt
@@ -146,6 +162,9 @@ def write_report(layout: Layout) -> Path:
              f"Caption set: `{layout.references}`" + (f", split `{split}`" if split else "")
              + (f", {scores['metadata']['images']} images" if scores.get("metadata", {}).get("images") else "")
              + ".", ""]
+    warning = health_line(layout)
+    if warning:
+        lines += [f"**{warning[0].upper()}{warning[1:]}**", ""]
 
     # 1. results
     if scores:
@@ -189,13 +208,16 @@ def write_report(layout: Layout) -> Path:
         if h:
             rows.append((name, h))
     if rows:
-        keys = list(rows[0][1])
+        keys = [k for k in rows[0][1] if k != "flags"]
         lines += ["## Composition health", "",
                   "A segmenter that sees one class everywhere gives the LLM nothing to say (the seed: 266 distinct "
-                  "prompts for 1,092 images, every one starting with artificial surface).", "",
-                  "| compositions of | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+                  "prompts for 1,092 images, every one starting with artificial surface). Flagged: one class "
+                  f"covering >= {DOMINANT_PERCENT:.0f}% of the image in >= {100 * DOMINANT_IMAGES:.0f}% of the images; "
+                  f"fewer than {FEW_ORDERS:g} effective class orders (exp of their entropy); from {MIN_IMAGES} images "
+                  "on. A flag the exact masks share is the data's, not the segmenter's.", "",
+                  "| compositions of | " + " | ".join(keys) + " | flags |", "|" + "---|" * (len(keys) + 2)]
         for name, h in rows:
-            lines.append(f"| {name} | " + " | ".join(str(h[k]) for k in keys) + " |")
+            lines.append(f"| {name} | " + " | ".join(str(h.get(k, "")) for k in keys) + f" | {flags_text(h)} |")
         lines.append("")
 
     # 4. language models

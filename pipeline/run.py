@@ -60,16 +60,18 @@ from composition.schema import read_jsonl
 from evaluation.score import main as score_captions
 from llm.finetune import main as finetune_llm
 from llm.generate import main as generate_captions
+from llm.model import base_model_problems
 from pipeline.baselines import NearestNeighbour, template_caption
 from pipeline.layout import CHECKPOINT_FILES, LLM_FOLDER, STAGES, SYSTEMS, UPSTREAM, Layout, read_json
-from pipeline.report import results_rows, write_report
+from pipeline.report import health_line, results_rows, write_report
 from segcap import atomic
 from segcap.cli import check_options, config_kwargs
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DatasetNotFoundError
+from segmentation.model import encoder_weights_problems
 from segmentation.predict import main as predict_masks
+from segmentation.train import form_problems, resumable
 from segmentation.train import main as train_segmenter
-from segmentation.train import resumable
 from synthetic.generate import main as generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,13 +167,18 @@ def _generated_with(run: Run) -> dict | None:
     return {} if generator.get("name") == "synthetic.generate" else None
 
 
+def _trains_on_sources(run: Run) -> bool:
+    """Whether the segmentation options list labelled ``sources`` (then no drone_root is needed or passed)."""
+    return {**run.segmentation_file, **run.segmentation}.get("sources") is not None
+
+
 def stage_data(run: Run, fresh: bool, commands: list[str]) -> dict:
     """The data must be there; with ``generate`` on, the synthetic sets are written when absent or written with
     other options. Generation is deterministic (the same options give the same bytes), so ``fresh`` changes nothing
     here, and data that synthetic.generate did not write is never replaced."""
     lay = run.layout
     have_captions = lay.references.is_file()
-    have_drone = lay.drone_images.is_dir() or lay.checkpoint_given is not None
+    have_drone = lay.drone_images.is_dir() or lay.checkpoint_given is not None or _trains_on_sources(run)
     wanted = _synthetic_options(run) if run.generate else None
     written_with = _generated_with(run)
     if have_captions and have_drone and (not run.generate or written_with is None or written_with == wanted):
@@ -206,9 +213,10 @@ def stage_segmentation(run: Run, fresh: bool, commands: list[str]) -> dict:
                 "best_val_miou": read_json(lay.checkpoint_given / "metrics.json").get("best_val_miou")}
     out = lay.trained_checkpoint
     resume = not fresh and resumable(out)
+    # the one drone set (drone_root) unless the options list labelled sources; then the config's drone form is cleared
+    data = {"data_root": None, "target_scale": None} if _trains_on_sources(run) else {"data_root": lay.drone_root}
     _call(commands, "segmentation", train_segmenter, config=run.segmentation_config,
-          file_options=run.segmentation_file, user=run.segmentation,
-          data_root=lay.drone_root, out=out, classes=run.classes,
+          file_options=run.segmentation_file, user=run.segmentation, **data, out=out, classes=run.classes,
           eval_captions=lay.captions_root if lay.has_truth_masks() else None, eval_split=run.split,
           caption_scale=run.caption_scale, resume=resume, overwrite=not resume, progress=run.progress)
     return {"checkpoint": str(out), "resumed": resume,
@@ -422,13 +430,15 @@ def _jsonable(obj: Any) -> Any:
 
 
 def summary_table(rows: list[dict], layout: Layout) -> str:
-    """The console summary: each stage's status and time, then the results (read from the run folder)."""
+    """The console summary: each stage's status and time, then the results (read from the run folder), and one
+    warning line when the predicted compositions are degenerate (composition.health's flags)."""
     lines = [f"{'stage':<14}{'status':<14}{'seconds':>9}"]
     for r in rows:
         sec = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(f"{r['stage']:<14}{r['status']:<14}{sec:>9}")
     results = results_rows(layout)
-    return "\n".join(lines + ([""] + results if results else []))
+    warning = health_line(layout)
+    return "\n".join(lines + ([""] + results if results else []) + (["", warning] if warning else []))
 
 
 def _checked(problems: list[str], fn: Callable[..., Any], options: dict, source: str) -> dict:
@@ -488,6 +498,15 @@ def make_run(
         if missing:
             problems.append(f"segmentation_checkpoint: {given} has no {' or '.join(missing)}; give a folder written "
                             "by python -m segmentation.train, or leave segmentation_checkpoint unset to train one")
+    # weights named by the user (imagenet, a hub id) must be loadable now, not after the segmentation training;
+    # the training data's form (labelled sources with caption_gsd, or the one drone set) too
+    if given is None:
+        seg = {**seg_file, **sections["segmentation"]}
+        if seg.get("sources") is not None:
+            problems += [f"segmentation: {p}" for p in form_problems(seg["sources"], seg.get("caption_gsd"), None, None)]
+        problems += [f"segmentation: {p}" for p in encoder_weights_problems(
+            {**seg_file, **sections["segmentation"]}.get("encoder_weights"))]
+    problems += [f"llm: {p}" for p in base_model_problems({**llm_file, **sections["llm"]}.get("base_model", "tiny"))]
     if problems:
         raise ConfigError(problems)
     layout = Layout(

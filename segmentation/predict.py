@@ -10,6 +10,8 @@
 ``aerialdata.images.read_mask``). Masks already in ``out`` are skipped, so an interrupted run resumes where it
 stopped; ``--overwrite`` redoes them. A file that cannot be read is reported and skipped (``--strict``: stop, exit 2).
 Images are decoded in DataLoader workers while the network runs; images of the same size are batched.
+A checkpoint trained on synthetic scenes only (or one that does not record its training data) is named in one note
+on stderr before the work (:mod:`segmentation.provenance`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 from segcap.progress import Progress
 from segmentation.model import load_segmenter
 from segmentation.plots import overlay_with_legend
+from segmentation.provenance import provenance_notice
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -125,6 +128,9 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     seg = load_segmenter(checkpoint, device=device)
+    notice = provenance_notice(checkpoint, seg.config, files)  # a synthetic-only model on real photos: say so
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     if overlays:
         Path(overlays).mkdir(parents=True, exist_ok=True)

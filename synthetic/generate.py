@@ -9,15 +9,22 @@ Layout written (the real datasets' formats; see DESIGN.md)::
     <out>/drone/original_images/<stem>.jpg           drone scenes, ``drone_scale`` times finer ground resolution
     <out>/drone/label_images_semantic/<stem>.png     uint8 source ids 0..23
     <out>/drone/class_dict_seg.csv                   name,r,g,b (24 rows)
+    <out>/drone/segcap_synthetic.json                the synthetic marker: generator, seed, ground resolution
     <out>/rsicd/dataset_rsicd.json                   Karpathy JSON, splits train/val/test (about 80/10/10 per category)
     <out>/rsicd/RSICD_images/<category>_<n>.jpg
     <out>/rsicd/txtclasses_rsicd/<category>.txt
     <out>/rsicd/label_images_semantic/<stem>.png     exact caption-image masks in source ids
+    <out>/rsicd/segcap_synthetic.json                the synthetic marker of the caption set
 
 Each caption-set image entry also holds ``"scene"``: the facts its captions were written from (class percentages,
 region counts, 3x3 cells, water shape), measured on its mask. Every image has its own random stream derived from
 (seed, set, index), so the same seed gives the same bytes. The whole set is written into a temporary folder beside
 ``out`` and renamed into place at the end: an interrupted run leaves nothing half-written.
+
+The marker ``segcap_synthetic.json`` in each set's root tells readers (and, through a checkpoint's ``trained_on``,
+the tools that use a model trained on it) that the set is synthetic, and states its ground resolution ``gsd`` in metres
+per pixel: the scene of a caption image covers ``WORLD_M`` = 224 m, so the caption set is 1.0 m per pixel at the
+default 224 px (224 / caption_size in general), and the drone set ``1.0 / drone_scale``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 
 from aerialdata.classes import DRONE_CLASSES
 from aerialdata.images import write_mask
+from aerialdata.labelled import SYNTHETIC_MARKER
 from segcap.atomic import atomic_path
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
@@ -46,6 +54,8 @@ MIN_DRONE_SIDE = 64
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test within each category
 DRONE_PALETTE = np.array([rgb for _, rgb in DRONE_CLASSES], dtype=np.uint8)
 _SET_CAPTION, _SET_DRONE = 1, 2  # stream ids for the per-image random generators
+MARKER = SYNTHETIC_MARKER  # segcap_synthetic.json in the root of each set written: the set is synthetic, its gsd
+GENERATOR = "segcap synthetic.generate"
 
 
 def check_options(drone_images: int, caption_images: int, caption_size: int, drone_size, drone_scale: float,
@@ -108,6 +118,18 @@ def drone_sample(index: int, seed: int = 0, size=(480, 320), scale: float = 4.0,
     return cv.render(rng, blur=0.6), cv.label(), category
 
 
+def marker(kind: str, images: int, seed: int, gsd: float, **settings) -> dict:
+    """The synthetic marker of one set (``kind`` drone or rsicd): what wrote it, with which seed and settings, and its
+    ground resolution ``gsd`` in metres per pixel. Deterministic: no time or path in it, so the same seed gives the
+    same bytes."""
+    return {"generator": GENERATOR, "set": kind, "seed": seed, "gsd": gsd, "images": images,
+            "world_metres": WORLD_M, **settings}
+
+
+def _write_marker(folder: Path, content: dict) -> None:
+    (folder / MARKER).write_text(json.dumps(content) + "\n", encoding="utf-8")
+
+
 def _caption_plan(n: int, categories, seed: int) -> list[tuple[str, int, str]]:
     """(category, number within it, split) for every caption image: categories as even as possible, ~80/10/10."""
     k = len(categories)
@@ -152,6 +174,8 @@ def generate(out: str | Path, seed: int = 0, drone_images: int = 300, caption_im
             (d / "label_images_semantic").mkdir()
             (d / "class_dict_seg.csv").write_text(
                 "name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in DRONE_CLASSES), encoding="utf-8")
+            _write_marker(d, marker("drone", drone_images, seed, 1.0 / drone_scale, image_size=list(drone_size),
+                                    drone_scale=drone_scale, categories=categories))
             width = len(str(drone_images))
             for i in range(drone_images):
                 rgb, label, _ = drone_sample(i, seed, drone_size, drone_scale, categories)
@@ -164,6 +188,8 @@ def generate(out: str | Path, seed: int = 0, drone_images: int = 300, caption_im
             r = tmp / "rsicd"
             for sub in ("RSICD_images", "txtclasses_rsicd", "label_images_semantic"):
                 (r / sub).mkdir(parents=True)
+            _write_marker(r, marker("rsicd", caption_images, seed, WORLD_M / caption_size, image_size=caption_size,
+                                    drone_scale=drone_scale, categories=categories))
             images, by_cat = [], {c: [] for c in categories}
             sentid = 0
             for imgid, (cat, j, split) in enumerate(plan):

@@ -14,6 +14,7 @@ from composition import extract as extract_module
 from composition.config import DEFAULT_CONFIG_PATH, CompositionConfig, load_config
 from composition.extract import boxes, extract
 from composition.features import PER_CLASS, vector
+from composition.health import FEW_ORDERS, MIN_IMAGES, class_order, flags_text, health
 from composition.schema import read_jsonl, validate, write_jsonl
 from composition.text import PROMPT_VERSION, to_prompt
 from segcap.errors import ConfigError, DataError
@@ -379,3 +380,60 @@ def test_boxes_ab_bench_times_both_ways_and_puts_the_bit_sets_back():
     row = out["sizes"]["32"]["speckled"]
     assert row["bitset_masks_per_s"] > 0 and row["plain_masks_per_s"] > 0 and len(row["gain_percent_range"]) == 2
     assert extract_module.boxes is boxes
+
+
+# ---------------------------------------------------------------- health: the degenerate-set flags
+def degenerate_records(n=40, size=40):
+    """The seed's failure: artificial surface ~96% everywhere, a small patch of something at a random place."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        m = np.full((size, size), ARTIFICIAL, np.uint8)
+        y, x = rng.integers(0, size - 8, 2)
+        m[y : y + 8, x : x + 8] = (VEHICLES, BUILDING, VEGETATION)[i % 3]
+        records.append(extract(m, TABLE, image=f"tile_{i}.jpg"))
+    return records
+
+
+def varied_records(n=40, size=40):
+    """Scenes of a few rectangles of random classes over a random background class."""
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(n):
+        m = np.full((size, size), rng.integers(1, 6), np.uint8)
+        for _ in range(rng.integers(2, 5)):
+            h, w = rng.integers(6, 30, 2)
+            y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+            m[y : y + h, x : x + w] = rng.integers(1, 10)
+        records.append(extract(m, TABLE, image=f"scene_{i}.jpg"))
+    return records
+
+
+def test_health_flags_a_degenerate_set():
+    records = degenerate_records()
+    h = health(records)
+    assert all(r["classes"][0]["name"] == "artificial surface" and r["classes"][0]["percent"] == 96.0 for r in records)
+    assert h["distinct prompts"] > 20  # the prompts differ (where the patch is), as the seed's 266 did ...
+    assert h["class >= 75%"] == "artificial surface (100%)"  # ... but one class covers almost every image
+    assert h["distinct class orders"] == 3 and h["effective class orders"] == pytest.approx(3.0, abs=0.01)
+    assert len(h["flags"]) == 2
+    assert h["flags"][0].startswith("one class dominant: artificial surface covers >= 75% of the image in 100%")
+    assert h["flags"][1].startswith("few class orders: 3.0 effective, 3 distinct, for 40 images")
+    assert flags_text(h) == "; ".join(h["flags"])
+
+
+def test_health_does_not_flag_a_varied_set():
+    h = health(varied_records())
+    assert h["flags"] == [] and flags_text(h) == "no flags"
+    assert h["effective class orders"] >= FEW_ORDERS and h["distinct class orders"] > 20
+
+
+def test_health_judges_only_enough_images_and_ignores_stray_pixels():
+    few = health(degenerate_records(MIN_IMAGES - 1))
+    assert few["flags"] == [] and flags_text(few) == f"not judged (fewer than {MIN_IMAGES} images)"
+    assert len(health(degenerate_records(MIN_IMAGES))["flags"]) == 2
+    assert flags_text(health([])) == "no compositions"
+    m = np.full((40, 40), VEGETATION, np.uint8)
+    m[:10, :10] = WATER  # 6.2%
+    m[39, 39] = VEHICLES  # one pixel: 0.1%, not part of the order
+    assert class_order(extract(m, TABLE)) == ("vegetation", "water")

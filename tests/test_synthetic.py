@@ -92,6 +92,23 @@ def test_drone_set_format(small_set):
         load_class_table("seed10").group(mask, where=m)  # every id is a drone source id
 
 
+def test_each_set_carries_the_synthetic_marker(small_set, tmp_path):
+    drone = json.loads((small_set / "drone" / gen.MARKER).read_text())
+    rsicd = json.loads((small_set / "rsicd" / gen.MARKER).read_text())
+    assert gen.MARKER == "segcap_synthetic.json"
+    for m in (drone, rsicd):
+        assert m["generator"] == "segcap synthetic.generate" and m["seed"] == 0 and m["world_metres"] == 224.0
+        assert m["categories"] == list(CATEGORIES) and m["drone_scale"] == 4.0
+    assert drone["set"] == "drone" and drone["gsd"] == 0.25 and drone["images"] == 4 and drone["image_size"] == [160, 96]
+    assert rsicd["set"] == "rsicd" and rsicd["gsd"] == 1.0 and rsicd["images"] == 36 and rsicd["image_size"] == 224
+    # the settings reach the marker; a set not written gets none
+    generate(tmp_path / "w", seed=3, drone_images=0, caption_images=2, caption_size=112, drone_scale=2.0,
+             categories=["pond", "river"], progress=False)
+    assert not (tmp_path / "w" / "drone").exists()
+    m = json.loads((tmp_path / "w" / "rsicd" / gen.MARKER).read_text())
+    assert (m["seed"], m["gsd"], m["images"], m["categories"]) == (3, 2.0, 2, ["pond", "river"])
+
+
 def test_drone_set_uses_many_source_classes_and_is_finer():
     seen = set()
     for i in range(8):
