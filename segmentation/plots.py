@@ -108,7 +108,9 @@ def plot_samples(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], nam
             ax.set_yticks([])
             ax.set_title(f"{name}: {label}" if c == 0 else label, fontsize=9)
     handles = [Patch(color=np.asarray(col) / 255, label=n) for n, col in zip(names, colors, strict=True)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(5, len(names)), fontsize=8, frameon=False)
+    if any((truth >= len(names)).any() for _, _, truth, _ in rows):  # IGNORE (255): not labelled by the source
+        handles.append(Patch(facecolor="white", edgecolor="0.6", label="not labelled (ignored)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(title or "image | truth | prediction")
     fig.tight_layout(rect=(0, 0.06 if len(rows) > 1 else 0.12, 1, 0.97))
     return _save(fig, path)

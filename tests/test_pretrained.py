@@ -31,6 +31,7 @@ from llm.model import (
     option_problems,
     pretrained_kwargs,
     resolve_base,
+    tiny_config,
 )
 from llm.tokenizer import train_tokenizer
 from segcap.cli import run
@@ -43,6 +44,9 @@ from segmentation.model import (
     load_segmenter,
 )
 from segmentation.train import main as train_segmenter
+from tests.hub_cache import cache_imagenet as _cache_imagenet
+from tests.hub_cache import encoder_state as _encoder_state
+from tests.hub_cache import snapshot as _snapshot
 
 HERE = Path(__file__).resolve().parent
 LLM_FIX = HERE / "data" / "llm"
@@ -95,34 +99,6 @@ def online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-def _snapshot(cache: Path, repo_id: str, revision: str = COMMIT, ref: str | None = None) -> Path:
-    """The snapshot folder of ``repo_id`` at ``revision`` in the cache layout huggingface_hub writes."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snap = repo / "snapshots" / revision
-    snap.mkdir(parents=True)
-    if ref:
-        (repo / "refs").mkdir()
-        (repo / "refs" / ref).write_text(revision)
-    return snap
-
-
-def _encoder_state(seed: int = 7) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return {k: v.clone() for k, v in build_model({}, 10).encoder.state_dict().items()}
-
-
-def _cache_imagenet(cache: Path) -> dict[str, torch.Tensor]:
-    """Put smp's two ImageNet files (a random encoder standing in for the real weights) where smp looks for them."""
-    from safetensors.torch import save_file
-
-    repo, rev = imagenet_source()
-    snap = _snapshot(cache, repo, rev)
-    state = _encoder_state()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(snap / "model.safetensors"))
-    (snap / "config.json").write_text(json.dumps({"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}))
-    return state
 
 
 def _same_encoder(model, state) -> bool:
@@ -292,8 +268,6 @@ def test_missing_or_unreadable_encoder_file(tmp_path):
 def _cache_llm(cache: Path, repo_id: str = HUB_ID):
     """A tiny Llama and its tokenizer in the cache under ``repo_id`` (refs/main -> one snapshot), as a download leaves."""
     from transformers import LlamaForCausalLM
-
-    from llm.model import tiny_config
 
     snap = _snapshot(cache, repo_id, COMMIT, ref="main")
     tok = train_tokenizer(["a pond surrounded by trees", "many cars are parked beside the road"], kind="word",
