@@ -48,6 +48,7 @@ from typing import Any
 import yaml
 from docstring_parser import parse as parse_docstring
 
+from segcap.atomic import WRITE_ERRNOS, write_failure_message
 from segcap.errors import ConfigError, SegcapError
 
 if typing.TYPE_CHECKING:
@@ -329,7 +330,12 @@ def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional:
 
 def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
         aliases: dict[str, list[str]] | None = None) -> Any:
-    """Parse the command line for ``fn``, call it, and turn user errors into one message and exit code 2."""
+    """Parse the command line for ``fn``, call it, and turn user errors into one message and exit code 2.
+
+    User errors are :class:`SegcapError` (bad options and input, found before the work) and the file system's refusals
+    during the work (a full disk, a disk turned read-only, a permission: :data:`segcap.atomic.WRITE_ERRNOS`), which
+    say what this run completed and how to go on (:func:`segcap.atomic.write_failure_message`).
+    """
     for key, value in COMMAND_ENV.items():
         os.environ.setdefault(key, value)
     try:
@@ -338,6 +344,11 @@ def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: S
     except SegcapError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: {write_failure_message(e)}", file=sys.stderr)
+        sys.exit(SegcapError.exit_code)
     except KeyboardInterrupt:
         print("interrupted; completed outputs are kept, rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -42,3 +42,12 @@ class OutputExistsError(SegcapError, FileExistsError):
     def __init__(self, path, what: str = "output"):
         super().__init__(f"{what} already exists: {path}; pass --overwrite to replace it, or choose another path")
         self.path = path
+
+
+class OutputNotWritableError(SegcapError, PermissionError):
+    """An output cannot be written where it was asked for: a file used as a folder, a read-only or full disk, a folder
+    without write permission, a pseudo file system."""
+
+
+class FolderLockedError(SegcapError):
+    """Another process is writing the same run or checkpoint folder."""
