@@ -47,7 +47,7 @@ from composition.relations import ClassStats, relations, subjects
 from composition.schema import SCHEMA_ID, write_jsonl
 from segcap.atomic import check_writable
 from segcap.cli import run
-from segcap.errors import DataError, DatasetNotFoundError
+from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 from segcap.progress import Progress
 
 POSITIONS = (
@@ -379,6 +379,8 @@ def main(
                       max_dominant=max_dominant, ignore_in_relations=ignore_in_relations, ring_pixels=ring_pixels,
                       surround_share=surround_share, on_distance=on_distance, next_to_distance=next_to_distance)
     table = load_class_table(classes)
+    if workers < 0:
+        raise ConfigError(f"--workers must be 0 (this process) or more (got {workers})")
     check_writable(out, overwrite, "compositions file")
     if not Path(masks).is_dir():
         raise DatasetNotFoundError(f"mask folder not found: {masks}; pass --masks a folder of PNG masks")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from aerialdata.classes import ClassTable, load_class_table
@@ -25,6 +26,7 @@ from segcap.atomic import atomic_path, check_writable
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
 
+SHOWN_SIDE = 2048  # a larger image is drawn from a reduced copy (the picture is about 700 px wide)
 COLUMNS = ("id", "class", "percent", "position", "regions", "largest %", "centre", "radius", "centroid",
            "elongation", "bbox")
 
@@ -81,11 +83,16 @@ def draw_overlay(record: dict, image: np.ndarray, out: Path, table: ClassTable, 
     h, w = image.shape[:2]
     if (w, h) != (record["width"], record["height"]):
         raise DataError(f"image is {w}x{h} but the record {record['image']!r} is {record['width']}x{record['height']}")
+    if mask is not None and mask.shape != (h, w):
+        raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
     colors = table.colors.astype(np.float32) / 255.0
+    if max(h, w) > SHOWN_SIDE:  # the figure shows ~700 px: blend a reduced copy, not a 12000x9000 float image
+        f = SHOWN_SIDE / max(h, w)
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     shown = image.astype(np.float32) / 255.0
     if mask is not None:
-        if mask.shape != (h, w):
-            raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
         shown = (1 - alpha) * shown + alpha * colors[mask]
 
     fig = plt.figure(figsize=(11, 6.6), dpi=110)
@@ -167,14 +174,22 @@ def main(
             raise ConfigError("--overlay needs --out PNG (where to write the picture)")
         check_writable(out, overwrite, "overlay")
         table = load_class_table(classes)
+        picture = read_rgb(overlay)
+        h, w = picture.shape[:2]
+        if (w, h) != (record["width"], record["height"]):
+            raise DataError(f"--overlay {overlay} is {w}x{h} but the record of {record['image']!r} in {file} is "
+                            f"{record['width']}x{record['height']}; give the image the record was made from")
         m = None
         if mask is not None:
             m = read_mask(mask)
+            if m.shape != (h, w):
+                raise DataError(f"--mask {mask} is {m.shape[1]}x{m.shape[0]} but --overlay {overlay} is {w}x{h}; "
+                                "give the mask of that image")
             m = table.group(m, where=mask) if source_ids else m
             if m.max() >= table.num_classes:
                 raise DataError(f"{mask}: ids up to {int(m.max())} but the class table has {table.num_classes}; "
                                 "pass --source-ids for masks of drone source ids")
-        draw_overlay(record, read_rgb(overlay), out, table, m)
+        draw_overlay(record, picture, out, table, m)
         print(f"wrote {out}")
     return record
 

@@ -29,16 +29,19 @@ finished folder). Also ``loss.csv``/``loss.png`` (train and eval loss against st
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import shutil
 import time
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import yaml
 from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from aerialdata.captionset import CaptionDataset
 from composition.schema import read_jsonl
@@ -68,15 +71,18 @@ from llm.tokenizer import (
     tokenizer_problems,
     train_tokenizer,
 )
-from segcap.atomic import write_json
-from segcap.cli import run
+from segcap.atomic import check_writable, folder_lock, write_json
+from segcap.cli import resume_changes, run
 from segcap.errors import ConfigError, DatasetNotFoundError, OutputExistsError
 from segcap.progress import Progress, is_terminal, quiet_library_bars
 
 RUN_FILE = "run.json"  # the options of the run, written first: marks the folder as ours and lets --resume check them
-# options that define the model: a resumed run must use the same ones
-MODEL_KEYS = ("base_model", "tiny_model", "tokenizer", "quantize", "method", "lora_r", "lora_alpha", "lora_dropout",
-              "lora_target_modules", "prompt_mode", "instruction", "prompt_template", "lowercase", "max_length")
+# options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
+# other option must be the one the run started with (segmentation.train keeps the same rule), except epochs, which
+# may grow (a longer run: the schedule stretches to the new length from the step reached; run.json records it)
+RESUME_FREE = ("out", "num_threads", "progress", "tensorboard", "eval_batch_size", "logging_steps", "save_total_limit",
+               "resume", "overwrite")
+RESUME_GROWS = ("epochs",)
 
 
 def read_compositions(path: Path) -> list[dict]:
@@ -217,14 +223,10 @@ def main(
     if problems:
         raise ConfigError(problems)
 
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
     out = Path(out)
-    _prepare_out(out, options, resume, overwrite, state)
+    _check_out(out, options, resume, overwrite)  # writable, not clobbered, a --resume that can resume these options
 
-    # 2. data: compositions joined with the caption set, per split
-
+    # 2. data: compositions joined with the caption set, per split (read and checked before anything is written)
     records = read_compositions(Path(compositions))
     capset = CaptionDataset(captions)
     if not any(it.split == train_split for it in capset.items):
@@ -240,138 +242,147 @@ def main(
     train_pairs = CaptionExamples(train_images, captions_per_image, seed)
     eval_pairs = CaptionExamples(eval_images, "all", seed) if eval_images else None
 
-    # 3. tokenizer: trained on the training text (tiny) or the checkpoint's; saved into out first (resume reuses it)
-    from transformers import AutoTokenizer
-
-    with state.main_process_first():
-        if (out / "tokenizer.json").is_file() and resume:
-            tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
-        elif opts.is_tiny:
-            texts = [im.prompt for im in train_images] + [c for im in train_images for c in im.captions]
-            tok = train_tokenizer(texts, **tok_settings)
-        else:
-            tok = load_tokenizer(opts.base_model)  # a folder, or a hub id through transformers' cache
-        ensure_pad_token(tok)
-        if state.is_main_process:
-            tok.save_pretrained(str(out))
-
-    # 4. model: base (built or loaded, quantized or not), then full or LoRA
-    with state.main_process_first():
-        model = load_base(opts, tok, out / BASE_DIR, seed)
-    model = apply_method(model, opts)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in model.parameters())
-
-    # 5. trainer: epochs over every example, eval loss and a checkpoint each epoch
+    # 3. training arguments (transformers checks them too), before anything is written
+    from accelerate import PartialState
     from transformers import PrinterCallback, Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
 
     dtype = compute_dtype(precision)
     cuda = torch.cuda.is_available()
     bars = progress and is_terminal()  # the Trainer's tqdm bar on a terminal; in a log, one line per epoch instead
     quiet_library_bars()  # in a log, no bar for each checkpoint's weight shards either
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=eval_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_ratio,
-        lr_scheduler_type=lr_scheduler,
-        eval_strategy="epoch" if eval_pairs else "no",
-        save_strategy="epoch" if save_checkpoints else "no",
-        save_total_limit=save_total_limit,
-        logging_strategy="steps",
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        bf16=dtype == torch.bfloat16 and (cuda or precision == "bf16"),
-        fp16=dtype == torch.float16,
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
-        disable_tqdm=not bars,
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
-        ddp_find_unused_parameters=False,
-        dataloader_num_workers=0,
-        use_cpu=not cuda,
-        save_only_model=False,
-    )
-    train_ds = TokenizedExamples(train_pairs, tok, max_length)
-    eval_ds = TokenizedExamples(eval_pairs, tok, max_length) if eval_pairs else None
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=CaptionCollator(tok.pad_token_id),
-        processing_class=tok,
-        callbacks=[_EpochCallback(train_ds), _CurvesCallback(out), *([_EpochLines()] if progress and not bars else []),
-                   *([_tensorboard(out)] if tensorboard and state.is_main_process else [])],
-    )
-    if not bars:
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict; _EpochLines says what matters
-    if state.is_main_process:
-        print(
-            f"examples: train {len(train_pairs)} ({len(train_images)} images, {train_dropped} duplicate pairs dropped, "
-            f"captions_per_image={captions_per_image}), eval {len(eval_pairs) if eval_pairs else 0} "
-            f"({len(eval_images)} images); parameters: {n_train:,} trainable of {n_all:,}; "
-            f"{state.num_processes} process(es) on {state.device}",
-            flush=True,
+    try:
+        args = TrainingArguments(
+            output_dir=str(out / "checkpoints"),
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=eval_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_ratio,
+            lr_scheduler_type=lr_scheduler,
+            eval_strategy="epoch" if eval_pairs else "no",
+            save_strategy="epoch" if save_checkpoints else "no",
+            save_total_limit=save_total_limit,
+            logging_strategy="steps",
+            logging_steps=logging_steps,
+            logging_first_step=True,
+            bf16=dtype == torch.bfloat16 and (cuda or precision == "bf16"),
+            fp16=dtype == torch.float16,
+            seed=seed,
+            data_seed=seed,
+            report_to="none",
+            disable_tqdm=not bars,
+            remove_unused_columns=False,
+            train_sampling_strategy="group_by_length" if group_by_length else "random",
+            ddp_find_unused_parameters=False,
+            dataloader_num_workers=0,
+            use_cpu=not cuda,
+            save_only_model=False,
         )
+    except ValueError as e:  # a combination transformers refuses
+        raise ConfigError(f"training options refused by transformers: {e}") from e
 
-    # 6. train (from the last checkpoint with --resume)
-    last = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
-    if resume and last is None and state.is_main_process:
-        print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from the first step", flush=True)
-    result = trainer.train(resume_from_checkpoint=last)
+    # 4. output folder: one writer at a time; created (or cleared with --overwrite) only now
+    with folder_lock(out, "LLM output folder", enabled=state.is_main_process):
+        _prepare_out(out, options, resume, overwrite, state)
 
-    # 7. save: model or adapter + tokenizer, curves, then segcap_llm.json last
-    trainer.save_model(str(out))
-    if state.is_main_process:
-        tok.save_pretrained(str(out))
-        rows = loss_rows(trainer.state.log_history)
-        write_loss_csv(out / "loss.csv", rows)
-        plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
-        evals = [r["loss"] for r in rows if r["split"] == "eval"]
-        meta = {
-            "format": "segcap.llm/1",
-            "prompt": template.to_dict(),
-            "composition_text_version": PROMPT_VERSION,
-            "lowercase": lowercase,
-            "max_length": max_length,
-            "base_model": BASE_DIR if (out / BASE_DIR / "config.json").is_file() else opts.base_model,
-            "method": opts.method,
-            "quantize": opts.quantize,
-            "options": options,
-            "figures": {
-                "train_examples": len(train_pairs),
-                "train_images": len(train_images),
-                "train_duplicates_dropped": train_dropped,
-                "eval_examples": len(eval_pairs) if eval_pairs else 0,
-                "eval_duplicates_dropped": eval_dropped,
-                "trainable_parameters": n_train,
-                "parameters": n_all,
-                "vocab_size": len(tok),
-                "steps": trainer.state.global_step,
-                "epochs": float(trainer.state.epoch or 0),
-                "final_train_loss": float(result.training_loss),
-                "eval_loss": evals,
-                "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 1),
-                "total_seconds": round(time.perf_counter() - t0, 1),
-                "processes": state.num_processes,
-                "device": str(state.device),
-            },
-        }
-        write_json(out / META_FILE, meta)
-        print(
-            f"saved {out} ({meta['figures']['steps']} steps, {meta['figures']['train_seconds']} s training, "
-            f"final eval loss {evals[-1] if evals else float('nan'):.4f})",
-            flush=True,
+        # 5. tokenizer: trained on the training text (tiny) or the checkpoint's; saved into out first (resume reuses it)
+        from transformers import AutoTokenizer
+
+        with state.main_process_first():
+            if (out / "tokenizer.json").is_file() and resume:
+                tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+            elif opts.is_tiny:
+                texts = [im.prompt for im in train_images] + [c for im in train_images for c in im.captions]
+                tok = train_tokenizer(texts, **tok_settings)
+            else:
+                tok = load_tokenizer(opts.base_model)  # a folder, or a hub id through transformers' cache
+            ensure_pad_token(tok)
+            if state.is_main_process:
+                tok.save_pretrained(str(out))
+
+        # 6. model: base (built or loaded, quantized or not), then full or LoRA
+        with state.main_process_first():
+            model = load_base(opts, tok, out / BASE_DIR, seed)
+        model = apply_method(model, opts)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in model.parameters())
+
+        # 7. trainer: epochs over every example, eval loss and a checkpoint each epoch
+        train_ds = TokenizedExamples(train_pairs, tok, max_length)
+        eval_ds = TokenizedExamples(eval_pairs, tok, max_length) if eval_pairs else None
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            data_collator=CaptionCollator(tok.pad_token_id),
+            processing_class=tok,
+            callbacks=[_EpochCallback(train_ds), _CurvesCallback(out), *([_EpochLines()] if progress and not bars else []),
+                       *([_tensorboard(out)] if tensorboard and state.is_main_process else [])],
         )
-    state.wait_for_everyone()
+        if not bars:
+            trainer.remove_callback(PrinterCallback)  # it prints every log dict; _EpochLines says what matters
+        if state.is_main_process:
+            print(
+                f"examples: train {len(train_pairs)} ({len(train_images)} images, {train_dropped} duplicate pairs dropped, "
+                f"captions_per_image={captions_per_image}), eval {len(eval_pairs) if eval_pairs else 0} "
+                f"({len(eval_images)} images); parameters: {n_train:,} trainable of {n_all:,}; "
+                f"{state.num_processes} process(es) on {state.device}",
+                flush=True,
+            )
+
+        # 8. train (from the last checkpoint with --resume)
+        last = get_last_checkpoint(str(out / "checkpoints")) if resume else None  # there is one: _check_out saw it
+        result = trainer.train(resume_from_checkpoint=last)
+
+        # 9. save: model or adapter + tokenizer, curves, then segcap_llm.json last
+        trainer.save_model(str(out))
+        if state.is_main_process:
+            tok.save_pretrained(str(out))
+            rows = loss_rows(trainer.state.log_history)
+            write_loss_csv(out / "loss.csv", rows)
+            plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
+            evals = [r["loss"] for r in rows if r["split"] == "eval"]
+            meta = {
+                "format": "segcap.llm/1",
+                "prompt": template.to_dict(),
+                "composition_text_version": PROMPT_VERSION,
+                "lowercase": lowercase,
+                "max_length": max_length,
+                "base_model": BASE_DIR if (out / BASE_DIR / "config.json").is_file() else opts.base_model,
+                "method": opts.method,
+                "quantize": opts.quantize,
+                "options": options,
+                "figures": {
+                    "train_examples": len(train_pairs),
+                    "train_images": len(train_images),
+                    "train_duplicates_dropped": train_dropped,
+                    "eval_examples": len(eval_pairs) if eval_pairs else 0,
+                    "eval_duplicates_dropped": eval_dropped,
+                    "trainable_parameters": n_train,
+                    "parameters": n_all,
+                    "vocab_size": len(tok),
+                    "steps": trainer.state.global_step,
+                    "epochs": float(trainer.state.epoch or 0),
+                    "final_train_loss": float(result.training_loss),
+                    "eval_loss": evals,
+                    "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 1),
+                    "total_seconds": round(time.perf_counter() - t0, 1),
+                    "processes": state.num_processes,
+                    "device": str(state.device),
+                },
+            }
+            write_json(out / META_FILE, meta)
+            print(
+                f"saved {out} ({meta['figures']['steps']} steps, {meta['figures']['train_seconds']} s training, "
+                f"final eval loss {evals[-1] if evals else float('nan'):.4f})",
+                flush=True,
+            )
+        state.wait_for_everyone()
     return out
 
 
@@ -404,38 +415,74 @@ def _training_problems(a: dict[str, Any]) -> list[str]:
         out.append(f"captions_per_image {a['captions_per_image']!r} is not one of all, sample, fixed")
     if a["train_split"] == a["eval_split"]:
         out.append(f"train_split and eval_split are both {a['train_split']!r}; the eval loss needs held-out images")
+    schedulers = typing.get_args(inspect.signature(main).parameters["lr_scheduler"].annotation)
+    if schedulers and a["lr_scheduler"] not in schedulers:  # the CLI checks it; a library call may not
+        out.append(f"lr_scheduler {a['lr_scheduler']!r} is not one of {', '.join(schedulers)}")
     if a["save_total_limit"] < 1:
         out.append("save_total_limit must be >= 1 (the last checkpoint is what --resume continues from)")
     return out
 
 
-def _prepare_out(out: Path, options: dict, resume: bool, overwrite: bool, state) -> None:
-    """Refuse to clobber, clear on --overwrite (only a folder this tool made), check options on --resume."""
+def _check_out(out: Path, options: dict, resume: bool, overwrite: bool) -> None:
+    """Before any work: the folder can be written and is not clobbered; on --resume there is a checkpoint to continue
+    and every option but :data:`RESUME_FREE` is the one the run started with (``epochs`` may grow)."""
+    check_writable(out, overwrite, "LLM output folder", folder=True)
     run_file = out / RUN_FILE
     if resume:
-        if run_file.is_file():
-            before = json.loads(run_file.read_text(encoding="utf-8"))
-            changed = [f"{k}: {before.get(k)!r} -> {options.get(k)!r}" for k in MODEL_KEYS
-                       if before.get(k) != options.get(k)]
-            if changed:
-                raise ConfigError(
-                    [f"--resume with options that change the model (run them with a new --out): {c}" for c in changed]
-                )
-    elif out.is_file() or (out.is_dir() and any(out.iterdir())):
+        last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+        if not run_file.is_file() or last is None:
+            why = f"no {RUN_FILE}" if not run_file.is_file() else (
+                "no checkpoint in checkpoints/: the run stopped before its first epoch ended, or ran with "
+                "--no-save-checkpoints")
+            raise ConfigError(f"--resume: nothing to resume in {out} ({why}); run without --resume to start "
+                              "(with --overwrite to replace the folder)")
+        before = _read_run(run_file)
+        changed = resume_changes(before, options, RESUME_FREE + RESUME_GROWS)
+        if "epochs" in before and options["epochs"] < before["epochs"]:
+            changed.append(f"epochs {before['epochs']!r}, now {options['epochs']!r} (a resumed run may train "
+                           "longer, not shorter)")
+        if changed:
+            raise ConfigError(
+                [f"--resume: {out} was trained with {c}" for c in changed]
+                + ["--resume continues a run with the options it started with (only epochs may grow, and "
+                   f"{', '.join(k for k in RESUME_FREE if k not in ('out', 'resume', 'overwrite'))} may change); "
+                   "use the same options, or start afresh with --overwrite (or another --out)"])
+    elif out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise OutputExistsError(out, "output folder")
         if not run_file.is_file():
             raise ConfigError(
                 f"--overwrite refuses to delete {out}: it was not made by llm.finetune (no {RUN_FILE}); choose another --out"
             )
-        state.wait_for_everyone()
-        if state.is_main_process:
-            shutil.rmtree(out)
+
+
+def _read_run(run_file: Path) -> dict:
+    try:
+        value = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: {run_file} is unreadable ({e}); start afresh with --overwrite") from e
+    return value if isinstance(value, dict) else {}
+
+
+def _prepare_out(out: Path, options: dict, resume: bool, overwrite: bool, state) -> None:
+    """Under the folder's lock: check again (:func:`_check_out`), clear on --overwrite (only a folder this tool
+    made), create the folder; write run.json, the options of the run (a --resume records what changed: the new
+    ``epochs``, and the options free to change, with the time)."""
+    _check_out(out, options, resume, overwrite)
     state.wait_for_everyone()
     if state.is_main_process:
+        run_file = out / RUN_FILE
+        if overwrite and out.is_dir():
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        if not run_file.is_file() or not resume:
-            write_json(run_file, options)
+        record = dict(options)
+        if resume:
+            before = _read_run(run_file)
+            changed = {k: [before.get(k), v] for k, v in options.items()
+                       if k in before and before[k] != v and k not in ("resume", "overwrite")}
+            record["resumed"] = before.get("resumed", []) + [{"at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                              "changed": changed}]
+        write_json(run_file, record)
         (out / META_FILE).unlink(missing_ok=True)  # not finished until this run writes it again
     state.wait_for_everyone()
 

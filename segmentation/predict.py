@@ -26,10 +26,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from aerialdata.images import list_images, read_rgb, write_mask
-from segcap.atomic import atomic_path, write_json
+from segcap.atomic import atomic_path, check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 from segcap.progress import Progress
+from segcap.workers import WorkerInit
 from segmentation.model import load_segmenter
 from segmentation.plots import overlay_with_legend
 from segmentation.provenance import provenance_notice
@@ -107,13 +108,24 @@ def main(
         overwrite: redo masks that already exist in out (default: skip them, so a rerun resumes).
         progress: show progress (a bar on a terminal, one line in a log).
     """
-    # ---- files
+    # ---- options, files and outputs, before the model loads
     if not Path(images).is_dir():
-        raise DatasetNotFoundError(f"images folder not found: {images}; pass --images a folder of JPEG/PNG files")
+        what = "is a file, not a folder" if Path(images).exists() else "not found"
+        raise DatasetNotFoundError(f"images folder {images} {what}; pass --images a folder of JPEG/PNG files")
+    problems = []
     if batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
+        problems.append(f"--batch-size must be at least 1 (got {batch_size})")
     if scale <= 0:
-        raise ConfigError(f"--scale must be positive (got {scale})")
+        problems.append(f"--scale must be positive (got {scale})")
+    if workers < 0:
+        problems.append(f"--workers must be 0 (decode in this process) or more (got {workers})")
+    if threads is not None and threads < 1:
+        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
+    if problems:
+        raise ConfigError(problems)
+    check_writable(out, overwrite, "masks folder", folder=True)
+    if overlays:
+        check_writable(overlays, overwrite, "overlays folder", folder=True)
     files = shard_files(list_images(images), shard)
     stems: dict[str, Path] = {}
     for f in files:
@@ -137,7 +149,8 @@ def main(
 
     # ---- predict, batch by batch; decoding runs ahead in the workers
     loader = DataLoader(_Images(todo), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=4 if workers > 0 else None)
+                        prefetch_factor=4 if workers > 0 else None,
+                        worker_init_fn=WorkerInit() if workers > 0 else None)  # workers end with this process
     failed: list[dict] = []
     written = 0
     bar = Progress(total=len(todo), desc="segment", unit="image", enabled=progress)

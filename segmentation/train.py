@@ -54,6 +54,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -70,10 +71,11 @@ from torch.utils.data import DataLoader, Subset
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.drone import DroneDataset
 from aerialdata.sources import LabelledSource, SourceSpec, open_source
-from segcap.atomic import atomic_path, write_json, write_text
-from segcap.cli import run
+from segcap.atomic import atomic_path, check_writable, folder_lock, write_json, write_text
+from segcap.cli import resume_changes, run
 from segcap.errors import ConfigError, OutputExistsError
 from segcap.progress import Progress, is_terminal
+from segcap.workers import WorkerInit
 from segmentation.data import (
     CaptionMaskSet,
     EvalDataset,
@@ -99,9 +101,9 @@ from segmentation.plots import plot_confusion, plot_history, plot_samples
 STATE_DIR = "last"  # accelerate's save_state folder of the last epoch
 STATE_FILE = "training.json"  # in STATE_DIR, written last: epoch, step, history, best, options
 TENSORBOARD_DIR = "tensorboard"
-# options that must not change between a run and its --resume
-RESUME_FIXED = ("classes", "decoder_channels", "epochs", "max_steps", "schedule", "batch_size", "crops_per_image",
-                "val_fraction", "seed", "limit", "sources", "caption_gsd")
+# options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
+# other option must be the one the run started with (llm.finetune keeps the same rule)
+RESUME_FREE = ("out", "device", "threads", "samples", "progress", "tensorboard", "cache_images", "resume", "overwrite")
 LEGACY_DATA_ROOT = Path("data/synthetic/drone")  # the one-drone-set form's defaults (no sources given)
 LEGACY_TARGET_SCALE = 0.25
 RESOLVED_SHARE = 0.5  # a class with fewer of its pixels in 2x2 blocks than this is below the resolution
@@ -505,19 +507,22 @@ def main(
                       tensorboard=tensorboard),
     )
     validate(cfg)
+    check_out(cfg)  # the output folder: writable, not clobbered, a --resume that can resume with these options
     # ... and the sources themselves: their files, and the ground resolution each one states
     table = load_class_table(cfg.data.classes)
     opened = open_sources(cfg, table)
 
     # 2. processes, device, mixed precision, seeds (accelerate)
     acc = make_accelerator(cfg)
+    held = ExitStack()  # the folder's lock, from step 4 to the end
     try:
-        # 3. output folder: fresh, --overwrite or --resume (options checked before any work)
-        prepare_out(cfg, acc)
-
-        # 4. data: each source split (published val split, else by file) into scaled training crops and whole val
+        # 3. data: each source split (published val split, else by file) into scaled training crops and whole val
         #    images; the caption set for the figure that matters
         data = build_data(cfg, acc, table, opened)
+
+        # 4. output folder: one writer at a time; fresh, --overwrite or --resume (options checked), created only now
+        held.enter_context(folder_lock(cfg.run.out, "checkpoint folder", enabled=acc.is_main_process))
+        prepare_out(cfg, acc)
 
         # 5. model, loss
         model = build_network(cfg, data.table, acc)
@@ -572,6 +577,7 @@ def main(
         acc.wait_for_everyone()
         return metrics
     finally:
+        held.close()
         acc.end_training()  # closes TensorBoard, destroys the process group under torchrun
         AcceleratorState._reset_state(reset_partial_state=True)  # leaves no device set-up to a later caller
 
@@ -606,10 +612,11 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return acc
 
 
-def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
-    """Refuse to clobber; on --resume check there is a state and that RESUME_FIXED options match; clear on
-    --overwrite what an earlier run left that this one would not replace at once."""
+def check_out(cfg: TrainConfig) -> None:
+    """Before any work: the folder can be written; refuse to clobber; on --resume there is a state to continue and
+    every option but :data:`RESUME_FREE` is the one it was trained with."""
     out = cfg.run.out
+    check_writable(out, cfg.run.overwrite, "checkpoint folder", folder=True)
     if cfg.run.resume:
         if not resumable(out):
             old = " (last.pt is an earlier segcap's state, which cannot be resumed)" if (out / "last.pt").exists() \
@@ -617,21 +624,28 @@ def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
             raise ConfigError(f"--resume: nothing to resume in {out} (no {STATE_DIR}/{STATE_FILE}){old}; "
                               "run without --resume to start (with --overwrite to replace the folder)")
         _, before = TrainingState.read(out / STATE_DIR)
-        now = cfg.options()
-        changed = [k for k in RESUME_FIXED if before.get(k) != now[k]]
+        changed = resume_changes(before, cfg.options(), RESUME_FREE)
         if changed:
             raise ConfigError(
-                f"--resume: {out / STATE_DIR} was trained with different {', '.join(changed)} "
-                f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); use the same options, "
-                "or start afresh with --overwrite"
-            )
+                [f"--resume: {out / STATE_DIR} was trained with {c}" for c in changed]
+                + ["--resume continues a run with the options it started with (only "
+                   f"{', '.join(k for k in RESUME_FREE if k not in ('out', 'resume', 'overwrite'))} may change); "
+                   "use the same options, or start afresh with --overwrite (or another --out)"])
         return
-    stale = [out / n for n in ("model.pt", STATE_DIR, "last.pt", "metrics.json", TENSORBOARD_DIR)]
-    if any(p.exists() for p in stale[:3]) and not cfg.run.overwrite:
+    if any((out / n).exists() for n in ("model.pt", STATE_DIR, "last.pt")) and not cfg.run.overwrite:
         raise OutputExistsError(out, "training output folder")
+
+
+def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
+    """Checked again under the folder's lock (:func:`check_out`); on a fresh start clear what an earlier run left
+    that this one would not replace at once; create the folder."""
+    check_out(cfg)
+    if cfg.run.resume:
+        return
+    out = cfg.run.out
     acc.wait_for_everyone()
     if acc.is_main_process:
-        for p in stale:
+        for p in (out / n for n in ("model.pt", STATE_DIR, "last.pt", "metrics.json", TENSORBOARD_DIR)):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
@@ -686,8 +700,8 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
     train_ds = parts[0] if len(parts) == 1 else MixedCropDataset(parts)
     train_loader = DataLoader(
         train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * acc.num_processes,
-        num_workers=d.num_workers, worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(cfg.run.seed),
-        pin_memory=acc.device.type == "cuda", persistent_workers=d.num_workers > 0,
+        num_workers=d.num_workers, worker_init_fn=WorkerInit(_worker_init),  # workers end with this process
+        generator=torch.Generator().manual_seed(cfg.run.seed), pin_memory=acc.device.type == "cuda", persistent_workers=d.num_workers > 0,
     )
     cap_ds = None
     if d.eval_captions:
@@ -1020,7 +1034,7 @@ def _eval_loader(ds: EvalDataset, acc: Accelerator, batch_size: int, num_workers
     with acc.split_between_processes(list(range(len(ds)))) as share:  # contiguous shares, no padding
         subset = Subset(ds, share)
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=pad_collate,
-                      pin_memory=acc.device.type == "cuda")
+                      pin_memory=acc.device.type == "cuda", worker_init_fn=WorkerInit() if num_workers else None)
 
 
 def _worker_init(worker_id: int) -> None:
