@@ -47,7 +47,8 @@ def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
     except Image.DecompressionBombError as e:
         found = re.search(r"\((\d+) pixels\)", str(e))
         raise DataError(f"{path}: {int(found.group(1)) if found else 'too many'} pixels is more than segcap reads "
-                        f"({MAX_PIXELS:,} pixels, PIL's decompression-bomb guard); cut it into tiles first (e.g. "
+                        f"({2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, PIL's decompression-bomb guard); cut it "
+                        "into tiles first (e.g. "
                         "gdal_retile.py -ps 8192 8192, or vips dzsave) or shrink it (vips resize); below the limit, "
                         "large images are segmented in tiles") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -29,6 +29,7 @@ Library use::
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -75,8 +76,14 @@ JAVA_INSTALL_HINT = (
 class JavaNotFoundError(SegcapError):
     """Java is needed (METEOR, PTB tokenizer, SPICE) but ``java`` is not on PATH."""
 
-    def __init__(self, needed_for: str = "METEOR and the PTB tokenizer"):
-        super().__init__(JAVA_INSTALL_HINT + f" (needed for {needed_for})")
+    def __init__(self, needed_for: str = "METEOR and the PTB tokenizer", problem: str | None = None):
+        if problem:  # java is there but does not start
+            super().__init__(f"Java does not start: {problem}. pycocoevalcap runs METEOR and the PTB tokenizer in a "
+                             f"Java VM (needed for {needed_for}): repair or reinstall the Java runtime (Debian/Ubuntu: "
+                             "`sudo apt-get install --reinstall default-jre-headless`), or put a working `java` "
+                             "first on PATH, and check that `java -version` works")
+        else:
+            super().__init__(JAVA_INSTALL_HINT + f" (needed for {needed_for})")
 
 
 def _package_dir() -> Path:
@@ -117,11 +124,30 @@ def java_version() -> str | None:
 
 
 def require_java(needed_for: str = "METEOR and the PTB tokenizer") -> str:
-    """Path of ``java``; :class:`JavaNotFoundError` (exit code 2, install hint) when it is missing."""
+    """Path of a ``java`` that starts; :class:`JavaNotFoundError` (exit code 2, install hint) when it is missing or
+    fails to start (``java -version`` is run once per process)."""
     exe = shutil.which("java")
     if exe is None:
         raise JavaNotFoundError(needed_for)
+    problem = _java_start_problem(exe)
+    if problem:
+        raise JavaNotFoundError(needed_for, problem)
     return exe
+
+
+@functools.cache
+def _java_start_problem(exe: str) -> str | None:
+    """Why ``exe -version`` fails (None when it runs): a broken JVM, a wrapper without a JDK behind it..."""
+    try:
+        r = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return f"{exe} -version did not answer within 60 s"
+    except OSError as e:
+        return f"{exe} cannot be run ({e.strerror or e})"
+    if r.returncode != 0:
+        said = (r.stderr or r.stdout).strip().splitlines()
+        return f"{exe} -version failed (exit code {r.returncode}" + (f": {said[-1][:200]}" if said else "") + ")"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer

@@ -301,6 +301,7 @@ def render_chart(scores: dict, path: str | Path) -> Path:
 def check_report_writable(out_dir: str | Path, overwrite: bool) -> Path:
     """Refuse (OutputExistsError) when ``out_dir`` already holds a report and ``overwrite`` is false."""
     out_dir = Path(out_dir)
+    check_writable(out_dir, overwrite, what="scores folder", folder=True)  # a folder, writable, on a disk with room
     for name in REPORT_FILES:
         check_writable(out_dir / name, overwrite, what="scores file")
     return out_dir

@@ -14,6 +14,7 @@ real photos will be wrong (:mod:`segmentation.provenance`).
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from segcap.cli import run
 from segcap.errors import ConfigError, DataError
 from segmentation.model import load_segmenter
 from segmentation.provenance import provenance_notice
+
+LARGE_PIXELS = 24_000_000  # beyond this (after --scale), say that segmenting takes minutes and what --scale does
 
 
 def main(
@@ -56,12 +59,13 @@ def main(
     """
 
     # 1. check everything before the slow loading
-    missing = [p for p in images if not Path(p).is_file()]
+    missing = {p: (f"{p} is a folder, not an image file; give the images inside it (e.g. {Path(p) / '*.jpg'})"
+                   if Path(p).is_dir() else f"image not found: {p}") for p in images if not Path(p).is_file()}
     problems = []
     if missing and (strict or len(missing) == len(images)):
-        problems += [f"image not found: {p}" for p in missing]
-    for p in missing if not problems else []:
-        print(f"skipped: image not found: {p}", file=sys.stderr)
+        problems += list(missing.values())
+    for why in missing.values() if not problems else []:
+        print(f"skipped: {why}", file=sys.stderr)
     images = [p for p in images if Path(p).is_file()]
     if not (Path(segmentation) / "model.pt").is_file():
         problems.append(f"--segmentation {segmentation}: no model.pt there; give a segmentation.train output folder")
@@ -69,13 +73,18 @@ def main(
         problems.append(f"--llm {llm}: not a folder; give an llm.finetune output folder")
     if scale <= 0:
         problems.append(f"--scale must be positive, got {scale}")
+    if num_beams < 1:
+        problems.append(f"--num-beams must be at least 1 (got {num_beams})")
     if problems:
         raise ConfigError(problems)
-    overlay_dir = overlay is not None and (len(images) > 1 or Path(overlay).suffix == "")
+    overlay_dir = overlay is not None and (len(images) > 1 or Path(overlay).suffix == "" or Path(overlay).is_dir())
     if json is not None:
-        atomic.check_writable(json, overwrite)
-    if overlay is not None and not overlay_dir:
-        atomic.check_writable(overlay, overwrite)
+        atomic.check_writable(json, overwrite, "--json file")
+    if overlay is not None:
+        atomic.check_writable(overlay, overwrite, "--overlay folder" if overlay_dir else "--overlay file",
+                              folder=overlay_dir)
+        for p in images if overlay_dir else []:
+            atomic.check_writable(Path(overlay) / f"{Path(p).stem}.png", overwrite, "overlay")
 
     # 2. models
     seg = load_segmenter(segmentation)
@@ -94,6 +103,9 @@ def main(
                 raise
             print(f"skipped: {e}", file=sys.stderr)
             continue
+        large = _large_note(path, rgb.shape[1], rgb.shape[0], scale, seg.tile)
+        if large:
+            print(large, file=sys.stderr, flush=True)
         mask = seg.predict([rgb], scale=scale)[0]
         records.append(extract(mask, seg.table, image=Path(path).name))
         pixels.append((path, rgb, mask))
@@ -105,13 +117,25 @@ def main(
             print(table_text(rec) + "\n")
         if overlay is not None:
             target = Path(overlay) / f"{Path(path).stem}.png" if overlay_dir else Path(overlay)
-            if overlay_dir:
-                atomic.check_writable(target, overwrite)
             draw_overlay(rec, rgb, target, seg.table, mask=mask)
         results.append({"image": str(path), "caption": cap, "composition": rec})
     if json is not None:
         atomic.write_json(json, results)
     return results
+
+
+def _large_note(path: Path, width: int, height: int, scale: float, tile: int) -> str | None:
+    """A note for an image that will take minutes: segmented in tiles of ``tile`` px (memory stays bounded), and
+    what --scale does about the time."""
+    pixels = width * height * scale * scale
+    if pixels <= LARGE_PIXELS:
+        return None
+    step = tile - tile // 8
+    tiles = max(1, math.ceil((width * scale - tile // 8) / step)) * max(1, math.ceil((height * scale - tile // 8) / step))
+    return (f"note: {path} is {width}x{height} ({width * height / 1e6:.0f} MP); at --scale {scale:g} it is segmented "
+            f"in {tiles} tiles of {tile} px, which takes minutes on a CPU. If its ground resolution is finer than "
+            "the caption set's (a drone photo), pass --scale <its metres per pixel / the caption set's> (the "
+            "checkpoint's input.drone_scale for drone-set photos, e.g. 0.25): 1/16 of the time at 0.25")
 
 
 if __name__ == "__main__":

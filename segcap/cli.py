@@ -312,18 +312,27 @@ def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional:
     ``positional`` names parameters given without a flag; ``aliases`` adds flags, e.g. ``{"from_stage": ["--from"]}``.
     ``--help`` prints the help and exits 0; every problem with the options is one :class:`ConfigError`.
     """
+    return _parse(fn, args, positional, aliases)[0]
+
+
+def _parse(fn: Callable[..., Any], args: Sequence[str] | None, positional: Sequence[str],
+           aliases: dict[str, list[str]] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`parse`, and where each given option came from (the config file's path, or ``command line``)."""
     args = list(sys.argv[1:] if args is None else args)
     config, raw, problems = _split_argv(fn, args, positional, aliases or {})
     given = set(raw)
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if config is not None:
         file_options = load_yaml(config)
         given |= {str(k).replace("-", "_") for k in file_options}
         file_values, file_problems = _check(fn, file_options, config)
         values.update(file_values)
+        origins.update(dict.fromkeys(file_values, config))
         problems = file_problems + problems
     flag_values, flag_problems = _check(fn, raw, COMMAND_LINE, flags=True)
     values.update(flag_values)
+    origins.update(dict.fromkeys(flag_values, COMMAND_LINE))
     problems += flag_problems
     params = _params(fn)
     missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in given]
@@ -333,7 +342,27 @@ def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional:
                         + "; give them as flags or in the --config file")
     if problems:
         raise ConfigError(problems)
-    return {n: values.get(n, p.default) for n, p in params.items()}
+    return {n: values.get(n, p.default) for n, p in params.items()}, origins
+
+
+def name_sources(error: ConfigError, origins: dict[str, str]) -> ConfigError:
+    """``error`` with each problem about an option that came from a config file prefixed by that file's path.
+
+    An entry point checks values (``hidden_size must be a positive integer``) without knowing where they came from;
+    the command line does: a problem that starts with an option's name (``tiny_model``, ``--batch-size``) given in
+    the --config file is about that file."""
+    def source(problem: str) -> str | None:
+        for name, origin in origins.items():
+            if origin == COMMAND_LINE or problem.startswith(origin):
+                continue
+            for form in (name, _flag(name)):
+                if problem.startswith(form) and not (problem[len(form):len(form) + 1].isalnum()
+                                                    or problem[len(form):len(form) + 1] == "_"):
+                    return origin
+        return None
+
+    problems = [f"{where}: {p}" if (where := source(p)) else p for p in error.problems]
+    return error if problems == error.problems else ConfigError(problems)
 
 
 def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
@@ -346,9 +375,14 @@ def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: S
     """
     for key, value in COMMAND_ENV.items():
         os.environ.setdefault(key, value)
+    origins: dict[str, str] = {}
     try:
-        kwargs = parse(fn, args, positional, aliases)
+        kwargs, origins = _parse(fn, args, positional, aliases)
         return fn(**kwargs)
+    except ConfigError as e:
+        e = name_sources(e, origins)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except SegcapError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

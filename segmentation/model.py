@@ -37,6 +37,7 @@ The word ``imagenet`` always means smp's weights; a local file needs another nam
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections import defaultdict
 from pathlib import Path
 
@@ -328,7 +329,7 @@ class Segmenter:
 
         An image larger than ``tile`` px (after scaling) is segmented by sliding windows with the overlaps blended, in
         memory that does not grow with its height (:meth:`_segment_large`): a 12000x9000 photo needs its own pixels,
-        its mask and about 0.3 GB more.
+        its mask and about 1 GB more on a CPU (one 1024 px tile at a time).
 
         Args:
             images: RGB uint8 arrays, any sizes.
@@ -352,7 +353,9 @@ class Segmenter:
                 for i in idx:
                     im = np.asarray(images[i])
                     scaled = im if (sh, sw) == (h, w) else cv2.resize(im, (sw, sh), interpolation=interp)
-                    p = self._segment_large(scaled, tiles_per_pass=max(1, min(batch_size, 4)))
+                    # several tiles per pass pay on a GPU; on a CPU they only multiply the activations' memory
+                    per_pass = max(1, min(batch_size, 4)) if self.device.type == "cuda" else 1
+                    p = self._segment_large(scaled, tiles_per_pass=per_pass)
                     del scaled
                     out[i] = p if (sh, sw) == (h, w) else cv2.resize(p, (w, h), interpolation=cv2.INTER_NEAREST)
                 continue
@@ -425,11 +428,23 @@ def load_segmenter(folder: str | Path, device: str = "auto") -> Segmenter:
     cfg = read_checkpoint_config(folder)
     table = class_table_from_dict(cfg["classes"], where=folder / "config.yaml")
     model = build_model(cfg.get("architecture", {}), table.num_classes)
+    weights = folder / "model.pt"
     try:
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        size = weights.stat().st_size
+        said = str(e).splitlines()[0].split(". ")[0][:160] if str(e) else ""
+        raise ConfigError(f"{weights}: not a readable weights file ({size:,} bytes: truncated by an interrupted copy, "
+                          f"or another file?; {e.__class__.__name__}: {said}); copy the "
+                          "checkpoint folder again, or retrain it with python -m segmentation.train") from e
+    if not isinstance(state, dict):
+        raise ConfigError(f"{weights}: holds a {type(state).__name__}, not a state dict; a segcap checkpoint's "
+                          "model.pt is the network's state_dict (python -m segmentation.train writes it)")
+    try:
         model.load_state_dict(state)
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise ConfigError(f"{folder / 'model.pt'}: does not fit the architecture in config.yaml ({e})") from e
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"{weights}: does not fit the architecture in config.yaml ({str(e)[:300]}); keep the "
+                          "model.pt and config.yaml of one training run together") from e
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return Segmenter(model, table, cfg, device=device)

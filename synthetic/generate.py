@@ -39,7 +39,7 @@ import numpy as np
 from aerialdata.classes import DRONE_CLASSES
 from aerialdata.images import write_mask
 from aerialdata.labelled import SYNTHETIC_MARKER
-from segcap.atomic import atomic_path
+from segcap.atomic import atomic_path, check_writable
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
 from segcap.progress import Progress
@@ -162,6 +162,7 @@ def generate(out: str | Path, seed: int = 0, drone_images: int = 300, caption_im
         raise ConfigError(problems)
     if out.is_file():
         raise ConfigError(f"--out {out} is a file; give a folder path (it will hold drone/ and rsicd/)")
+    check_writable(out, overwrite, "synthetic data folder", folder=True)
     if out.exists() and not overwrite and any(out.iterdir()):
         raise OutputExistsError(out, "synthetic data folder")
     plan = _caption_plan(caption_images, categories, seed)
