@@ -1,0 +1,85 @@
+"""Start the web app: caption aerial images in the browser, see why, change the why.
+
+    python -m app                                   # runs/demo's models, http://localhost:8501
+    python -m app --port 8600 --address 0.0.0.0     # reachable from other machines
+    python -m app --segmentation DIR --llm DIR --run-dir RUN --captions data/rsicd/dataset_rsicd.json
+
+The models load once per app process. Nothing is fetched: the Hugging Face libraries run offline, and Streamlit's
+usage statistics are off.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.core import MAX_UPLOAD_MB, Settings
+from segcap.cli import run
+from segcap.errors import ConfigError
+
+PAGE = Path(__file__).resolve().parent / "page.py"
+REPO = PAGE.parents[1]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
+
+
+def command(settings: Settings, port: int = 8501, address: str = "localhost") -> list[str]:
+    """The ``streamlit run`` command line of the page with these settings."""
+    page_args = ["--segmentation", str(settings.segmentation), "--llm", str(settings.llm),
+                 "--run-dir", "null" if settings.run_dir is None else str(settings.run_dir),
+                 "--num-beams", str(settings.num_beams), "--scale", repr(settings.scale)]
+    if settings.captions is not None:
+        page_args += ["--captions", str(settings.captions)]
+    return [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
+            "--server.address", address, "--server.headless", "true", "--server.fileWatcherType", "none",
+            "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false",
+            "--global.developmentMode", "false", "--", *page_args]
+
+
+def main(
+    segmentation: Path = Settings.segmentation,
+    llm: Path = Settings.llm,
+    run_dir: Path | None = Settings.run_dir,
+    captions: Path | None = None,
+    num_beams: int = 3,
+    scale: float = 1.0,
+    port: int = 8501,
+    address: str = "localhost",
+) -> int:
+    """Serve the web app until interrupted (Ctrl-C).
+
+    Args:
+        segmentation: segmentation checkpoint folder (segmentation.train --out).
+        llm: caption LM folder (llm.finetune --out).
+        run_dir: a pipeline.run folder: its compositions/predicted.jsonl and caption set give the nearest-neighbour
+            baseline, its captioners/<system>/ the end-to-end captioners; null for the chain alone.
+        captions: the caption set (dataset_rsicd.json or its folder) for the demo images, their reference captions
+            and the nearest baseline's training captions; default: the one the run was made from.
+        num_beams: the chain's beam search width (the page can change it).
+        scale: resize factor before segmenting: the images' metres per pixel over the caption set's (the page can
+            change it).
+        port: the port to serve on.
+        address: the address to serve on (localhost: this machine only; 0.0.0.0: every interface).
+    """
+    settings = Settings(segmentation, llm, run_dir, captions, num_beams, scale)
+    problems = settings.problems()
+    if not 0 < port < 65536:
+        problems.append(f"--port must be 1..65535 (got {port})")
+    if problems:
+        raise ConfigError(problems)
+    env = dict(os.environ)
+    for key, value in OFFLINE.items():
+        env.setdefault(key, value)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    print(f"segcap app: http://{address}:{port}  (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(command(settings, port, address), env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+
+    sys.exit(run(main))
