@@ -1,7 +1,8 @@
 """Run the quick benchmarks one after another (`make bench`) and print one JSON object of their figures.
 
     python -m bench.all                     # synthetic, composition, evaluation, prediction and generation speed
-                                            # (prediction and generation on the models `make demo` trained)
+                                            # (prediction and generation on the models `make demo` trained), and
+                                            # one 12000x9000 photo's peak memory and time (minutes on 2 cores)
     python -m bench.all --with-training     # + segmentation training (about 7 min) and the tiny LM fine-tune + scores
 
 Each benchmark also runs on its own (`python -m bench.<name>`); run them on idle cores, the figures are wall-clock.
@@ -23,9 +24,11 @@ QUICK = [
     ["bench.segmentation_predict", "--checkpoint", "runs/demo/segmentation"],
     ["bench.llm_throughput", "--model", "runs/demo/llm/pipeline", "--compositions",
      "runs/demo/compositions/predicted.jsonl"],
+    ["bench.large_image", "--checkpoint", "runs/demo/segmentation"],
 ]
 # what a quick benchmark needs from `make demo`
 NEEDS = {"bench.segmentation_predict": "runs/demo/segmentation/model.pt",
+         "bench.large_image": "runs/demo/segmentation/model.pt",
          "bench.llm_throughput": "runs/demo/llm/pipeline/segcap_llm.json"}
 TRAINING = [["bench.segmentation_train"], ["bench.llm_caption", "--blind"]]
 

@@ -394,7 +394,26 @@ class Data:
 
 def resumable(out: Path) -> bool:
     """True when ``out`` holds a training state that ``--resume`` can continue from."""
-    return (Path(out) / STATE_DIR / STATE_FILE).is_file()
+    return state_folder(out) is not None
+
+
+def state_folder(out: Path) -> Path | None:
+    """The folder of the last complete training state: ``last/``; or, after a kill between the two renames that
+    swap a new state in (:func:`save_epoch`), ``last.tmp/`` when complete (its training.json is written last), else
+    ``last.old/``; None when there is none."""
+    for name in (STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"):
+        if (Path(out) / name / STATE_FILE).is_file():
+            return Path(out) / name
+    return None
+
+
+def _restore_state_folder(out: Path) -> None:
+    """Under the folder's lock: put the last complete state back as ``last/`` and clear the other two."""
+    found = state_folder(out)
+    if found is not None and found.name != STATE_DIR:
+        found.rename(out / STATE_DIR)
+    for name in (f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- entry point
@@ -623,7 +642,7 @@ def check_out(cfg: TrainConfig) -> None:
                 else ""
             raise ConfigError(f"--resume: nothing to resume in {out} (no {STATE_DIR}/{STATE_FILE}){old}; "
                               "run without --resume to start (with --overwrite to replace the folder)")
-        _, before = TrainingState.read(out / STATE_DIR)
+        _, before = TrainingState.read(state_folder(out))
         changed = resume_changes(before, cfg.options(), RESUME_FREE)
         if changed:
             raise ConfigError(
@@ -640,12 +659,13 @@ def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
     """Checked again under the folder's lock (:func:`check_out`); on a fresh start clear what an earlier run left
     that this one would not replace at once; create the folder."""
     check_out(cfg)
-    if cfg.run.resume:
-        return
     out = cfg.run.out
     acc.wait_for_everyone()
-    if acc.is_main_process:
-        for p in (out / n for n in ("model.pt", STATE_DIR, "last.pt", "metrics.json", TENSORBOARD_DIR)):
+    if acc.is_main_process and cfg.run.resume:
+        _restore_state_folder(out)
+    elif acc.is_main_process:
+        for p in (out / n for n in ("model.pt", STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old", "last.pt",
+                                    "metrics.json", TENSORBOARD_DIR)):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()

@@ -387,9 +387,11 @@ def test_segmentation_resume_refuses_any_changed_training_option(tmp_path):
     with pytest.raises(ConfigError, match="--resume: nothing to resume in .*run without --resume"):
         train_mod.main(data_root=DRONE, out=tmp_path / "empty", resume=True, progress=False)
     out = tmp_path / "seg"
-    (out / train_mod.STATE_DIR).mkdir(parents=True)
-    train_mod.TrainingState(epoch=1).write(out / train_mod.STATE_DIR, {"lr": 0.003, "weight_decay": 0.0001,
-                                                                       "threads": 4})
+    # killed between the two renames that swap a new state in: only last.tmp/ (complete) is there
+    state = out / f"{train_mod.STATE_DIR}.tmp"
+    state.mkdir(parents=True)
+    train_mod.TrainingState(epoch=1).write(state, {"lr": 0.003, "weight_decay": 0.0001, "threads": 4})
+    assert train_mod.resumable(out) and train_mod.state_folder(out) == state
     with pytest.raises(ConfigError) as e:
         train_mod.main(data_root=DRONE, out=out, resume=True, lr=0.01, threads=1, progress=False)
     assert "lr 0.003, now 0.01" in str(e.value) and "threads 4" not in str(e.value)  # threads may change
