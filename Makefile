@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-slow bench lint clean app
 
 # One pip resolve installs torch, torchvision and everything else together, so pip cannot swap torch afterwards.
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# The web app on the demo's models (http://localhost:8501); python -m app --help for other models and ports.
+app: setup
+	$(PY) -m app
 
 bench: setup
 	$(PY) -m bench.all

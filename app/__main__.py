@@ -35,7 +35,7 @@ def command(settings: Settings, port: int = 8501, address: str = "localhost") ->
     return [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true", "--server.fileWatcherType", "none",
             "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false",
-            "--global.developmentMode", "false", "--", *page_args]
+            "--client.toolbarMode", "minimal", "--global.developmentMode", "false", "--", *page_args]
 
 
 def main(
