@@ -110,7 +110,10 @@ def settings_options(
 
 @dataclass
 class Analysis:
-    """One image through every system. ``seconds`` times each step; ``overlay`` is a PNG (None in batches)."""
+    """One image through every system. ``seconds`` times each step (``total``: from the bytes to every caption).
+
+    ``overlay`` (a PNG) is drawn on demand by :meth:`Models.overlay`, after the captions are on the page; the pixels
+    it needs are kept until then (never in batches)."""
 
     name: str
     key: str
@@ -121,8 +124,9 @@ class Analysis:
     captions: dict[str, str]
     references: list[str]
     notice: str | None
-    overlay: bytes | None
+    overlay: bytes | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    pixels: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (rgb, mask) for the overlay
 
 
 class Models:
@@ -230,7 +234,9 @@ class Models:
 
     def analyse(self, name: str, data: bytes | None = None, path: Path | None = None, scale: float | None = None,
                 num_beams: int | None = None, overlay: bool = True) -> Analysis:
-        """Segment, describe and caption one image: an upload's bytes (``data``, called ``name``) or a file."""
+        """Segment, describe and caption one image: an upload's bytes (``data``, called ``name``) or a file.
+
+        ``overlay``: keep the pixels for :meth:`overlay` (the page); a batch does not."""
         scale = self.settings.scale if scale is None else scale
         beams = self.settings.num_beams if num_beams is None else num_beams
         if data is None:
@@ -268,11 +274,6 @@ class Models:
                 except Exception as e:  # noqa: BLE001 - the other systems' captions still reach the page
                     captions[f"{system} (end-to-end)"] = f"(failed: {e.__class__.__name__}: {e})"
         seconds["caption"] = time.perf_counter() - t
-        picture = None
-        if overlay:
-            t = time.perf_counter()
-            picture = overlay_png(record, rgb, mask, self.segmenter.table)
-            seconds["overlay"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - start
         ref_name = Path(origin).name if origin is not None else None
         refs = self.references.get(ref_name, []) if ref_name is not None and self._in_caption_set(origin) else []
@@ -280,9 +281,19 @@ class Models:
                                    [origin] if origin is not None else [Path(tempfile.gettempdir()) / name])
         result = Analysis(name=name, key=key.split(":")[1][:16], width=int(rgb.shape[1]), height=int(rgb.shape[0]),
                           record=record, prompt=to_prompt(record), captions=captions, references=refs, notice=notice,
-                          overlay=picture, seconds=seconds)
+                          seconds=seconds, pixels=(rgb, mask) if overlay else None)
         self._keep(key, result)
         return result
+
+    def overlay(self, a: Analysis) -> bytes | None:
+        """The overlay PNG of ``a`` (mask, circles, centres, labels, legend), drawn once; None without pixels."""
+        with self._lock:
+            if a.overlay is None and a.pixels is not None:
+                t = time.perf_counter()
+                a.overlay = overlay_png(a.record, *a.pixels, self.segmenter.table)
+                a.seconds["overlay"] = time.perf_counter() - t
+                a.pixels = None
+            return a.overlay
 
     def batch(self, items: list[tuple[str, bytes | None, Path | None]],
               progress: Callable[[int, int, str], None] | None = None) -> tuple[list[Analysis], list[str]]:

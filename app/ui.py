@@ -66,7 +66,7 @@ def render(settings: Settings) -> None:
         else:
             analysis = analyse(models, *chosen, scale=scale, num_beams=beams)
             if analysis is not None:
-                show_analysis(analysis)
+                show_analysis(models, analysis)
     with edit_tab:
         if analysis is None:
             st.info("Caption an image first (sidebar): its composition can then be edited here.")
@@ -124,13 +124,13 @@ def analyse(models: Models, name: str, data: bytes | None, path: Path | None, sc
 
 
 # ---------------------------------------------------------------------------------------------------- caption tab
-def show_analysis(a: Analysis) -> None:
+def show_analysis(models: Models, a: Analysis) -> None:
+    """The captions first, then the overlay (drawing it takes longer than captioning), then the composition."""
     if a.notice:
         st.warning(a.notice)
     left, right = st.columns([3, 2])
     with left:
-        st.image(a.overlay, caption="mask overlay: each class's enclosing circle, + its centre, x its centroid",
-                 width="stretch")
+        picture = st.empty()
     with right:
         st.subheader("Captions")
         st.table([{"system": k, "caption": v} for k, v in a.captions.items()])
@@ -140,6 +140,14 @@ def show_analysis(a: Analysis) -> None:
         t = a.seconds
         st.caption(f"{a.name}: {a.width}x{a.height}; segmented in {t['segment']:.2f} s, captioned in "
                    f"{t['caption']:.2f} s, {t['total']:.2f} s in all")
+    try:
+        png = models.overlay(a)
+    except Exception as e:  # noqa: BLE001 - the captions stay on the page
+        log(traceback.format_exc())
+        picture.error(f"{a.name}: the overlay could not be drawn ({e.__class__.__name__}: {e})")
+    else:
+        picture.image(png, caption="mask overlay: each class's enclosing circle, + its centre, x its centroid",
+                      width="stretch")
     st.subheader("Composition")
     st.dataframe(class_rows(a.record), hide_index=True)
     st.markdown("**Relations:** " + ("; ".join(relation_text(r) for r in a.record["relations"]) or "(none)"))

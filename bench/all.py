@@ -24,6 +24,7 @@ QUICK = [
     ["bench.segmentation_predict", "--checkpoint", "runs/demo/segmentation"],
     ["bench.llm_throughput", "--model", "runs/demo/llm/pipeline", "--compositions",
      "runs/demo/compositions/predicted.jsonl"],
+    ["bench.app_latency"],  # the web app: one 224x224 image from upload to caption (skips itself without runs/demo)
     ["bench.large_image", "--checkpoint", "runs/demo/segmentation"],
 ]
 # what a quick benchmark needs from `make demo`
