@@ -603,11 +603,13 @@ def _main(options: dict[str, Any], force: list[str] | None, from_stage: str | No
     if problems:
         raise ConfigError(problems)
 
-    run.layout.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.check_writable(run.layout.run_dir, False, "run folder", folder=True)
     if only:
         _check_inputs(run.layout, only)
     t0 = time.perf_counter()
-    rows = execute(run, force, from_stage, only)
+    with atomic.folder_lock(run.layout.run_dir, "run folder"):  # one pipeline.run per run folder at a time
+        run.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        rows = execute(run, force, from_stage, only)
     print("\n" + summary_table(rows, run.layout))
     print(f"\nrun folder: {run.layout.run_dir}  ({time.perf_counter() - t0:.0f} s)  report: {run.layout.report}")
     return rows
