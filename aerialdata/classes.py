@@ -145,14 +145,21 @@ def class_table_from_dict(raw: dict, where: str | Path = "class table") -> Class
     groups: list[Group] = []
     claimed: dict[str, int] = {}
     for i, g in enumerate(raw["groups"]):
-        try:
-            gid, name, color, sources = int(g["id"]), str(g["name"]), g["color"], g["sources"]
-        except (KeyError, TypeError, ValueError):
-            problems.append(f"group {i}: needs id, name, color and sources")
+        missing = [k for k in ("id", "name", "color", "sources") if not isinstance(g, dict) or k not in g]
+        if missing:
+            problems.append(f"group {i}: needs id, name, color and sources (missing {', '.join(missing)})")
             continue
+        gid, name, color, sources = g["id"], str(g["name"]), g["color"], g["sources"]
+        if not isinstance(gid, int) or isinstance(gid, bool):
+            problems.append(f"group {name!r}: id must be an integer (its position, {i}), got {gid!r}")
+            gid = i
+        if not isinstance(sources, list):
+            problems.append(f"group {name!r}: sources must be a list of source class names, got {sources!r}")
+            sources = []
         if gid != i:
             problems.append(f"group {name!r}: id {gid} but position {i}; ids must be 0..N-1 in order")
-        if not (isinstance(color, list) and len(color) == 3 and all(0 <= int(c) <= 255 for c in color)):
+        if not (isinstance(color, list) and len(color) == 3
+                and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)):
             problems.append(f"group {name!r}: color must be [r, g, b] with values 0..255")
             color = [0, 0, 0]
         for s in sources:

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from aerialdata.captionset import CaptionDataset, category_from_filename
@@ -166,6 +167,21 @@ def test_class_table_validation_lists_every_problem():
         class_table_from_dict(raw, where="t.yaml")
     msg = str(e.value)
     assert "lava" in msg and "dirt" in msg and "ids must be 0..N-1" in msg
+
+
+def test_table_values_of_the_wrong_type_are_named_not_raised():
+    raw = yaml.safe_load((REPO / "configs" / "classes" / "seed10.yaml").read_text())
+    raw["groups"][1]["color"] = [140, "x", 40]
+    raw["groups"][2]["id"] = "two"
+    raw["groups"][3]["sources"] = "water"
+    del raw["groups"][4]["name"]
+    with pytest.raises(ConfigError) as e:
+        class_table_from_dict(raw, where="t.yaml")
+    msg = str(e.value)
+    for part in ("t.yaml: group 'artificial surface': color must be [r, g, b]",
+                 "group 'natural surface': id must be an integer (its position, 2), got 'two'",
+                 "group 'water': sources must be a list", "group 4: needs id, name, color and sources (missing name)"):
+        assert part in msg, part
 
 
 def test_unknown_table_name():
