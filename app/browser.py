@@ -145,6 +145,16 @@ class Chromium:
                 raise TimeoutError(f"waited {timeout:.0f} s for {what or expression}; the page says:\n{text}")
             time.sleep(0.2)
 
+    def click(self, expression: str) -> None:
+        """Click, as a mouse does, the middle of the element that the JavaScript ``expression`` returns."""
+        self.wait_for(f"!!({expression})", what=f"something to click: {expression}")
+        box = self.evaluate(f"(() => {{ const r = ({expression}).getBoundingClientRect(); "
+                            "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        if not box:
+            raise RuntimeError(f"nothing to click: {expression}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
     def upload(self, selector: str, files: list[Path]) -> None:
         """Put ``files`` in the page's first ``<input type=file>`` matching ``selector`` (as a user picking them)."""
         root = self.send("DOM.getDocument", depth=-1, pierce=True)["root"]["nodeId"]
@@ -169,6 +179,14 @@ class Chromium:
 
 
 UPLOAD_INPUT = 'section[data-testid="stSidebar"] input[type="file"]'
+# every element drawn: the overlay image is there and no placeholder (a table or code still loading) is left
+DRAWN = ("document.querySelector('[data-testid=\"stImage\"] img') !== null && "
+         "document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0")
+
+
+def tab(title: str) -> str:
+    """JavaScript for the page's tab called ``title`` (for :meth:`Chromium.click`)."""
+    return f"Array.from(document.querySelectorAll('[role=tab]')).find(e => e.innerText.trim() === {json.dumps(title)})"
 
 
 def caption_in_browser(url: str, image: Path, out: Path, binary: str, timeout: float = 120.0,
@@ -186,8 +204,8 @@ def caption_in_browser(url: str, image: Path, out: Path, binary: str, timeout: f
         done = f"{image.name}: "  # the line under the captions, written once the image is captioned
         browser.wait_for(f"document.body.innerText.includes({json.dumps(done)})", timeout, f"the caption of {image}")
         seconds = time.monotonic() - start
-        time.sleep(1.0)  # the overlay image and the tables finish drawing
-        browser.evaluate("window.scrollTo(0, 0)")
+        browser.wait_for(DRAWN, timeout, "the overlay and the tables")
+        time.sleep(0.5)
         browser.screenshot(out)
         return {"seconds": seconds, "text": browser.evaluate("document.body.innerText")}
     finally:

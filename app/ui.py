@@ -32,7 +32,9 @@ from composition.schema import problems
 from composition.text import to_prompt
 from segcap.errors import DataError, SegcapError
 
-TITLE = "segcap: caption an aerial image, see why, change the why"
+TITLE = "segcap"
+SUBTITLE = ("Caption an aerial image, see why, change the why: segmenter -> composition (class percentages, centres, "
+            "regions, relations) -> prompt text -> fine-tuned language model -> caption")
 DEMO_PREFIX = "demo: "
 
 
@@ -47,8 +49,7 @@ def render(settings: Settings) -> None:
     """The whole page for one rerun."""
     st.set_page_config(page_title="segcap", page_icon=":satellite:", layout="wide")
     st.title(TITLE)
-    st.caption("segmenter -> composition (class percentages, centres, regions, relations) -> prompt text -> "
-               "fine-tuned language model -> caption")
+    st.caption(SUBTITLE)
     try:
         models = load_models(str(settings.segmentation), str(settings.llm),
                              None if settings.run_dir is None else str(settings.run_dir),
@@ -152,7 +153,7 @@ def show_analysis(models: Models, a: Analysis) -> None:
     st.dataframe(class_rows(a.record), hide_index=True)
     st.markdown("**Relations:** " + ("; ".join(relation_text(r) for r in a.record["relations"]) or "(none)"))
     st.markdown("**Prompt text the language model read:**")
-    st.code(a.prompt, language=None)
+    st.code(a.prompt, language=None, wrap_lines=True)
     with st.expander("Composition record (JSON)"):
         st.json(a.record, expanded=True)
     st.download_button("Download the composition (JSON)", data=json.dumps(a.record, indent=1),
@@ -278,9 +279,9 @@ def show_editor(models: Models, a: Analysis, beams: int) -> None:
     st.subheader("Original and edited")
     p1, p2 = st.columns(2)
     p1.markdown("**Prompt of the segmented composition**")
-    p1.code(a.prompt, language=None)
+    p1.code(a.prompt, language=None, wrap_lines=True)
     p2.markdown("**Prompt of the edited composition**")
-    p2.code(to_prompt(record), language=None)
+    p2.code(to_prompt(record), language=None, wrap_lines=True)
     rows = [{"system": system, "original": a.captions.get(system, ""), "edited": caption,
              "changed": "yes" if caption != a.captions.get(system) else ""} for system, caption in edited.items()]
     st.table(rows)
