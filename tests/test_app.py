@@ -221,7 +221,6 @@ def test_bad_uploads_are_messages_and_the_app_goes_on(models):
         found = messages(at)
         assert len(found) == 1 and found[0].startswith(f"{name}: ") and expect[name] in found[0], found
         assert "/tmp" not in found[0] and "segcap_app_" not in found[0]  # the user's name, not the temporary file
-    # a smaller scale brings the large picture under the limit (not segmented here: 1 bit, 30 MP is slow)
     upload(at, ("fine.jpg", good))
     assert not messages(at) and captions_of(at)[GREEDY]
 
@@ -274,6 +273,20 @@ def test_end_to_end_captioners_appear_when_their_folders_exist(models, tmp_path,
     assert captions_of(at)["cnn_lstm (end-to-end)"] == "a picture of 64x64 pixels" and loaded == ["cnn_lstm"]
     notes = " ".join(c.value for c in at.sidebar.caption)
     assert "end-to-end captioner broken left out: RuntimeError: no weights here" in notes
+
+
+def test_a_trained_end_to_end_captioner_through_its_own_loader(models, tmp_path):
+    """The real captioners package (skipped where it is not there): a tiny CNN+LSTM, one epoch on the tiny set."""
+    train = pytest.importorskip("captioners.train")
+    run = tmp_path / "run"
+    shutil.copytree(models["run_dir"], run)
+    captions = json.loads((run / "stages" / "data.json").read_text())["result"]["captions"]
+    train.main(captions=Path(captions), out=run / "captioners" / "cnn_lstm", image_size=32, feature_dim=16,
+               embed_dim=16, hidden_dim=32, attention_dim=16, min_count=1, epochs=1, batch_size=8, val_split="none",
+               select="last", num_threads=1, progress=False)
+    at = start({**models, "run_dir": run})
+    assert isinstance(captions_of(at)["cnn_lstm (end-to-end)"], str)
+    assert not [c.value for c in at.sidebar.caption if "end-to-end" in c.value]
 
 
 # ---------------------------------------------------------------------------------------------------- edits
