@@ -29,7 +29,8 @@ def command(settings: Settings, port: int = 8501, address: str = "localhost") ->
     """The ``streamlit run`` command line of the page with these settings."""
     page_args = ["--segmentation", str(settings.segmentation), "--llm", str(settings.llm),
                  "--run-dir", "null" if settings.run_dir is None else str(settings.run_dir),
-                 "--num-beams", str(settings.num_beams), "--scale", repr(settings.scale)]
+                 "--num-beams", str(settings.num_beams), "--scale", repr(settings.scale),
+                 "--threads", str(settings.threads)]
     if settings.captions is not None:
         page_args += ["--captions", str(settings.captions)]
     return [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
@@ -45,6 +46,7 @@ def main(
     captions: Path | None = None,
     num_beams: int = 3,
     scale: float = 1.0,
+    threads: int = 1,
     port: int = 8501,
     address: str = "localhost",
 ) -> int:
@@ -60,10 +62,12 @@ def main(
         num_beams: the chain's beam search width (the page can change it).
         scale: resize factor before segmenting: the images' metres per pixel over the caption set's (the page can
             change it).
+        threads: torch threads of the app process (0: torch's default). One is as fast for one 224 px image on 2
+            cores, and steadier when other work shares them; more helps large images.
         port: the port to serve on.
         address: the address to serve on (localhost: this machine only; 0.0.0.0: every interface).
     """
-    settings = Settings(segmentation, llm, run_dir, captions, num_beams, scale)
+    settings = Settings(segmentation, llm, run_dir, captions, num_beams, scale, threads)
     problems = settings.problems()
     if not 0 < port < 65536:
         problems.append(f"--port must be 1..65535 (got {port})")

@@ -143,7 +143,7 @@ class Chromium:
             if time.monotonic() > deadline:
                 text = (self.evaluate("document.body ? document.body.innerText : ''") or "")[-1500:]
                 raise TimeoutError(f"waited {timeout:.0f} s for {what or expression}; the page says:\n{text}")
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     def click(self, expression: str) -> None:
         """Click, as a mouse does, the middle of the element that the JavaScript ``expression`` returns."""
@@ -157,11 +157,11 @@ class Chromium:
 
     def upload(self, selector: str, files: list[Path]) -> None:
         """Put ``files`` in the page's first ``<input type=file>`` matching ``selector`` (as a user picking them)."""
-        root = self.send("DOM.getDocument", depth=-1, pierce=True)["root"]["nodeId"]
-        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
-        if not node:
+        found = self.send("Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})")
+        target = found.get("result", {}).get("objectId")
+        if not target:
             raise RuntimeError(f"no {selector} in the page")
-        self.send("DOM.setFileInputFiles", nodeId=node, files=[str(Path(f).resolve()) for f in files])
+        self.send("DOM.setFileInputFiles", objectId=target, files=[str(Path(f).resolve()) for f in files])
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
@@ -179,8 +179,10 @@ class Chromium:
 
 
 UPLOAD_INPUT = 'section[data-testid="stSidebar"] input[type="file"]'
-# every element drawn: the overlay image is there and no placeholder (a table or code still loading) is left
+# the page's run finished and drawn: the overlay image is there, no element is left from the run before (stale) and no
+# placeholder (a table or code still loading) is left
 DRAWN = ("document.querySelector('[data-testid=\"stImage\"] img') !== null && "
+         "document.querySelectorAll('[data-stale=\"true\"]').length === 0 && "
          "document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0")
 
 
@@ -189,22 +191,29 @@ def tab(title: str) -> str:
     return f"Array.from(document.querySelectorAll('[role=tab]')).find(e => e.innerText.trim() === {json.dumps(title)})"
 
 
-def caption_in_browser(url: str, image: Path, out: Path, binary: str, timeout: float = 120.0,
+def caption_in_browser(url: str, images: Path | list[Path], out: Path, binary: str, timeout: float = 120.0,
                        width: int = 1500, height: int = 1300) -> dict:
-    """Open the app at ``url``, upload ``image``, wait for its captions, save a screenshot to ``out``.
+    """Open the app at ``url``, upload each of ``images`` in turn (as a user adding files), wait for each one's
+    caption, and save a screenshot of the last to ``out``.
 
-    Returns the seconds from the upload to the caption on the page, and the page's text."""
+    Returns ``seconds``: for each image, from handing the file to the upload box to its caption line on the page;
+    and ``text``: the page's text at the end."""
+    images = [images] if isinstance(images, Path) else list(images)
     browser = Chromium(binary, width=width, height=height)
     try:
         browser.goto(url)
         browser.wait_for(f"document.querySelector({json.dumps(UPLOAD_INPUT)}) !== null", timeout, "the upload box")
         browser.wait_for("document.body.innerText.includes('chain (greedy)')", timeout, "the first caption")
-        start = time.monotonic()
-        browser.upload(UPLOAD_INPUT, [image])
-        done = f"{image.name}: "  # the line under the captions, written once the image is captioned
-        browser.wait_for(f"document.body.innerText.includes({json.dumps(done)})", timeout, f"the caption of {image}")
-        seconds = time.monotonic() - start
-        browser.wait_for(DRAWN, timeout, "the overlay and the tables")
+        browser.wait_for(DRAWN, timeout, "the first page")
+        seconds = []
+        for image in images:
+            start = time.monotonic()
+            browser.upload(UPLOAD_INPUT, [image])
+            done = f"{image.name}: "  # the line under the captions, written once the image is captioned
+            browser.wait_for(f"document.body.innerText.includes({json.dumps(done)})", timeout,
+                             f"the caption of {image}")
+            seconds.append(time.monotonic() - start)
+            browser.wait_for(DRAWN, timeout, "the overlay and the tables")
         time.sleep(0.5)
         browser.screenshot(out)
         return {"seconds": seconds, "text": browser.evaluate("document.body.innerText")}
@@ -225,7 +234,7 @@ def main() -> None:
         sys.exit("error: no Chromium on PATH; install it (Debian: apt-get install chromium)")
     with serve(args.app_args) as url:
         result = caption_in_browser(url, args.image, args.out, binary, width=args.width, height=args.height)
-    print(json.dumps({"screenshot": str(args.out), "upload_to_caption_s": round(result["seconds"], 2)}))
+    print(json.dumps({"screenshot": str(args.out), "upload_to_caption_s": round(result["seconds"][0], 2)}))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.images import image_size, read_rgb
@@ -75,6 +76,7 @@ class Settings:
     captions: Path | None = None
     num_beams: int = 3
     scale: float = 1.0
+    threads: int = 1
 
     def problems(self) -> list[str]:
         """Every problem with these settings (empty when the app can start)."""
@@ -94,6 +96,8 @@ class Settings:
             out.append(f"--num-beams must be at least 1 (got {self.num_beams})")
         if self.scale <= 0:
             out.append(f"--scale must be positive (got {self.scale})")
+        if self.threads < 0:
+            out.append(f"--threads must be 0 (torch's default) or more (got {self.threads})")
         return out
 
 
@@ -104,10 +108,11 @@ def settings_options(
     captions: Path | None = None,
     num_beams: int = 3,
     scale: float = 1.0,
+    threads: int = 1,
 ) -> Settings:
     """The page's options (python -m app passes them on): see app.__main__.main."""
     return Settings(Path(segmentation), Path(llm), None if run_dir is None else Path(run_dir),
-                    None if captions is None else Path(captions), num_beams, scale)
+                    None if captions is None else Path(captions), num_beams, scale, threads)
 
 
 @dataclass
@@ -132,7 +137,8 @@ class Analysis:
 
 
 class Models:
-    """The models of one app process, loaded once (the page holds it with ``st.cache_resource``).
+    """The models of one app process, loaded once (the page holds it with ``st.cache_resource``). Loading sets the
+    process's torch threads to ``settings.threads`` (unless 0).
 
     Missing optional parts (no caption set, no training compositions for the nearest baseline, no end-to-end
     captioner) are not errors: ``notes`` says what is left out and why.
@@ -143,6 +149,8 @@ class Models:
         if problems:
             raise ConfigError(problems)
         self.settings = settings
+        if settings.threads:  # one thread: as fast for one 224 px image, and steady when other work shares the cores
+            torch.set_num_threads(settings.threads)
         self.segmenter = load_segmenter(settings.segmentation)
         self.captioner = Captioner(settings.llm)
         self.notes: list[str] = []

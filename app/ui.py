@@ -40,9 +40,9 @@ DEMO_PREFIX = "demo: "
 
 @st.cache_resource(show_spinner="Loading the models (once per app process)...")
 def load_models(segmentation: str, llm: str, run_dir: str | None, captions: str | None, num_beams: int,
-                scale: float) -> Models:
+                scale: float, threads: int) -> Models:
     return Models(Settings(Path(segmentation), Path(llm), None if run_dir is None else Path(run_dir),
-                           None if captions is None else Path(captions), num_beams, scale))
+                           None if captions is None else Path(captions), num_beams, scale, threads))
 
 
 def render(settings: Settings) -> None:
@@ -54,7 +54,7 @@ def render(settings: Settings) -> None:
         models = load_models(str(settings.segmentation), str(settings.llm),
                              None if settings.run_dir is None else str(settings.run_dir),
                              None if settings.captions is None else str(settings.captions), settings.num_beams,
-                             settings.scale)
+                             settings.scale, settings.threads)
     except SegcapError as e:
         st.error(f"The models could not be loaded: {e}")
         st.stop()
@@ -86,7 +86,7 @@ def sidebar(models: Models) -> tuple[tuple[str, bytes | None, Path | None] | Non
                                    help="Any format Pillow reads (JPEG, PNG, TIFF incl. 16-bit, WebP, BMP, ...)")
         uploads = list(uploads or [])
         choices: dict[str, tuple[str, bytes | None, Path | None]] = {}
-        for u in uploads:
+        for u in reversed(uploads):  # the newest upload first: it is shown as soon as it arrives
             label = u.name if u.name not in choices else f"{u.name} ({sum(k.startswith(u.name) for k in choices) + 1})"
             choices[label] = (u.name, u.getvalue(), None)
         for p in models.demo_images:
@@ -95,7 +95,7 @@ def sidebar(models: Models) -> tuple[tuple[str, bytes | None, Path | None] | Non
         if choices:
             names = hashlib.sha1("\n".join(u.name for u in uploads).encode()).hexdigest()[:12]
             label = st.selectbox("Image", list(choices), key=f"pick:{names}",
-                                 help="Your uploads first, then the demo caption set's test images")
+                                 help="Your uploads (the newest first), then the demo caption set's test images")
             chosen = choices[label]
         beams = int(st.number_input("Beams of the chain's beam search", min_value=1, max_value=8,
                                     value=s.num_beams, key="beams"))

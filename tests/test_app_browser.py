@@ -28,7 +28,7 @@ def test_upload_and_caption_in_headless_chromium(tmp_path):
     except (TimeoutError, RuntimeError) as e:
         pytest.fail(f"{e}\n--- server log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
     text = result["text"]
-    assert "my tile.jpg: 96x96" in text and "chain (greedy)" in text and "nearest neighbour" in text
+    assert len(result["seconds"]) == 1 and "my tile.jpg: 96x96" in text and "chain (greedy)" in text and "nearest neighbour" in text
     assert "trained on synthetic scenes only" in text  # a photo from elsewhere under a synthetic-only segmenter
     assert "Traceback" not in text and "Error" not in text.split("Edit the composition")[0]
     with Image.open(shot) as im:
