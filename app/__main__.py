@@ -11,7 +11,6 @@ usage statistics are off.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def main(
     threads: int = 1,
     port: int = 8501,
     address: str = "localhost",
-) -> int:
+) -> None:
     """Serve the web app until interrupted (Ctrl-C).
 
     Args:
@@ -78,12 +77,10 @@ def main(
         env.setdefault(key, value)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     print(f"segcap app: http://{address}:{port}  (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command(settings, port, address), env=env)
-    except KeyboardInterrupt:
-        return 0
+    cmd = command(settings, port, address)
+    os.execve(cmd[0], cmd, env)  # this process becomes the server: Ctrl-C and kill reach it directly
 
 
 if __name__ == "__main__":
 
-    sys.exit(run(main))
+    run(main)
