@@ -123,7 +123,7 @@ class Analysis:
     it needs are kept until then (never in batches)."""
 
     name: str
-    key: str
+    key: str  # the image's bytes, name, scale and beams: an edit of its composition belongs to this analysis
     width: int
     height: int
     record: dict
@@ -290,7 +290,7 @@ class Models:
         refs = self.references.get(ref_name, []) if ref_name is not None and self._in_caption_set(origin) else []
         notice = provenance_notice(self.settings.segmentation, self.segmenter.config,
                                    [origin] if origin is not None else [Path(tempfile.gettempdir()) / name])
-        result = Analysis(name=name, key=key.split(":")[1][:16], width=int(rgb.shape[1]), height=int(rgb.shape[0]),
+        result = Analysis(name=name, key=hashlib.sha1(key.encode()).hexdigest()[:16], width=int(rgb.shape[1]), height=int(rgb.shape[0]),
                           record=record, prompt=to_prompt(record), captions=captions, references=refs, notice=notice,
                           seconds=seconds, pixels=(rgb, mask) if overlay else None)
         self._keep(key, result)

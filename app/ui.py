@@ -275,7 +275,13 @@ def show_editor(models: Models, a: Analysis, beams: int) -> None:
         st.button("Apply the JSON", key=f"apply_json:{k}", on_click=_apply_json, args=(k, v))
     st.button("Back to the segmented composition", key=f"reset:{k}", on_click=_reset, args=(k, a.record))
 
-    edited = models.caption_record(record, beams)
+    try:
+        edited = models.caption_record(record, beams)
+    except Exception as e:  # noqa: BLE001 - e.g. a class id the models do not know, typed in the JSON
+        log(traceback.format_exc())
+        st.error(f"the edited composition could not be captioned ({e.__class__.__name__}: {e}); go back to the "
+                 "segmented composition or fix the JSON")
+        return
     st.subheader("Original and edited")
     p1, p2 = st.columns(2)
     p1.markdown("**Prompt of the segmented composition**")

@@ -366,6 +366,14 @@ def test_every_edit_control_changes_the_record_and_recaptions_it(models):
     [b_ for b_ in tab().button if b_.label == "Apply the JSON"][0].click().run()
     assert any("not a valid composition record" in m for m in messages(at))
 
+    tab().text_area[0].set_value(json.dumps({**rec, "classes": [{**rec["classes"][0], "id": 42}, *rec["classes"][1:]]}))
+    [b_ for b_ in tab().button if b_.label == "Apply the JSON"][0].click().run()  # valid, but no model knows id 42
+    assert not at.exception and any("could not be captioned" in m and "class id 42" in m for m in messages(at))
+    assert [b_ for b_ in tab().button if b_.label == "Apply the JSON"]  # the tab is still there to fix it
+    tab().text_area[0].set_value(json.dumps(rec))
+    [b_ for b_ in tab().button if b_.label == "Apply the JSON"][0].click().run()
+    assert not messages(at) and edited(at) == rec
+
     # the edited captions come from the edited record: the template says what it reads
     assert edit_table(at)[TEMPLATE][1] == core.template_caption(edited(at))
     assert [d.label for d in tab().download_button] == ["Download the edited composition (JSON)"]
