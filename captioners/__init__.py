@@ -1,0 +1,10 @@
+"""End-to-end image captioners (pixels -> caption), the baseline beside segcap's explainable chain.
+
+* ``cnn-lstm``: Show, Attend and Tell: a torchvision backbone (mobilenet_v2, resnet50, vgg16) and an LSTM with soft
+  attention over its feature map; word vocabulary; greedy or beam search (:mod:`captioners.cnn_lstm`).
+* ``vit-gpt2``: transformers' VisionEncoderDecoderModel, a tiny one built offline or a checkpoint (:mod:`captioners.hf`).
+* ``blip``: BlipForConditionalGeneration from a checkpoint, zero-shot or fine-tuned (:mod:`captioners.hf`).
+
+Commands: ``python -m captioners.train`` and ``python -m captioners.generate``; library:
+``captioners.model.load_captioner(folder).caption(images)``.
+"""

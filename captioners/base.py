@@ -1,0 +1,125 @@
+"""What every captioner shares: the architecture names, the model folder's ``captioner.yaml``, devices, and the
+``caption(images)`` loop over batches.
+
+A trained model folder (``captioners.train --out``) holds everything needed to load it::
+
+    captioner.yaml   format, arch, the options that rebuild the model, what it was trained on (written last)
+    model.pt         cnn-lstm: state dict (trunk + adapter + decoder);  vocab.json: its word vocabulary
+    config.json ...  vit-gpt2 / blip: the transformers checkpoint (weights, tokenizer, image processor), loadable
+                     by plain ``from_pretrained`` too
+    metrics.json     losses per epoch, best epoch, times, sizes
+    history.png      train and val loss per epoch (history.csv: the same figures)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+
+from captioners.data import check_image
+from segcap.atomic import write_text
+from segcap.errors import ConfigError, DataError
+from segcap.progress import Progress
+
+ARCHS = ("cnn-lstm", "vit-gpt2", "blip")
+Arch = Literal["cnn-lstm", "vit-gpt2", "blip"]
+Device = Literal["auto", "cpu", "cuda"]
+CONFIG_FILE = "captioner.yaml"
+FORMAT = "segcap.captioner/1"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA when there is one, else the CPU; ``cuda`` without CUDA is a ConfigError."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name}: torch sees no CUDA device here; use --device cpu (or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda")
+    return torch.device(name)
+
+
+def write_config(folder: Path, arch: str, options: dict[str, Any], trained_on: dict[str, Any]) -> Path:
+    """Write ``captioner.yaml`` (written last by training: its presence marks a finished folder)."""
+    doc = {"format": FORMAT, "arch": arch, "options": options, "trained_on": trained_on}
+    return write_text(folder / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """``captioner.yaml`` of a model folder, checked: format, a known arch, an options mapping."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e}); the model folder is damaged, train it again") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DataError(f"{path}: not a segcap captioner file (expected format: {FORMAT})")
+    if doc.get("arch") not in ARCHS:
+        raise DataError(f"{path}: arch {doc.get('arch')!r} is not one of {', '.join(ARCHS)}")
+    if not isinstance(doc.get("options"), dict):
+        raise DataError(f"{path}: options must be a mapping; the model folder is damaged, train it again")
+    return doc
+
+
+class Captioner:
+    """Pixels in, captions out. Subclasses set :attr:`arch` and implement :meth:`_caption_batch`.
+
+    Attributes:
+        arch: ``cnn-lstm``, ``vit-gpt2`` or ``blip``.
+        folder: where the model was loaded from (a folder, or a hub id for a zero-shot checkpoint).
+        device: where it runs.
+        max_length: longest caption, in words (cnn-lstm) or tokens (vit-gpt2, blip).
+    """
+
+    arch: str = ""
+
+    def __init__(self, folder: str | Path, device: torch.device, max_length: int):
+        self.folder = folder
+        self.device = device
+        self.max_length = max_length
+
+    @torch.inference_mode()
+    def caption(self, images: Sequence[np.ndarray], num_beams: int = 1, batch_size: int = 32,
+                max_length: int | None = None, progress: bool = False) -> list[str]:
+        """One caption per image, in order: greedy for ``num_beams=1``, else beam search of that width.
+
+        Args:
+            images: (H, W, 3) uint8 RGB arrays (any size; each is resized as the model was trained).
+            num_beams: beam width (1 = greedy).
+            batch_size: images per forward pass.
+            max_length: longest caption (default: the model's).
+            progress: show a bar (terminal) or one line (log).
+        """
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise ConfigError(f"num_beams must be an integer >= 1 (got {num_beams!r})")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        length = self.max_length if max_length is None else max_length
+        if not isinstance(length, int) or length < 1:
+            raise ConfigError(f"max_length must be an integer >= 1 (got {length!r})")
+        images = [check_image(im, i) for i, im in enumerate(images)]
+        batches = [images[i: i + batch_size] for i in range(0, len(images), batch_size)]
+        out: list[str] = []
+        with Progress(total=len(images), desc=f"captioning ({self.arch}, beams={num_beams})", unit="image",
+                      enabled=progress) as bar:
+            for batch in batches:
+                out.extend(self._caption_batch(batch, num_beams, length))
+                bar.update(len(batch))
+        return out
+
+    def _caption_batch(self, images: list[np.ndarray], num_beams: int, max_length: int) -> list[str]:
+        raise NotImplementedError
+
+    def parameters(self) -> int:
+        """The number of weights."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    @property
+    def module(self) -> torch.nn.Module:
+        raise NotImplementedError

@@ -1,0 +1,575 @@
+"""Train an end-to-end captioner (pixels -> caption) on a caption set in Karpathy-split JSON.
+
+The offline default: Show, Attend and Tell (CNN+LSTM with soft attention) on the synthetic demo data, a random
+MobileNetV2 trunk frozen and its features cached once, about 2 minutes on 2 CPU cores::
+
+    python -m captioners.train --config configs/captioners/synthetic.yaml --out runs/captioners/cnn-lstm
+
+Real data, torchvision's ImageNet weights (online once, or the file in torch's cache), and the transformers archs::
+
+    python -m captioners.train --config configs/captioners/rsicd.yaml --captions /data/RSICD --out runs/cap/rsicd
+    python -m captioners.train --config configs/captioners/flickr8k.yaml --captions /data/Flickr8k --out runs/cap/f8k
+    python -m captioners.train --config configs/captioners/vit-gpt2-tiny.yaml --out runs/captioners/vit-gpt2
+    python -m captioners.train --config configs/captioners/blip.yaml --checkpoint /models/blip-image-captioning-base \\
+        --captions /data/RSICD --out runs/captioners/blip-rsicd
+
+Every option is checked before any work (one message, exit code 2, nothing written). The model folder is written
+at the end, all at once (a temporary folder renamed onto ``--out``): ``captioner.yaml`` (arch and options),
+the weights (``model.pt`` + ``vocab.json``, or a transformers checkpoint with its tokenizer and image processor),
+``metrics.json`` (losses per epoch, best epoch, times), ``history.csv`` and ``history.png`` (train and val loss).
+Caption with ``python -m captioners.generate``; score with ``python -m evaluation.score``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import inspect
+import io
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from aerialdata.captionset import CaptionDataset, CaptionImage
+from captioners.base import CONFIG_FILE, Arch, Device, resolve_device, write_config
+from captioners.cnn_lstm import WEIGHTS_FILE, CnnLstm, CnnLstmOptions, pixels
+from captioners.data import (
+    empty_split_problem,
+    missing_images_problem,
+    open_caption_set,
+    read_resized,
+    split_items,
+)
+from captioners.encoders import ENCODERS, calibrate_batchnorm, encoder_weights_problems
+from captioners.hf import (
+    HFText,
+    build_tiny_vit_gpt2,
+    checkpoint_problems,
+    hf_loss,
+    load_checkpoint,
+    processor_size,
+    tiny_problems,
+)
+from captioners.text import PAD_ID, VOCAB_FILE, Vocabulary
+from segcap.atomic import atomic_path, write_json, write_text
+from segcap.cli import run
+from segcap.errors import ConfigError, OutputExistsError, SegcapError
+from segcap.progress import Progress, quiet_library_bars
+
+SPLIT = Literal["train", "val", "test", "restval"]
+LEARNING_RATES = {"cnn-lstm": 2e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
+CALIBRATION = 256  # training images that estimate a random trunk's BatchNorm statistics (more change little)
+CNN_LSTM_ONLY = ("encoder", "encoder_weights", "encoder_stride", "attention_grid", "feature_dim", "embed_dim",
+                 "hidden_dim", "attention_dim", "dropout", "alpha_c")
+
+
+def main(
+    captions: Path,
+    out: Path,
+    arch: Arch = "cnn-lstm",
+    images: Path | None = None,
+    train_split: SPLIT = "train",
+    val_split: Literal["val", "test", "train", "restval", "none"] = "val",
+    checkpoint: str | None = None,
+    encoder: Literal["mobilenet_v2", "resnet50", "vgg16"] = "mobilenet_v2",
+    encoder_weights: str | None = None,
+    encoder_stride: Literal[4, 8, 16, 32] = 8,
+    freeze_encoder: bool | None = None,
+    image_size: int = 128,
+    attention_grid: int = 8,
+    feature_dim: int = 256,
+    embed_dim: int = 128,
+    hidden_dim: int = 384,
+    attention_dim: int = 128,
+    dropout: float = 0.3,
+    alpha_c: float = 1.0,
+    min_count: int = 5,
+    max_length: int = 30,
+    tiny_model: dict | None = None,
+    epochs: int = 20,
+    batch_size: int = 32,
+    learning_rate: float | None = None,
+    weight_decay: float = 0.0,
+    lr_schedule: Literal["cosine", "constant"] = "cosine",
+    grad_clip: float = 5.0,
+    select: Literal["best", "last"] = "best",
+    seed: int = 0,
+    device: Device = "auto",
+    num_threads: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Train an end-to-end image captioner (cnn-lstm, vit-gpt2 or blip) on a Karpathy-split caption set.
+
+    Args:
+        captions: caption set, Karpathy-split JSON (dataset_rsicd.json, dataset_flickr8k.json...) or its folder.
+        out: model folder to write (captioner.yaml, weights, vocabulary or tokenizer, metrics.json, history.png).
+        arch: cnn-lstm (Show, Attend and Tell), vit-gpt2 (ViT encoder + GPT-2 decoder) or blip.
+        images: folder of the images, relative to the JSON's folder or absolute (default: the first of RSICD_images,
+            Flicker8k_Dataset, Images, flickr30k_images, imgs, images there that holds them).
+        train_split: caption-set split to train on.
+        val_split: split for the val loss each epoch and the choice of the best epoch ("none" to skip).
+        checkpoint: vit-gpt2: a VisionEncoderDecoder checkpoint folder or hub id (default: a tiny model built
+            here); blip: a BLIP captioning checkpoint folder or hub id (required). Not for cnn-lstm.
+        encoder: cnn-lstm: the torchvision backbone.
+        encoder_weights: cnn-lstm: empty for random weights, a weights file (torchvision state dict, or a segcap
+            segmentation model.pt of the same encoder), or a torchvision weights name (IMAGENET1K_V1, DEFAULT...;
+            torch's cache, or downloaded when online).
+        encoder_stride: cnn-lstm: cut the backbone where its feature map is this many times smaller than the image
+            (8 suits random weights, 32 is the whole backbone as with ImageNet weights).
+        freeze_encoder: keep the image encoder fixed (cnn-lstm: its features computed once and cached, random
+            BatchNorm statistics estimated on the training images first; vit-gpt2/blip: no gradients to the vision
+            model). Default: true for cnn-lstm (training its backbone is slow on CPU), false for vit-gpt2 and blip.
+        image_size: cnn-lstm and the tiny vit-gpt2: images are resized to this square size (a checkpoint brings
+            its own).
+        attention_grid: cnn-lstm: the feature map is average-pooled to at most this many cells a side (the
+            attention's locations).
+        feature_dim: cnn-lstm: channels of the trained adapter between backbone and decoder.
+        embed_dim: cnn-lstm: word embedding size.
+        hidden_dim: cnn-lstm: LSTM hidden size.
+        attention_dim: cnn-lstm: attention layer size.
+        dropout: cnn-lstm: dropout before the word classifier.
+        alpha_c: cnn-lstm: weight of the doubly stochastic attention term (0: off).
+        min_count: cnn-lstm and the tiny vit-gpt2: words seen fewer times in the training captions become <unk>.
+        max_length: longest caption learnt and written, in words (cnn-lstm, tiny vit-gpt2) or tokens.
+        tiny_model: the tiny vit-gpt2's sizes (hidden_size, num_layers, num_heads, patch_size, intermediate_size).
+        epochs: passes over the training images (each with all its captions).
+        batch_size: images per optimizer step (each with all its captions).
+        learning_rate: AdamW learning rate (default: cnn-lstm 2e-3, tiny vit-gpt2 1e-3, vit-gpt2 checkpoint 5e-5,
+            blip 2e-5).
+        weight_decay: AdamW weight decay.
+        lr_schedule: cosine (to zero over the run, after a short warm-up) or constant.
+        grad_clip: clip the gradient norm to this (0: off).
+        select: keep the weights of the epoch with the best val loss, or of the last epoch.
+        seed: seed of the weights, the data order and dropout.
+        device: auto (CUDA when there is one), cpu or cuda.
+        num_threads: torch CPU threads (0: torch's default).
+        progress: show progress (a bar on a terminal, one line per epoch in a log).
+        overwrite: replace an existing model folder written by captioners.train.
+    """
+    t0 = time.perf_counter()
+    if freeze_encoder is None:
+        freeze_encoder = arch == "cnn-lstm"
+    opts = {k: v for k, v in locals().items() if k != "t0"}
+
+    # 1. every problem at once, before any work or any file
+    problems = _option_problems(opts)
+    ds: CaptionDataset | None = None
+    train_items: list[CaptionImage] = []
+    val_items: list[CaptionImage] = []
+    if not Path(captions).exists():
+        problems.append(f"captions {captions} not found; pass a Karpathy-split JSON (dataset_rsicd.json) or its "
+                        "folder, or make the synthetic set with `python -m synthetic.generate --out data/synthetic`")
+    else:
+        try:
+            ds = open_caption_set(captions, images)
+        except SegcapError as e:
+            problems.append(str(e))
+    if ds is not None:
+        train_items = split_items(ds, train_split)
+        val_items = split_items(ds, val_split) if val_split != "none" else []
+        if not train_items:
+            problems.append(empty_split_problem(ds, train_split, "train_split"))
+        if val_split != "none" and not val_items:
+            problems.append(empty_split_problem(ds, val_split, "val_split"))
+        gone = missing_images_problem(ds, {train_split: train_items, val_split: val_items})
+        if gone:
+            problems.append(gone)
+    try:
+        dev = resolve_device(device)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    out = Path(out)
+    problems += _out_problems(out, overwrite)
+    if problems:
+        raise ConfigError(problems)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(out, "model folder")
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    quiet_library_bars()  # in a log, no bars for saving and loading weights
+
+    # 2. the model, its vocabulary or tokenizer, and the images (features cached for a frozen cnn-lstm)
+    torch.manual_seed(seed)
+    job: _Job = _CnnLstmJob(opts, train_items, dev) if arch == "cnn-lstm" else _HFJob(opts, train_items, dev)
+    t_cache = time.perf_counter()
+    job.prepare(ds, train_items, val_items, progress)  # type: ignore[arg-type]  (ds is set: no problems)
+    cache_s = time.perf_counter() - t_cache
+    params = [p for p in job.module.parameters() if p.requires_grad]
+    n_train, n_all = sum(p.numel() for p in params), sum(p.numel() for p in job.module.parameters())
+    n_caps = sum(len(it.sentences) for it in train_items)
+    print(f"{arch}: {len(train_items)} train images ({n_caps} captions), {len(val_items)} val images; "
+          f"{n_train:,} trainable parameters of {n_all:,}; {job.describe()}; on {dev}, {torch.get_num_threads()} "
+          f"threads; images ready in {cache_s:.1f} s", flush=True)
+
+    # 3. train: epochs over every training image with all its captions; val loss each epoch
+    lr = learning_rate if learning_rate is not None else _default_lr(arch, checkpoint)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = math.ceil(len(train_items) / batch_size)
+    scheduler = _scheduler(optimizer, lr_schedule, steps_per_epoch * epochs)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "state": None}
+    t_train = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        t_epoch = time.perf_counter()
+        order = rng.permutation(len(train_items))
+        batches = [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        job.train(True)
+        ce_sum, count = 0.0, 0
+        with Progress(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch", enabled=progress) as bar:
+            for batch in batches:
+                loss, ce, n = job.loss("train", batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+                scheduler.step()
+                ce_sum, count = ce_sum + float(ce), count + n
+                bar.update()
+                bar.set_postfix(**{"train loss": ce_sum / max(count, 1)})
+            row = {"epoch": epoch, "train_loss": round(ce_sum / max(count, 1), 5), "val_loss": None}
+            if val_items:
+                row["val_loss"] = round(_val_loss(job, len(val_items), batch_size), 5)
+                bar.set_postfix(**{"val loss": row["val_loss"]})
+        row["seconds"] = round(time.perf_counter() - t_epoch, 2)
+        history.append(row)
+        if select == "best" and row["val_loss"] is not None and row["val_loss"] < best["val_loss"]:
+            best = {"val_loss": row["val_loss"], "epoch": epoch, "state": copy.deepcopy(job.module.state_dict())}
+    train_s = time.perf_counter() - t_train
+    if select == "best" and best["state"] is not None:
+        job.module.load_state_dict(best["state"])
+    chosen = best["epoch"] if select == "best" else epochs
+
+    # 4. save: everything into a temporary folder, renamed onto --out at the end
+    metrics = {
+        "arch": arch,
+        "epochs": history,
+        "selected": select,
+        "selected_epoch": chosen,
+        "best_val_loss": best["val_loss"] if math.isfinite(best["val_loss"]) else None,
+        "loss": "cross-entropy per word" if arch == "cnn-lstm" else "cross-entropy per token",
+        "train_images": len(train_items),
+        "train_captions": n_caps,
+        "val_images": len(val_items),
+        "parameters": n_all,
+        "trainable_parameters": n_train,
+        "learning_rate": lr,
+        "cache_seconds": round(cache_s, 1),
+        "train_seconds": round(train_s, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+        **job.figures(val_items),
+    }
+    trained_on = {"captions": str(ds.json_path), "images": str(ds.root / ds.images_dir), "split": train_split,
+                  "images_count": len(train_items), "val_split": val_split}
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        job.save(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        _write_history(tmp, history, chosen, f"{arch} training ({len(train_items)} images)")
+        write_config(tmp, arch, job.options(), trained_on)
+    last = history[-1]
+    print(f"saved {out}: {epochs} epochs in {train_s:.1f} s, final train loss {last['train_loss']:.4f}"
+          + (f", best val loss {best['val_loss']:.4f} (epoch {chosen})" if math.isfinite(best["val_loss"]) else ""),
+          flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _option_problems(o: dict[str, Any]) -> list[str]:
+    out = []
+    for k in ("image_size", "attention_grid", "feature_dim", "embed_dim", "hidden_dim", "attention_dim", "min_count",
+              "max_length", "epochs", "batch_size"):
+        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < 1:
+            out.append(f"{k} must be a positive integer (got {o[k]!r})")
+    if o["num_threads"] < 0:
+        out.append(f"num_threads must be >= 0 (got {o['num_threads']})")
+    if not 0 <= o["dropout"] < 1:
+        out.append(f"dropout must be in [0, 1) (got {o['dropout']!r})")
+    for k in ("alpha_c", "weight_decay", "grad_clip"):
+        if not o[k] >= 0 or math.isinf(o[k]):
+            out.append(f"{k} must be a number >= 0 (got {o[k]!r})")
+    if o["learning_rate"] is not None and not (0 < o["learning_rate"] < math.inf):
+        out.append(f"learning_rate must be positive (got {o['learning_rate']!r})")
+    if o["train_split"] == o["val_split"]:
+        out.append(f"train_split and val_split are both {o['train_split']!r}; the val loss needs held-out images "
+                   "(or val_split: none)")
+    if o["select"] == "best" and o["val_split"] == "none":
+        out.append("select: best needs a val split to choose by; set val_split or select: last")
+    arch, defaults = o["arch"], _defaults()
+    if arch != "cnn-lstm":
+        changed = [k for k in CNN_LSTM_ONLY if o[k] != defaults[k]]
+        if changed:
+            out.append(f"{', '.join(changed)} apply to arch cnn-lstm only (arch is {arch}); remove them")
+    if arch == "cnn-lstm":
+        if o["checkpoint"] is not None:
+            out.append("checkpoint applies to vit-gpt2 and blip; cnn-lstm takes encoder_weights for its backbone")
+        if o["tiny_model"] is not None:
+            out.append("tiny_model applies to the tiny vit-gpt2 only (arch is cnn-lstm)")
+        if o["encoder"] in ENCODERS:
+            out += encoder_weights_problems(o["encoder"], o["encoder_weights"])
+        if o["attention_grid"] >= 1 and o["image_size"] // o["encoder_stride"] < 1:
+            out.append(f"image_size {o['image_size']} is smaller than encoder_stride {o['encoder_stride']}")
+    elif o["checkpoint"] is None:
+        if arch == "blip":
+            out.append("arch blip needs a checkpoint: a local BLIP captioning folder or a hub id such as "
+                       "Salesforce/blip-image-captioning-base (`hf download` it first where offline)")
+        else:
+            out += tiny_problems(o["tiny_model"])
+            patch = {**{"patch_size": 16}, **(o["tiny_model"] or {})}.get("patch_size", 16)
+            if isinstance(patch, int) and patch > 0 and o["image_size"] % patch:
+                out.append(f"image_size {o['image_size']} must be a multiple of tiny_model.patch_size {patch}")
+    else:
+        if o["tiny_model"] is not None:
+            out.append("tiny_model applies when no checkpoint is given; a checkpoint brings its own sizes")
+        if o["image_size"] != defaults["image_size"]:
+            out.append("image_size applies to cnn-lstm and the tiny vit-gpt2; a checkpoint brings its own image "
+                       "processor (remove image_size)")
+        out += checkpoint_problems(o["checkpoint"], arch)
+    return out
+
+
+def _defaults() -> dict[str, Any]:
+    return {n: p.default for n, p in inspect.signature(main).parameters.items()}
+
+
+def _out_problems(out: Path, overwrite: bool) -> list[str]:
+    if out.is_file():
+        return [f"out {out} is a file; pass a folder for the model"]
+    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
+        return [f"--overwrite refuses to delete {out}: it was not written by captioners.train (no {CONFIG_FILE}); "
+                "choose another --out"]
+    return []
+
+
+def _default_lr(arch: str, checkpoint: str | None) -> float:
+    if arch == "vit-gpt2" and checkpoint is not None:
+        return LEARNING_RATES["vit-gpt2 checkpoint"]
+    return LEARNING_RATES[arch]
+
+
+def _scheduler(optimizer, kind: str, total: int):
+    warmup = min(100, max(1, total // 20))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def _val_loss(job: _Job, n: int, batch_size: int) -> float:
+    job.train(False)
+    ce_sum, count = 0.0, 0
+    for i in range(0, n, batch_size):
+        _, ce, k = job.loss("val", list(range(i, min(n, i + batch_size))))
+        ce_sum, count = ce_sum + float(ce), count + k
+    return ce_sum / max(count, 1)
+
+
+def _write_history(folder: Path, history: list[dict], chosen: int, title: str) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["epoch", "train_loss", "val_loss", "seconds"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    write_text(folder / "history.csv", buf.getvalue())
+    fig = Figure(figsize=(7, 4.2), dpi=120)
+    ax = fig.subplots()
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", marker=".", lw=1.4, label="train loss")
+    val = [(r["epoch"], r["val_loss"]) for r in history if r["val_loss"] is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), color="tab:orange", marker="o", lw=1.4, label="val loss")
+    ax.axvline(chosen, color="grey", ls="--", lw=1, label=f"weights kept (epoch {chosen})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy per word / token")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(folder / "history.png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# ------------------------------------------------------------------------------------------------ the two kinds
+class _Job:
+    """One architecture's model, data and loss as the training loop sees them."""
+
+    module: torch.nn.Module
+
+    def prepare(self, ds: CaptionDataset, train: list[CaptionImage], val: list[CaptionImage], progress: bool): ...
+    def loss(self, split: str, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]: ...
+    def train(self, mode: bool) -> None: ...
+    def save(self, folder: Path) -> None: ...
+    def options(self) -> dict[str, Any]: ...
+    def describe(self) -> str: ...
+    def figures(self, val: list[CaptionImage]) -> dict[str, Any]: ...
+
+
+def _flatten(items: Sequence[CaptionImage], batch: list[int]) -> tuple[list[int], list[str]]:
+    """(owner position in the batch, caption) for every caption of the batch's images."""
+    owner, caps = [], []
+    for pos, i in enumerate(batch):
+        for s in items[i].sentences:
+            owner.append(pos)
+            caps.append(s)
+    return owner, caps
+
+
+class _CnnLstmJob(_Job):
+    def __init__(self, o: dict[str, Any], train: list[CaptionImage], device: torch.device):
+        self.device, self.freeze, self.alpha_c = device, o["freeze_encoder"], o["alpha_c"]
+        self.weights = o["encoder_weights"]
+        self.opts = CnnLstmOptions(
+            encoder=o["encoder"], encoder_stride=o["encoder_stride"], image_size=o["image_size"],
+            attention_grid=o["attention_grid"], feature_dim=o["feature_dim"], embed_dim=o["embed_dim"],
+            hidden_dim=o["hidden_dim"], attention_dim=o["attention_dim"], dropout=o["dropout"],
+            max_length=o["max_length"])
+        self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
+        self.module = self.model = CnnLstm(self.opts, len(self.vocab), self.weights).to(device)
+        if self.freeze:
+            self.model.trunk.requires_grad_(False)
+        self.items: dict[str, list[CaptionImage]] = {}
+        self.cache: dict[str, torch.Tensor] = {}
+        self.ids: dict[str, list[list[list[int]]]] = {}
+        self.calibrated = 0
+
+    def describe(self) -> str:
+        mode = "frozen, features cached" if self.freeze else "trained"
+        return (f"{self.opts.encoder} trunk to stride {self.opts.encoder_stride} ({self.model.weights_source} "
+                f"weights, {mode}), {self.opts.image_size} px, vocabulary {len(self.vocab)} words")
+
+    def prepare(self, ds, train, val, progress):
+        size = self.opts.image_size
+        for split, items in (("train", train), ("val", val)):
+            self.items[split] = items
+            self.ids[split] = [[self.vocab.encode(s, self.opts.max_length) for s in it.sentences] for it in items]
+            self.cache[split] = torch.from_numpy(read_resized(ds, items, size)) if items else torch.empty(0)
+        if self.model.weights_source == "random":  # random BatchNorm statistics: estimate them on the images
+            self.calibrated = calibrate_batchnorm(self.model.trunk, self._pixel_batches("train", stop=CALIBRATION))
+        if self.freeze:  # the trunk never changes: its features once, for every image
+            self.model.trunk.eval()
+            for split in ("train", "val"):
+                if len(self.items[split]):
+                    with torch.no_grad(), Progress(total=len(self.items[split]), desc=f"features ({split})",
+                                                   unit="image", enabled=progress) as bar:
+                        parts = []
+                        for x in self._pixel_batches(split):
+                            parts.append(self.model.trunk(x).half().cpu())
+                            bar.update(len(x))
+                    self.cache[split] = torch.cat(parts)
+
+    def _pixel_batches(self, split: str, n: int = 64, stop: int | None = None):
+        imgs = self.cache[split][:stop]
+        for i in range(0, len(imgs), n):
+            yield pixels(imgs[i: i + n].numpy(), self.opts.image_size).to(self.device)
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+        if self.freeze:
+            self.model.trunk.eval()
+
+    def loss(self, split, batch):
+        owner, _ = _flatten(self.items[split], batch)
+        if self.freeze:
+            trunk_map = self.cache[split][batch].to(self.device).float()
+        else:
+            trunk_map = self.model.trunk(pixels(self.cache[split][batch].numpy(), self.opts.image_size).to(self.device))
+        feats = self.model.features(trunk_map)[torch.tensor(owner, device=self.device)]  # (N, L, D)
+        seqs = [s for i in batch for s in self.ids[split][i]]
+        caps = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            caps[r, : len(s)] = torch.tensor(s)
+        return self.model.loss(feats, caps.to(self.device), self.alpha_c)
+
+    def save(self, folder):
+        torch.save(self.model.state_dict(), folder / WEIGHTS_FILE)
+        self.vocab.save(folder / VOCAB_FILE)
+
+    def options(self):
+        return {**self.opts.to_dict(), "encoder_weights": self.model.weights_source,
+                "freeze_encoder": self.freeze, "min_count": self.vocab.min_count}
+
+    def figures(self, val):
+        return {"vocab_size": len(self.vocab), "batchnorm_calibration_images": self.calibrated,
+                "val_unknown_word_rate": round(self.vocab.unknown_rate(s for it in val for s in it.sentences), 4)}
+
+
+class _HFJob(_Job):
+    def __init__(self, o: dict[str, Any], train: list[CaptionImage], device: torch.device):
+        self.arch, self.device, self.checkpoint = o["arch"], device, o["checkpoint"]
+        self.max_length = o["max_length"]
+        self.vocab: Vocabulary | None = None
+        if self.checkpoint is None:  # the tiny vit-gpt2, its word tokenizer built from the training captions
+            self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
+            model, self.tokenizer, self.processor = build_tiny_vit_gpt2(
+                self.vocab, o["image_size"], o["tiny_model"], self.max_length, o["seed"])
+        else:
+            model, self.tokenizer, self.processor = load_checkpoint(self.checkpoint, self.arch)
+        self.module = self.model = model.to(device)
+        self.model.config.use_cache = False
+        self.freeze = o["freeze_encoder"]
+        self.vision = self.model.vision_model if self.arch == "blip" else self.model.encoder
+        if self.freeze:
+            self.vision.requires_grad_(False)
+        self.size = processor_size(self.processor) or o["image_size"]
+        self.text = HFText(self.arch, self.tokenizer, self.vocab is not None, self.max_length)
+        self.items: dict[str, list[CaptionImage]] = {}
+        self.cache: dict[str, np.ndarray] = {}
+
+    def describe(self) -> str:
+        source = self.checkpoint or "tiny, random weights"
+        return (f"{source}, {self.size} px, tokenizer of {len(self.tokenizer)} tokens"
+                + (", vision encoder frozen" if self.freeze else ""))
+
+    def prepare(self, ds, train, val, progress):
+        for split, items in (("train", train), ("val", val)):
+            self.items[split] = items
+            self.cache[split] = read_resized(ds, items, self.size) if items else np.empty((0,))
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+
+    def loss(self, split, batch):
+        owner, caps = _flatten(self.items[split], batch)
+        x = self.processor(images=list(self.cache[split][batch]), return_tensors="pt")["pixel_values"]
+        ids, labels = self.text.labels(caps)
+        return hf_loss(self.arch, self.model, x.to(self.device, self.model.dtype),
+                       torch.tensor(owner, device=self.device), ids.to(self.device), labels.to(self.device))
+
+    def save(self, folder):
+        self.model.config.use_cache = True
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        self.processor.save_pretrained(str(folder))
+
+    def options(self):
+        return {"checkpoint": self.checkpoint, "image_size": self.size, "max_length": self.max_length,
+                "word_tokenizer": self.vocab is not None, "freeze_encoder": self.freeze,
+                **({"min_count": self.vocab.min_count} if self.vocab is not None else {})}
+
+    def figures(self, val):
+        out: dict[str, Any] = {"tokenizer_size": len(self.tokenizer)}
+        if self.vocab is not None:
+            out["val_unknown_word_rate"] = round(self.vocab.unknown_rate(s for it in val for s in it.sentences), 4)
+        return out
+
+
+if __name__ == "__main__":
+    run(main)
