@@ -10,6 +10,7 @@ imports the other's internals. A run folder holds::
     classes.yaml                  the checkpoint's class table, when it is stored in the checkpoint itself
     compositions/                 predicted.jsonl (from masks/), truth.jsonl (from the exact masks, when the set has them)
     llm/<pipeline|oracle|blind>/  fine-tuned language models
+    captioners/<system>/          end-to-end captioners (cnn_lstm, vit_gpt2, blip) trained on the caption set
     predictions/                  <system>.json (COCO results) and systems.json (name -> file)
     scores/                       scores.json, scores.md, scores.png
     report.md, examples.png
@@ -33,8 +34,11 @@ from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import ClassTable, class_table_from_dict, load_class_table
 from segmentation.model import read_checkpoint_config
 
-STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "captions", "score", "report")
-SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "blind")
+STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "captioners", "captions", "score",
+          "report")
+CHAIN_SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "blind")
+END_TO_END = {"cnn_lstm": "cnn-lstm", "vit_gpt2": "vit-gpt2", "blip": "blip"}  # system -> captioners.train arch
+SYSTEMS = (*CHAIN_SYSTEMS, *END_TO_END)
 LLM_STAGES = ("llm", "oracle", "blind")  # stage -> its model folder llm/<system>
 LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind"}
 
@@ -47,7 +51,8 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "llm": ("data", "compositions"),
     "oracle": ("data", "compositions"),
     "blind": ("data", "compositions"),
-    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind"),
+    "captioners": ("data",),
+    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind", "captioners"),
     "score": ("data", "captions"),
     "report": STAGES[:-1],
 }
@@ -128,6 +133,10 @@ class Layout:
         """The model folder of ``pipeline``, ``oracle`` or ``blind``."""
         return self.run_dir / "llm" / system
 
+    def captioner(self, system: str) -> Path:
+        """The model folder of an end-to-end captioner (``cnn_lstm``, ``vit_gpt2``, ``blip``)."""
+        return self.run_dir / "captioners" / system
+
     @property
     def predictions(self) -> Path:
         return self.run_dir / "predictions"
@@ -170,6 +179,8 @@ class Layout:
             return [self.predicted, self.truth, self.classes_yaml]
         if stage in LLM_STAGES:
             return [self.llm(LLM_FOLDER[stage])]
+        if stage == "captioners":
+            return [self.run_dir / "captioners"]
         if stage == "captions":
             return [self.predictions]
         if stage == "score":

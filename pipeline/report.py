@@ -16,7 +16,7 @@ from aerialdata.images import read_mask, read_rgb
 from composition.health import DOMINANT_IMAGES, DOMINANT_PERCENT, FEW_ORDERS, MIN_IMAGES, flags_text, health
 from composition.schema import read_jsonl
 from composition.text import to_prompt
-from pipeline.layout import STAGES, Layout, read_json
+from pipeline.layout import END_TO_END, STAGES, Layout, read_json
 from segcap import atomic
 from segcap.errors import DataError
 
@@ -28,6 +28,9 @@ SYSTEM_NOTES = {
     "nearest": "caption of the training image with the closest composition vector",
     "blind": "same LLM trained with the composition text removed: what image content adds",
     "human": "each reference scored against the other references of its image (ceiling)",
+    "cnn_lstm": "end to end: CNN encoder + LSTM with soft attention, trained on the captions (greedy)",
+    "vit_gpt2": "end to end: ViT encoder + GPT-2 decoder, trained on the captions (greedy)",
+    "blip": "end to end: BLIP (greedy)",
 }
 
 
@@ -62,6 +65,11 @@ def ratios(scores: dict) -> list[str]:
         out.append(f"pipeline CIDEr / oracle CIDEr = {cider['pipeline'] / cider['oracle']:.2f} (target >= 0.90)")
     if cider.get("pipeline") is not None and cider.get("blind"):
         out.append(f"pipeline CIDEr / blind CIDEr = {cider['pipeline'] / cider['blind']:.2f} (target >= 2)")
+    for name in END_TO_END:  # the chain against a model that captions the pixels directly, both decodings alike
+        for chain, other in (("pipeline", name), *((k, f"{name}{k[8:]}") for k in cider if k.startswith("pipeline_"))):
+            if cider.get(chain) is not None and cider.get(other):
+                out.append(f"{chain} CIDEr / {other} CIDEr = {cider[chain] / cider[other]:.2f} "
+                           "(the chain against pixels -> caption)")
     return out
 
 
@@ -71,9 +79,8 @@ def _results_md(scores: dict) -> list[str]:
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
     for name in scores["systems"]:
         s = scores["overall"][name]
-        note = SYSTEM_NOTES.get(name.split("_beam")[0], "")
-        if "_beam" in name:
-            note = f"as pipeline, beam search ({name.split('_beam')[1]} beams)"
+        base, _, beams = name.partition("_beam")
+        note = f"as {base}, beam search ({beams} beams)" if beams else SYSTEM_NOTES.get(name, "")
         lines.append(f"| {name} | " + " | ".join(f"{s.get(m, float('nan')):.3f}" for m in metrics) + f" | {note} |")
     return lines
 
@@ -229,7 +236,24 @@ def write_report(layout: Layout) -> Path:
     if llm_rows:
         lines += ["## Language models", "", *llm_rows, ""]
 
-    # 5. how it ran
+    # 5. end-to-end captioners: what the chain is compared with
+    e2e = []
+    for name in END_TO_END:
+        folder = layout.captioner(name)
+        m = read_json(folder / "metrics.json")
+        if not m:
+            continue
+        e2e.append(f"- {name}: {m.get('arch')}, {m.get('train_images')} training images, "
+                   f"{m.get('trainable_parameters', 0):,} trained parameters of {m.get('parameters', 0):,}, "
+                   f"epoch {m.get('selected_epoch')} kept (val loss {m.get('best_val_loss') or float('nan'):.3f}), "
+                   f"{m.get('total_seconds')} s on {m.get('device')}")
+        e2e += [f"  ![{name} {png.stem}]({_rel(png, rd)})" for png in sorted(folder.glob("*.png"))]
+    if e2e:
+        lines += ["## End-to-end captioners", "",
+                  "Models that caption the pixels directly, trained on the same captions and split as the chain; "
+                  "they need no masks, and give no composition to check.", "", *e2e, ""]
+
+    # 6. how it ran
     lines += ["## Stages", "", "| stage | seconds | commands |", "|---|---|---|"]
     for stage, st in stamps.items():
         cmds = "<br>".join(f"`{c}`" for c in st.get("commands", []))

@@ -17,13 +17,14 @@ compositions   composition.extract of the predicted masks, and of the exact mask
 llm            llm.finetune on the predicted compositions (the pipeline's captioner)
 oracle         llm.finetune on the exact-mask compositions (what perfect segmentation would give)
 blind          llm.finetune with the composition text removed (what the image content adds)
-captions       llm.generate (greedy, and beam search) and the baselines on the chosen split
+captioners     captioners.train of the end-to-end captioners asked for (cnn_lstm, vit_gpt2, blip): pixels -> caption
+captions       llm.generate and captioners.generate (greedy, and beam search) and the baselines on the chosen split
 score          evaluation.score of every system, with the human-agreement ceiling
 report         report.md: results, segmentation and composition figures, examples
 =============  =========================================================================================
 
 Every option is checked before the first stage runs: the pipeline's own, the entry points' YAML configs and the
-per-stage sections (``synthetic:``, ``segmentation:``, ``llm:``), by the same typed check as command-line flags
+per-stage sections (``synthetic:``, ``segmentation:``, ``llm:``, one ``captioners:`` entry per end-to-end system), by the same typed check as command-line flags
 (:func:`segcap.cli.check_options`), so a typo in the ``llm:`` section fails at once, not after the segmentation.
 
 Each stamp holds the stage's *fingerprint*, a hash of every option the stage reads (the checked values of its
@@ -39,6 +40,7 @@ outputs. ``--force`` redoes the named stages afresh; ``--from`` redoes a stage a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -55,6 +57,8 @@ import yaml
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import load_class_table
+from captioners.generate import main as generate_end_to_end
+from captioners.train import main as train_captioner
 from composition.extract import main as extract_compositions
 from composition.schema import read_jsonl
 from evaluation.score import main as score_captions
@@ -62,7 +66,17 @@ from llm.finetune import main as finetune_llm
 from llm.generate import main as generate_captions
 from llm.model import base_model_problems
 from pipeline.baselines import NearestNeighbour, template_caption
-from pipeline.layout import CHECKPOINT_FILES, LLM_FOLDER, STAGES, SYSTEMS, UPSTREAM, Layout, read_json
+from pipeline.layout import (
+    CHAIN_SYSTEMS,
+    CHECKPOINT_FILES,
+    END_TO_END,
+    LLM_FOLDER,
+    STAGES,
+    SYSTEMS,
+    UPSTREAM,
+    Layout,
+    read_json,
+)
 from pipeline.report import health_line, results_rows, write_report
 from segcap import atomic
 from segcap.cli import check_options, config_kwargs
@@ -78,6 +92,15 @@ REPO = Path(__file__).resolve().parents[1]
 ALIASES = {"from_stage": ["--from"]}  # `from` is a Python keyword
 SECTIONS: dict[str, Callable[..., Any]] = {  # the pipeline config's per-stage sections and whose options they hold
     "synthetic": generate_synthetic, "segmentation": train_segmenter, "llm": finetune_llm}
+# the captioners.train config each end-to-end system starts from (a ``config:`` key in its ``captioners:`` entry
+# replaces it); blip has none: it needs a checkpoint the user names
+CAPTIONER_CONFIGS: dict[str, Path | None] = {
+    "cnn_lstm": REPO / "configs" / "captioners" / "synthetic.yaml",
+    "vit_gpt2": REPO / "configs" / "captioners" / "vit-gpt2-tiny.yaml",
+    "blip": None,
+}
+PRETRAINED_OPTION = "checkpoint"  # the captioners.train option naming a pretrained checkpoint (folder or hub id)
+DEFAULT_SYSTEMS = (*CHAIN_SYSTEMS, "cnn_lstm")
 GENERATED = "generated_by_pipeline.json"  # in data_root: the synthetic.generate options the data was written with
 
 
@@ -87,7 +110,8 @@ class Run:
     """Everything the stages read: the run's layout and its options, checked and typed before any stage runs.
 
     ``*_file`` are the checked options of the entry points' YAML configs; ``synthetic``, ``segmentation`` and
-    ``llm`` the pipeline config's sections, which override them.
+    ``llm`` the pipeline config's sections, which override them. ``captioners`` holds, for each end-to-end system
+    asked for, its config file (``config``), that file's checked options (``file``) and the entry's (``options``).
     """
 
     layout: Layout
@@ -108,6 +132,7 @@ class Run:
     systems: tuple[str, ...]
     split: str
     progress: bool
+    captioners: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def wants(self, system: str) -> bool:
         return system in self.systems
@@ -272,6 +297,23 @@ def stage_blind(run: Run, fresh: bool, commands: list[str]) -> dict:
     return _finetune(run, fresh, commands, "blind", run.layout.predicted, "blind")
 
 
+def stage_captioners(run: Run, fresh: bool, commands: list[str]) -> dict:
+    """Train each end-to-end captioner asked for on the caption set's training split (afresh: they train in minutes
+    on CPU; a ``zero_shot`` entry is not trained: its checkpoint captions as it is)."""
+    lay = run.layout
+    result = {}
+    for system, entry in run.captioners.items():
+        if entry["zero_shot"]:
+            result[system] = {"status": "zero-shot", "model": entry["checkpoint"]}
+            continue
+        out = lay.captioner(system)
+        _call(commands, "captioners", train_captioner, config=entry["config"], file_options=entry["file"],
+              user=entry["options"], arch=END_TO_END[system], captions=lay.references, images=lay.images_dir,
+              out=out, overwrite=True, progress=run.progress)
+        result[system] = {"model": str(out), "metrics": read_json(out / "metrics.json")}
+    return result or {"status": "not asked for"}
+
+
 def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
     lay = run.layout
     written: dict[str, str] = {}
@@ -290,6 +332,15 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
         gen("oracle", lay.llm("oracle"), lay.truth)
     if run.wants("blind") and lay.llm("blind").is_dir():
         gen("blind", lay.llm("blind"), lay.predicted)
+    for system, entry in run.captioners.items():  # end-to-end: greedy, and beam search as the pipeline's
+        model = entry["checkpoint"] if entry["zero_shot"] else lay.captioner(system)
+        for beams in sorted({1, run.num_beams}):
+            name = system if beams == 1 else f"{system}_beam{beams}"
+            out = lay.predictions / f"{name}.json"
+            _call(commands, "captions", generate_end_to_end, model=model, captions=lay.references,
+                  images=lay.images_dir, arch=END_TO_END[system], split=run.split, out=out, num_beams=beams, progress=run.progress,
+                  overwrite=True)
+            written[name] = str(out)
 
     records = {Path(r["image"]).stem: r for r in read_jsonl(lay.predicted)}
     test = CaptionDataset(lay.references, split=run.split)
@@ -324,7 +375,7 @@ StageFn = Callable[[Run, bool, list], dict]
 STAGE_FUNCS: dict[str, StageFn] = {
     "data": stage_data, "segmentation": stage_segmentation, "masks": stage_masks,
     "compositions": stage_compositions, "llm": stage_llm, "oracle": stage_oracle, "blind": stage_blind,
-    "captions": stage_captions, "score": stage_score, "report": stage_report,
+    "captioners": stage_captioners, "captions": stage_captions, "score": stage_score, "report": stage_report,
 }
 
 
@@ -350,8 +401,12 @@ def own_options(run: Run, stage: str) -> dict:
     if stage in LLM_FOLDER:
         wanted = {} if stage == "llm" else {"wanted": run.wants(stage)}  # oracle/blind are skipped when not wanted
         return {"config": run.llm_file, "options": run.llm, **wanted}
+    if stage == "captioners":
+        return {system: {"file": e["file"], "options": e["options"], "zero_shot": e["zero_shot"]}
+                for system, e in run.captioners.items()}
     if stage == "captions":
-        return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split}
+        return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split,
+                "zero_shot": {s: e["checkpoint"] for s, e in run.captioners.items() if e["zero_shot"]}}
     if stage == "score":
         return {"split": run.split}
     return {}
@@ -465,10 +520,44 @@ def section_sources(args: Sequence[str]) -> dict[str, str]:
         flag, eq, value = tok.partition("=")
         if flag == "--config":
             config = value if eq else (args[i + 1] if i + 1 < len(args) else None)
-        elif flag.lstrip("-") in SECTIONS and flag.startswith("--"):
+        elif flag.lstrip("-") in (*SECTIONS, "captioners") and flag.startswith("--"):
             flagged.add(flag[2:])
     return {name: f"command line, --{name}" if name in flagged
-            else f"{config}, section {name}" if config else f"option {name}" for name in SECTIONS}
+            else f"{config}, section {name}" if config else f"option {name}" for name in (*SECTIONS, "captioners")}
+
+
+def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict | None, source: str) -> dict:
+    """The ``captioners:`` entries of the end-to-end systems asked for, checked like captioners.train's flags: each
+    may name a ``config`` (default :data:`CAPTIONER_CONFIGS`), set ``zero_shot: true`` (caption with the pretrained
+    checkpoint it names, untrained) and any captioners.train option; ``arch`` follows from the system's name."""
+    entries = entries or {}
+    problems += [f"{source}: unknown system {k!r}; the end-to-end systems are {', '.join(END_TO_END)}"
+                 for k in entries if k not in END_TO_END]
+    out = {}
+    for system in dict.fromkeys(s for s in systems if s in END_TO_END):
+        where = f"{source}.{system}"
+        entry = entries.get(system) or {}
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a mapping of captioners.train options, got {entry!r}")
+            continue
+        entry = dict(entry)
+        config, zero_shot = entry.pop("config", CAPTIONER_CONFIGS[system]), entry.pop("zero_shot", False)
+        if not isinstance(zero_shot, bool):
+            problems.append(f"{where}: zero_shot must be true or false, got {zero_shot!r}")
+        if entry.pop("arch", END_TO_END[system]) != END_TO_END[system]:
+            problems.append(f"{where}: arch follows from the system's name ({END_TO_END[system]}); remove it")
+        file = _config_file(problems, train_captioner, f"{where}.config", Path(config)) if config else {}
+        if file.get("arch", END_TO_END[system]) != END_TO_END[system]:
+            problems.append(f"{where}: config {config} is for arch {file['arch']}; {system} is "
+                            f"{END_TO_END[system]}: name a config of that arch")
+        options = _checked(problems, train_captioner, entry, where)
+        checkpoint = {**file, **options}.get(PRETRAINED_OPTION)
+        if zero_shot and not checkpoint:
+            problems.append(f"{where}: zero_shot needs the pretrained checkpoint to caption with; set "
+                            f"{PRETRAINED_OPTION} to its folder (or hub id)")
+        out[system] = {"config": Path(config) if config else None, "file": file, "options": options,
+                       "zero_shot": bool(zero_shot), "checkpoint": str(checkpoint) if checkpoint else None}
+    return out
 
 
 def make_run(
@@ -476,7 +565,7 @@ def make_run(
     images_dir: str, generate: bool, synthetic: dict | None, classes: str, segmentation_config: Path,
     segmentation_checkpoint: Path | None, segmentation: dict | None, caption_scale: float, composition_config: Path,
     llm_config: Path, llm: dict | None, num_beams: int, systems: Sequence[str], split: str, progress: bool,
-    sources: dict[str, str] | None = None,
+    captioners: dict | None = None, sources: dict[str, str] | None = None,
 ) -> Run:
     """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run."""
     sources = {**section_sources([]), **(sources or {})}
@@ -507,6 +596,7 @@ def make_run(
         problems += [f"segmentation: {p}" for p in encoder_weights_problems(
             {**seg_file, **sections["segmentation"]}.get("encoder_weights"))]
     problems += [f"llm: {p}" for p in base_model_problems({**llm_file, **sections["llm"]}.get("base_model", "tiny"))]
+    end_to_end = captioner_entries(problems, systems, captioners, sources["captioners"])
     if problems:
         raise ConfigError(problems)
     layout = Layout(
@@ -520,7 +610,7 @@ def make_run(
         classes=classes, segmentation_config=Path(segmentation_config), segmentation_file=seg_file,
         segmentation=sections["segmentation"], caption_scale=caption_scale, composition_config=Path(composition_config),
         composition_file=comp_file, llm_config=Path(llm_config), llm_file=llm_file, llm=sections["llm"],
-        num_beams=num_beams, systems=tuple(systems), split=split, progress=progress,
+        num_beams=num_beams, systems=tuple(systems), split=split, progress=progress, captioners=end_to_end,
     )
 
 
@@ -542,7 +632,8 @@ def main(
     llm_config: Path = REPO / "configs" / "llm" / "tiny.yaml",
     llm: dict | None = None,
     num_beams: int = 3,
-    systems: tuple[str, ...] = SYSTEMS,
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS,
+    captioners: dict | None = None,
     split: Literal["test", "val"] = "test",
     force: list[str] | None = None,
     from_stage: str | None = None,
@@ -569,7 +660,10 @@ def main(
         llm_config: YAML options of llm.finetune (base model, quantization, LoRA, epochs...).
         llm: options of llm.finetune overriding llm_config (e.g. base_model, quantize), in the YAML config.
         num_beams: beam width of the pipeline's second decoding (1: greedy only).
-        systems: what to compare: pipeline, pipeline_beam, oracle, template, nearest, blind.
+        systems: what to compare: the chain (pipeline, pipeline_beam), its references (oracle, template, nearest,
+            blind) and end-to-end captioners (cnn_lstm, vit_gpt2, blip), each captioned greedy and with num_beams.
+        captioners: per end-to-end system, captioners.train options (config: a YAML of them; zero_shot: true to
+            caption with a pretrained checkpoint untrained), in the YAML config.
         split: split of the caption set to caption and score (and to measure the segmenter on).
         force: stages to run again afresh (data, segmentation, masks, compositions, llm, oracle, blind, captions,
             score, report); the stages reading their outputs run again too.
@@ -583,6 +677,7 @@ def main(
         segmentation_config=segmentation_config, segmentation_checkpoint=segmentation_checkpoint,
         segmentation=segmentation, caption_scale=caption_scale, composition_config=composition_config,
         llm_config=llm_config, llm=llm, num_beams=num_beams, systems=systems, split=split, progress=progress,
+        captioners=captioners,
     )
     return _main(options, force, from_stage, only)
 

@@ -13,6 +13,7 @@ import pytest
 from transformers import SchedulerType
 
 from bench import evaluation_speed, segmentation_predict, segmentation_train, synthetic_speed
+from captioners import train as captioners_train
 from composition import extract, show
 from evaluation import score
 from llm import finetune, generate
@@ -36,6 +37,8 @@ COMMAND_OF = {
     "llm/llama2-7b-qlora.yaml": finetune.main,
     "pipeline/synthetic.yaml": prun.main,
     "pipeline/rsicd.yaml": prun.main,
+    **{f"captioners/{name}.yaml": captioners_train.main
+       for name in ("synthetic", "rsicd", "flickr8k", "vit-gpt2", "vit-gpt2-tiny", "blip")},
 }
 ENTRY_POINTS = [synth.main, grid.main, train.main, predict.main, extract.main, show.main, finetune.main, generate.main,
                 score.main, caption.main, prun.main, segmentation_train.main, evaluation_speed.main,

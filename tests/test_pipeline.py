@@ -96,6 +96,12 @@ def fake_run(tmp_path, monkeypatch):
     return calls, funcs, cfg, log
 
 
+def after(stage: str) -> list[str]:
+    """``stage`` and every later stage that reads its outputs: all but the end-to-end captioners, which read only
+    the caption set."""
+    return [s for s in STAGES[STAGES.index(stage):] if s != "captioners"]
+
+
 def test_stages_run_once_then_skip(fake_run):
     calls, _, cfg, _ = fake_run
     rows = prun.main(**cfg)
@@ -121,7 +127,7 @@ def test_force_reruns_the_stage_and_everything_that_reads_it(fake_run):
     prun.main(**cfg)
     log.clear()
     prun.main(**cfg, force=["masks"])
-    assert [n for n, _ in log] == list(STAGES[STAGES.index("masks"):]) and all(fresh for _, fresh in log)
+    assert [n for n, _ in log] == after("masks") and all(fresh for _, fresh in log)
     calls.clear()
     prun.main(**cfg, from_stage="captions")
     assert calls == ["captions", "score", "report"]
@@ -261,7 +267,7 @@ def test_changed_options_rerun_the_stage_and_everything_downstream(fake_run, tmp
     seg.write_text("epochs: 3\n")
     log.clear()
     prun.main(**cfg, num_beams=5)
-    assert [n for n, _ in log] == list(STAGES[1:]) and all(fresh for _, fresh in log)
+    assert [n for n, _ in log] == after("segmentation") and all(fresh for _, fresh in log)
     stamp = json.loads((cfg["run_dir"] / "stages" / "segmentation.json").read_text())
     assert len(stamp["fingerprint"]) == 16 and not (cfg["run_dir"] / "stages" / "segmentation.started.json").exists()
 
@@ -301,7 +307,7 @@ def test_outputs_changed_on_disk_are_redone(fake_run):
     (cfg["run_dir"] / "masks" / "out.txt").unlink()  # a mask deleted by hand
     calls.clear()
     prun.main(**cfg)
-    assert calls == list(STAGES[STAGES.index("masks"):])
+    assert calls == after("masks")
 
 
 def test_interrupted_stage_resumes_only_with_the_same_options(fake_run):
@@ -354,7 +360,7 @@ def test_replaced_checkpoint_weights_rerun_the_chain(fake_run, tmp_path):
     (ckpt / "model.pt").write_bytes(b"new weights")  # retrained in place, same size, even with an old time
     os.utime(ckpt / "model.pt", ns=(1, 2))
     prun.main(**cfg, segmentation_checkpoint=ckpt)
-    assert calls == list(STAGES[1:])
+    assert calls == after("segmentation")
 
 
 def _options(tmp_path: Path, **over) -> dict:
@@ -431,6 +437,39 @@ def test_bad_stage_sections_exit_2_before_any_stage(fake_run, tmp_path, capsys):
         prun.cli(["--config", str(path), "--llm", "{quantize: nf5}"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "command line, --llm: quantize 'nf5' is invalid" in err and "'many'" not in err
+
+
+def test_captioner_entries_checked_with_the_rest_before_any_stage(fake_run, tmp_path, capsys):
+    calls, _, cfg, _ = fake_run
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_dir": str(cfg["run_dir"]), "data_root": str(cfg["data_root"]), "progress": False,
+        "systems": ["pipeline", "cnn_lstm", "blip"],
+        "captioners": {"cnn_lstm": {"arch": "blip", "epochs": "many"}, "blip": {"zero_shot": True},
+                       "gpt4": {}}}))
+    with pytest.raises(SystemExit) as e:
+        prun.cli(["--config", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and calls == [] and not cfg["run_dir"].exists()
+    for part in (f"{path}, section captioners: unknown system 'gpt4'; the end-to-end systems are cnn_lstm",
+                 "captioners.cnn_lstm: arch follows from the system's name (cnn-lstm)",
+                 "captioners.cnn_lstm: epochs 'many' is invalid",
+                 "captioners.blip: zero_shot needs the pretrained checkpoint"):
+        assert part in err, part
+
+    # a system not asked for is not checked, and one asked for starts from its default config
+    run = prun.make_run(**_defaults({**cfg, "systems": ("pipeline", "cnn_lstm"),
+                                     "captioners": {"blip": {"zero_shot": True}}}))
+    entry = run.captioners["cnn_lstm"]
+    assert list(run.captioners) == ["cnn_lstm"] and entry["config"] == prun.CAPTIONER_CONFIGS["cnn_lstm"]
+    assert entry["file"]["epochs"] >= 1 and entry["options"] == {} and not entry["zero_shot"]
+
+
+def _defaults(cfg: dict) -> dict:
+    """pipeline.run's defaults as make_run takes them, with ``cfg`` over them."""
+    skip = ("force", "from_stage", "only")
+    params = {k: p.default for k, p in inspect.signature(prun.main).parameters.items() if k not in skip}
+    return {**params, **cfg}
 
 
 def test_bad_entry_config_named_before_any_stage(fake_run, tmp_path):

@@ -44,6 +44,7 @@ def tiny_config(tmp: Path) -> Path:
                                                                                            "forest"]},
         "classes": "aerial10", "segmentation_config": str(seg), "llm_config": str(llm_config(tmp)),
         "composition_config": str(REPO / "configs" / "composition.yaml"), "num_beams": 2,
+        "captioners": {"cnn_lstm": {"epochs": 2, "image_size": 64, "hidden_dim": 64, "min_count": 1}},
     }
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -72,7 +73,10 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
         llm_config=llm_config(tmp_path, save_checkpoints=False, num_threads=torch_threads),
         llm={"tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}},
-        num_beams=1, systems=("pipeline", "template", "nearest"), split="val", progress=False,
+        num_beams=1, systems=("pipeline", "template", "nearest", "cnn_lstm"), split="val", progress=False,
+        captioners={"cnn_lstm": {"epochs": 1, "image_size": 32, "attention_grid": 4, "feature_dim": 16,
+                                 "embed_dim": 16, "hidden_dim": 32, "attention_dim": 16, "min_count": 1,
+                                 "batch_size": 4, "num_threads": torch_threads}},
     )
     rows = prun.main(**cfg)
     assert [r["status"] for r in rows] == ["ran"] * len(STAGES)
@@ -81,7 +85,8 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
     assert len(list((run_dir / "masks").glob("*.png"))) == 12
     for f in ("segmentation/model.pt", "segmentation/config.yaml", "compositions/predicted.jsonl",
               "compositions/truth.jsonl", "llm/pipeline", "predictions/pipeline.json", "predictions/template.json",
-              "predictions/nearest.json", "scores/scores.md", "examples.png"):
+              "predictions/nearest.json", "predictions/cnn_lstm.json", "captioners/cnn_lstm/captioner.yaml",
+              "scores/scores.md", "examples.png"):
         assert (run_dir / f).exists(), f
     assert not (run_dir / "llm" / "oracle").exists() and not (run_dir / "llm" / "blind").exists()
     stamps = {s: json.loads((run_dir / "stages" / f"{s}.json").read_text()) for s in STAGES}
@@ -89,10 +94,13 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
     assert stamps["oracle"]["result"] == {"status": "not asked for"}
     assert any(c.startswith("python -m segmentation.train --config") for c in stamps["segmentation"]["commands"])
     scores = json.loads((run_dir / "scores" / "scores.json").read_text())
-    assert scores["metadata"]["split"] == "val" and {"pipeline", "template", "nearest", "human"} <= set(scores["systems"])
+    assert scores["metadata"]["split"] == "val"
+    assert {"pipeline", "template", "nearest", "cnn_lstm", "human"} <= set(scores["systems"])
+    assert any(c.startswith("python -m captioners.train --config") for c in stamps["captioners"]["commands"])
     report = (run_dir / "report.md").read_text()
     assert "## Captions on the val split" in report and "test split" not in report
     assert "python -m llm.finetune" in report
+    assert "## End-to-end captioners" in report and "- cnn_lstm: cnn-lstm, " in report
 
     # nothing changed: a rerun finds every stage's outputs as it left them and runs nothing
     assert [r["status"] for r in prun.main(**cfg)] == ["done before"] * len(STAGES)
@@ -108,11 +116,12 @@ def test_whole_chain_then_resume(tmp_path):
     for f in ("segmentation/model.pt", "segmentation/config.yaml", "segmentation/metrics.json",
               "compositions/predicted.jsonl", "compositions/truth.jsonl", "llm/pipeline", "llm/oracle", "llm/blind",
               "predictions/pipeline.json", "predictions/pipeline_beam2.json", "predictions/template.json",
-              "predictions/nearest.json", "scores/scores.json", "scores/scores.md", "scores/scores.png",
+              "predictions/nearest.json", "predictions/cnn_lstm.json", "predictions/cnn_lstm_beam2.json",
+              "scores/scores.json", "scores/scores.md", "scores/scores.png",
               "report.md", "examples.png"):
         assert (run / f).exists(), f
     scores = json.loads((run / "scores" / "scores.json").read_text())
-    assert {"pipeline", "oracle", "template", "nearest", "blind", "human"} <= set(scores["systems"])
+    assert {"pipeline", "oracle", "template", "nearest", "blind", "cnn_lstm", "human"} <= set(scores["systems"])
     report = (run / "report.md").read_text()
     assert "## Captions on the test split" in report and "python -m llm.finetune" in report
 
@@ -135,4 +144,5 @@ def test_whole_chain_then_resume(tmp_path):
     assert r.returncode == 0 and r.stdout.count("=== stage") == 1
     r = subprocess.run(cmd + ["--force", "masks"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("=== stage") == len(STAGES) - STAGES.index("masks")
+    # (the end-to-end captioners read no masks: their stage is not among them)
+    assert r.stdout.count("=== stage") == len(STAGES) - STAGES.index("masks") - 1
