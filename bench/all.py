@@ -26,6 +26,7 @@ QUICK = [
      "runs/demo/compositions/predicted.jsonl"],
     ["bench.app_latency"],  # the web app: one 224x224 image from upload to caption (skips itself without runs/demo)
     ["bench.large_image", "--checkpoint", "runs/demo/segmentation"],
+    ["bench.captioners_speed"],  # end-to-end captioners, untrained and (when `make demo` trained it) the demo's cnn-lstm
 ]
 # what a quick benchmark needs from `make demo`
 NEEDS = {"bench.segmentation_predict": "runs/demo/segmentation/model.pt",

@@ -43,12 +43,12 @@ class CnnLstmOptions:
     encoder: str = "mobilenet_v2"
     encoder_stride: int = 8
     image_size: int = 128
-    attention_grid: int = 8
-    feature_dim: int = 256
-    embed_dim: int = 128
-    hidden_dim: int = 384
-    attention_dim: int = 128
-    dropout: float = 0.3
+    attention_grid: int = 6
+    feature_dim: int = 128
+    embed_dim: int = 64
+    hidden_dim: int = 256
+    attention_dim: int = 64
+    dropout: float = 0.5
     max_length: int = 30
     length_penalty: float = 1.0
 

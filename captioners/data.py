@@ -18,6 +18,7 @@ from aerialdata.captionset import CaptionDataset, CaptionImage
 from aerialdata.images import read_rgb
 from segcap.errors import DataError
 
+CACHE_BYTES = 1 << 30  # images resized for training are kept in memory up to this size, else read each time
 IMAGE_FOLDERS = ("RSICD_images", "Flicker8k_Dataset", "Images", "flickr30k_images", "imgs", "images")
 SHOWN = 5  # missing files named in a message
 
@@ -85,3 +86,35 @@ def read_resized(ds: CaptionDataset, items: Sequence[CaptionImage], size: int) -
     for i, it in enumerate(items):
         out[i] = resize(read_rgb(ds.image_path(it.filename)), size)
     return out
+
+
+class ImageStore:
+    """The images of ``items`` resized to ``size``: kept in memory when they fit in ``max_bytes`` (read once), else
+    read from disk at each access.
+
+    Args:
+        ds: the caption set (for the image paths).
+        items: the images, in the order :meth:`get` indexes them.
+        size: square size in pixels.
+        max_bytes: the memory the resized images may take.
+    """
+
+    def __init__(self, ds: CaptionDataset, items: Sequence[CaptionImage], size: int, max_bytes: int = CACHE_BYTES):
+        self.ds, self.items, self.size = ds, list(items), size
+        self.in_memory = len(self.items) * size * size * 3 <= max_bytes
+        self._array = read_resized(ds, self.items, size) if self.in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, indices: Sequence[int]) -> np.ndarray:
+        """(len(indices), size, size, 3) uint8."""
+        if self._array is not None:
+            return self._array[list(indices)]
+        return read_resized(self.ds, [self.items[i] for i in indices], self.size)
+
+    def chunks(self, n: int = 64, stop: int | None = None):
+        """The images in order, ``n`` at a time (the first ``stop`` only)."""
+        end = len(self) if stop is None else min(stop, len(self))
+        for i in range(0, end, n):
+            yield self.get(range(i, min(end, i + n)))

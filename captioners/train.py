@@ -37,15 +37,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from aerialdata.captionset import CaptionDataset, CaptionImage
 from captioners.base import CONFIG_FILE, Arch, Device, resolve_device, write_config
 from captioners.cnn_lstm import WEIGHTS_FILE, CnnLstm, CnnLstmOptions, pixels
 from captioners.data import (
+    CACHE_BYTES,
+    ImageStore,
     empty_split_problem,
     missing_images_problem,
     open_caption_set,
-    read_resized,
     split_items,
 )
 from captioners.encoders import ENCODERS, calibrate_batchnorm, encoder_weights_problems
@@ -65,7 +67,7 @@ from segcap.errors import ConfigError, OutputExistsError, SegcapError
 from segcap.progress import Progress, quiet_library_bars
 
 SPLIT = Literal["train", "val", "test", "restval"]
-LEARNING_RATES = {"cnn-lstm": 2e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
+LEARNING_RATES = {"cnn-lstm": 4e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
 CALIBRATION = 256  # training images that estimate a random trunk's BatchNorm statistics (more change little)
 CNN_LSTM_ONLY = ("encoder", "encoder_weights", "encoder_stride", "attention_grid", "feature_dim", "embed_dim",
                  "hidden_dim", "attention_dim", "dropout", "alpha_c")
@@ -84,12 +86,12 @@ def main(
     encoder_stride: Literal[4, 8, 16, 32] = 8,
     freeze_encoder: bool | None = None,
     image_size: int = 128,
-    attention_grid: int = 8,
-    feature_dim: int = 256,
-    embed_dim: int = 128,
-    hidden_dim: int = 384,
-    attention_dim: int = 128,
-    dropout: float = 0.3,
+    attention_grid: int = 6,
+    feature_dim: int = 128,
+    embed_dim: int = 64,
+    hidden_dim: int = 256,
+    attention_dim: int = 64,
+    dropout: float = 0.5,
     alpha_c: float = 1.0,
     min_count: int = 5,
     max_length: int = 30,
@@ -143,7 +145,7 @@ def main(
         tiny_model: the tiny vit-gpt2's sizes (hidden_size, num_layers, num_heads, patch_size, intermediate_size).
         epochs: passes over the training images (each with all its captions).
         batch_size: images per optimizer step (each with all its captions).
-        learning_rate: AdamW learning rate (default: cnn-lstm 2e-3, tiny vit-gpt2 1e-3, vit-gpt2 checkpoint 5e-5,
+        learning_rate: AdamW learning rate (default: cnn-lstm 4e-3, tiny vit-gpt2 1e-3, vit-gpt2 checkpoint 5e-5,
             blip 2e-5).
         weight_decay: AdamW weight decay.
         lr_schedule: cosine (to zero over the run, after a short warm-up) or constant.
@@ -256,7 +258,7 @@ def main(
         "epochs": history,
         "selected": select,
         "selected_epoch": chosen,
-        "best_val_loss": best["val_loss"] if math.isfinite(best["val_loss"]) else None,
+        "best_val_loss": min((r["val_loss"] for r in history if r["val_loss"] is not None), default=None),
         "loss": "cross-entropy per word" if arch == "cnn-lstm" else "cross-entropy per token",
         "train_images": len(train_items),
         "train_captions": n_caps,
@@ -278,11 +280,11 @@ def main(
         tmp.mkdir(parents=True)
         job.save(tmp)
         write_json(tmp / "metrics.json", metrics)
-        _write_history(tmp, history, chosen, f"{arch} training ({len(train_items)} images)")
+        _write_history(tmp, history, chosen, f"{arch} training ({len(train_items)} images)", metrics["loss"])
         write_config(tmp, arch, job.options(), trained_on)
-    last = history[-1]
+    last, best_val = history[-1], metrics["best_val_loss"]
     print(f"saved {out}: {epochs} epochs in {train_s:.1f} s, final train loss {last['train_loss']:.4f}"
-          + (f", best val loss {best['val_loss']:.4f} (epoch {chosen})" if math.isfinite(best["val_loss"]) else ""),
+          + (f", best val loss {best_val:.4f}" if best_val is not None else "") + f"; weights of epoch {chosen}",
           flush=True)
     return out
 
@@ -383,7 +385,7 @@ def _val_loss(job: _Job, n: int, batch_size: int) -> float:
     return ce_sum / max(count, 1)
 
 
-def _write_history(folder: Path, history: list[dict], chosen: int, title: str) -> None:
+def _write_history(folder: Path, history: list[dict], chosen: int, title: str, loss: str) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["epoch", "train_loss", "val_loss", "seconds"], lineterminator="\n")
     w.writeheader()
@@ -398,7 +400,12 @@ def _write_history(folder: Path, history: list[dict], chosen: int, title: str) -
         ax.plot(*zip(*val, strict=True), color="tab:orange", marker="o", lw=1.4, label="val loss")
     ax.axvline(chosen, color="grey", ls="--", lw=1, label=f"weights kept (epoch {chosen})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy per word / token")
+    ax.set_ylabel(loss + " (log scale)")
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -446,7 +453,8 @@ class _CnnLstmJob(_Job):
         if self.freeze:
             self.model.trunk.requires_grad_(False)
         self.items: dict[str, list[CaptionImage]] = {}
-        self.cache: dict[str, torch.Tensor] = {}
+        self.images: dict[str, ImageStore] = {}
+        self.features: dict[str, torch.Tensor] = {}  # (N, C, h, w) half floats: the frozen trunk's output
         self.ids: dict[str, list[list[list[int]]]] = {}
         self.calibrated = 0
 
@@ -460,25 +468,24 @@ class _CnnLstmJob(_Job):
         for split, items in (("train", train), ("val", val)):
             self.items[split] = items
             self.ids[split] = [[self.vocab.encode(s, self.opts.max_length) for s in it.sentences] for it in items]
-            self.cache[split] = torch.from_numpy(read_resized(ds, items, size)) if items else torch.empty(0)
+            # a frozen trunk reads each image once (for its features) and keeps none of them
+            self.images[split] = ImageStore(ds, items, size, max_bytes=0 if self.freeze else CACHE_BYTES)
         if self.model.weights_source == "random":  # random BatchNorm statistics: estimate them on the images
-            self.calibrated = calibrate_batchnorm(self.model.trunk, self._pixel_batches("train", stop=CALIBRATION))
+            batches = (self._pixels(x) for x in self.images["train"].chunks(stop=CALIBRATION))
+            self.calibrated = calibrate_batchnorm(self.model.trunk, batches)
         if self.freeze:  # the trunk never changes: its features once, for every image
             self.model.trunk.eval()
             for split in ("train", "val"):
-                if len(self.items[split]):
-                    with torch.no_grad(), Progress(total=len(self.items[split]), desc=f"features ({split})",
-                                                   unit="image", enabled=progress) as bar:
-                        parts = []
-                        for x in self._pixel_batches(split):
-                            parts.append(self.model.trunk(x).half().cpu())
-                            bar.update(len(x))
-                    self.cache[split] = torch.cat(parts)
+                parts = []
+                with torch.no_grad(), Progress(total=len(self.items[split]), desc=f"features ({split})",
+                                               unit="image", enabled=progress and bool(self.items[split])) as bar:
+                    for x in self.images[split].chunks():
+                        parts.append(self.model.trunk(self._pixels(x)).half().cpu())
+                        bar.update(len(x))
+                self.features[split] = torch.cat(parts) if parts else torch.empty(0)
 
-    def _pixel_batches(self, split: str, n: int = 64, stop: int | None = None):
-        imgs = self.cache[split][:stop]
-        for i in range(0, len(imgs), n):
-            yield pixels(imgs[i: i + n].numpy(), self.opts.image_size).to(self.device)
+    def _pixels(self, images: np.ndarray) -> torch.Tensor:
+        return pixels(images, self.opts.image_size).to(self.device)
 
     def train(self, mode: bool) -> None:
         self.model.train(mode)
@@ -488,9 +495,9 @@ class _CnnLstmJob(_Job):
     def loss(self, split, batch):
         owner, _ = _flatten(self.items[split], batch)
         if self.freeze:
-            trunk_map = self.cache[split][batch].to(self.device).float()
+            trunk_map = self.features[split][batch].to(self.device).float()
         else:
-            trunk_map = self.model.trunk(pixels(self.cache[split][batch].numpy(), self.opts.image_size).to(self.device))
+            trunk_map = self.model.trunk(self._pixels(self.images[split].get(batch)))
         feats = self.model.features(trunk_map)[torch.tensor(owner, device=self.device)]  # (N, L, D)
         seqs = [s for i in batch for s in self.ids[split][i]]
         caps = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
@@ -531,7 +538,7 @@ class _HFJob(_Job):
         self.size = processor_size(self.processor) or o["image_size"]
         self.text = HFText(self.arch, self.tokenizer, self.vocab is not None, self.max_length)
         self.items: dict[str, list[CaptionImage]] = {}
-        self.cache: dict[str, np.ndarray] = {}
+        self.images: dict[str, ImageStore] = {}
 
     def describe(self) -> str:
         source = self.checkpoint or "tiny, random weights"
@@ -541,14 +548,14 @@ class _HFJob(_Job):
     def prepare(self, ds, train, val, progress):
         for split, items in (("train", train), ("val", val)):
             self.items[split] = items
-            self.cache[split] = read_resized(ds, items, self.size) if items else np.empty((0,))
+            self.images[split] = ImageStore(ds, items, self.size)
 
     def train(self, mode: bool) -> None:
         self.model.train(mode)
 
     def loss(self, split, batch):
         owner, caps = _flatten(self.items[split], batch)
-        x = self.processor(images=list(self.cache[split][batch]), return_tensors="pt")["pixel_values"]
+        x = self.processor(images=list(self.images[split].get(batch)), return_tensors="pt")["pixel_values"]
         ids, labels = self.text.labels(caps)
         return hf_loss(self.arch, self.model, x.to(self.device, self.model.dtype),
                        torch.tensor(owner, device=self.device), ids.to(self.device), labels.to(self.device))
