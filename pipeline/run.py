@@ -552,9 +552,9 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
                             f"{END_TO_END[system]}: name a config of that arch")
         options = _checked(problems, train_captioner, entry, where)
         checkpoint = {**file, **options}.get(PRETRAINED_OPTION)
-        if zero_shot and not checkpoint:
-            problems.append(f"{where}: zero_shot needs the pretrained checkpoint to caption with; set "
-                            f"{PRETRAINED_OPTION} to its folder (or hub id)")
+        if (zero_shot or system == "blip") and not checkpoint:
+            problems.append(f"{where}: {'zero_shot' if zero_shot else system} needs a pretrained checkpoint; set "
+                            f"{PRETRAINED_OPTION} to its folder (or hub id), e.g. config: configs/captioners/blip.yaml")
         out[system] = {"config": Path(config) if config else None, "file": file, "options": options,
                        "zero_shot": bool(zero_shot), "checkpoint": str(checkpoint) if checkpoint else None}
     return out

@@ -454,7 +454,7 @@ def test_captioner_entries_checked_with_the_rest_before_any_stage(fake_run, tmp_
     for part in (f"{path}, section captioners: unknown system 'gpt4'; the end-to-end systems are cnn_lstm",
                  "captioners.cnn_lstm: arch follows from the system's name (cnn-lstm)",
                  "captioners.cnn_lstm: epochs 'many' is invalid",
-                 "captioners.blip: zero_shot needs the pretrained checkpoint"):
+                 "captioners.blip: zero_shot needs a pretrained checkpoint"):
         assert part in err, part
 
     # a system not asked for is not checked, and one asked for starts from its default config
