@@ -35,6 +35,7 @@ import torch
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.images import image_size, read_rgb
+from captioners.model import load_captioner
 from composition.extract import extract
 from composition.schema import read_jsonl
 from composition.show import draw_overlay
@@ -44,13 +45,6 @@ from pipeline.baselines import NearestNeighbour, template_caption
 from segcap.errors import ConfigError, DataError, SegcapError
 from segmentation.model import load_segmenter
 from segmentation.provenance import provenance_notice
-
-CAPTIONERS_MISSING = ""
-try:  # the end-to-end captioners (pixels -> caption) are a package of their own; the app shows them when present
-    from captioners.model import load_captioner
-except ImportError as e:  # pragma: no cover - depends on the checkout
-    load_captioner = None
-    CAPTIONERS_MISSING = f"{e.__class__.__name__}: {e}"
 
 DEMO = Path("runs/demo")
 APP_MAX_PIXELS = 24_000_000  # segmented while the page waits; beyond, the page says what to do (pipeline.caption)
@@ -207,10 +201,6 @@ class Models:
         run_dir = self.settings.run_dir
         folder = None if run_dir is None else Path(run_dir) / "captioners"
         systems = sorted(p for p in folder.iterdir() if p.is_dir()) if folder is not None and folder.is_dir() else []
-        if systems and load_captioner is None:
-            self.notes.append(f"end-to-end captioners in {folder} left out: the captioners package cannot be imported "
-                              f"({CAPTIONERS_MISSING})")
-            return {}
         out = {}
         for path in systems:
             try:

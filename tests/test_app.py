@@ -27,6 +27,7 @@ from app import __main__ as launcher
 from app import core
 from app.core import GREEDY, NEAREST, TEMPLATE, Settings, beam_name
 from app.edits import add_relation, drop_relation, remove_class, set_percent, set_position, set_regions
+from captioners import train
 from composition.schema import problems, read_jsonl
 from llm.finetune import main as finetune
 from segcap.errors import ConfigError, DataError
@@ -276,8 +277,7 @@ def test_end_to_end_captioners_appear_when_their_folders_exist(models, tmp_path,
 
 
 def test_a_trained_end_to_end_captioner_through_its_own_loader(models, tmp_path):
-    """The real captioners package (skipped where it is not there): a tiny CNN+LSTM, one epoch on the tiny set."""
-    train = pytest.importorskip("captioners.train")
+    """The real captioners package: a tiny CNN+LSTM, one epoch on the tiny set."""
     run = tmp_path / "run"
     shutil.copytree(models["run_dir"], run)
     captions = json.loads((run / "stages" / "data.json").read_text())["result"]["captions"]
