@@ -97,11 +97,13 @@ def encoder_weights_problems(encoder: str, weights: str | Path | None) -> list[s
         reason = _offline_reason()
         if reason is None:
             return []
+        flag = hub.offline_flag()
+        unset = f"; or unset {flag.split('=')[0]} where this machine has network" if flag else ""
         return [
             f"encoder_weights {name}: torchvision's {encoder} weights ({w.url}) are not in torch's cache "
             f"{cached.parent} and cannot be downloaded now ({reason}). On a machine with network download {w.url} "
             f"and copy it to {cached} here (torchvision then loads it from there), or pass the downloaded file's "
-            f"path as encoder_weights; leave encoder_weights empty for random weights"
+            f"path as encoder_weights{unset}; leave encoder_weights empty for random weights"
         ]
     if not Path(name).expanduser().is_file():
         return [
