@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,16 @@ def page(**settings):
     from app.ui import render
 
     render(Settings(**settings))
+
+
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """AppTest puts its own script in sys.modules["__main__"] (a temporary file) and leaves it there; later tests that
+    start spawn worker pools (composition.extract --workers) would then have every worker fail to import __main__ and
+    the pool respawn them forever. Put the real one back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 def start(settings: dict) -> AppTest:
