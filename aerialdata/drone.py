@@ -32,15 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from aerialdata.classes import DRONE_CLASSES, ClassTable, load_class_table
-from aerialdata.images import (  # noqa: F401  (scaled_size: importable from here, as before)
+from aerialdata.images import (  # noqa: F401  (the resizers: importable from here, as before)
     IMAGE_SUFFIXES,
     image_size,
-    read_mask,
     read_rgb_scaled,
     resize_mask,
     scaled_size,
 )
-from aerialdata.labelled import check_gsd, read_synthetic_marker
+from aerialdata.labelled import check_gsd, load_pair, read_synthetic_marker
 from segcap.errors import DataError, DatasetNotFoundError
 
 
@@ -184,17 +183,7 @@ class DroneDataset:
         """
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} images")
-        ipath, mpath = self.image_paths[i], self.mask_paths[i]
-        full = image_size(ipath)
-        source = read_mask(mpath)
-        if (source.shape[1], source.shape[0]) != full:
-            raise DataError(
-                f"{mpath}: mask is {source.shape[1]}x{source.shape[0]} but its image {ipath.name} is "
-                f"{full[0]}x{full[1]}; masks must have the size of their image"
-            )
-        mask = self.table.group(source, where=mpath)
-        image = read_rgb_scaled(ipath, scale)
-        return image, resize_mask(mask, (image.shape[1], image.shape[0]))
+        return load_pair(self.image_paths[i], self.mask_paths[i], self.table.group, scale)
 
     def __repr__(self) -> str:
         return (f"DroneDataset(root={str(self.root)!r}, images={len(self)}, table={self.table.name!r}, gsd={self.gsd}, "

@@ -328,21 +328,26 @@ class PairedSource:
         """
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} images")
-        ipath, mpath = self.image_paths[i], self.mask_paths[i]
-        full = image_size(ipath)
-        source = read_mask(mpath)
-        if (source.shape[1], source.shape[0]) != full:
-            raise DataError(
-                f"{mpath}: mask is {source.shape[1]}x{source.shape[0]} but its image {ipath.name} is "
-                f"{full[0]}x{full[1]}; masks must have the size of their image"
-            )
-        mask = self.class_map.apply(source, where=mpath)
-        image = read_rgb_scaled(ipath, scale)
-        return image, resize_mask(mask, (image.shape[1], image.shape[0]))
+        return load_pair(self.image_paths[i], self.mask_paths[i], self.class_map.apply, scale)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, images={len(self)}, gsd={self.gsd}, "
                 f"table={self.table.name!r}, synthetic={self.synthetic})")
+
+
+def load_pair(ipath: Path, mpath: Path, to_groups, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its mask of source ids turned into group ids by ``to_groups(source, where=mpath)``, both resized
+    by ``scale`` (None: full size); a mask whose size differs from its image is a :class:`DataError` naming both."""
+    full = image_size(ipath)
+    source = read_mask(mpath)
+    if (source.shape[1], source.shape[0]) != full:
+        raise DataError(
+            f"{mpath}: mask is {source.shape[1]}x{source.shape[0]} but its image {ipath.name} is "
+            f"{full[0]}x{full[1]}; masks must have the size of their image"
+        )
+    mask = to_groups(source, where=mpath)
+    image = read_rgb_scaled(ipath, scale)
+    return image, resize_mask(mask, (image.shape[1], image.shape[0]))
 
 
 def read_split_lists(root: Path, names: tuple[str, ...] = SPLIT_NAMES) -> dict[str, str] | None:
