@@ -310,7 +310,9 @@ def stage_captioners(run: Run, fresh: bool, commands: list[str]) -> dict:
         _call(commands, "captioners", train_captioner, config=entry["config"], file_options=entry["file"],
               user=entry["options"], arch=END_TO_END[system], captions=lay.references, images=lay.images_dir,
               out=out, overwrite=True, progress=run.progress)
-        result[system] = {"model": str(out), "metrics": read_json(out / "metrics.json")}
+        m = read_json(out / "metrics.json")  # the stamp keeps the figures; the per-epoch history stays in the folder
+        result[system] = {"model": str(out), **{k: m.get(k) for k in ("selected_epoch", "best_val_loss",
+                                                                      "train_seconds", "total_seconds")}}
     return result or {"status": "not asked for"}
 
 
