@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-slow bench lint clean app
+.PHONY: setup demo demo-retrieval test test-slow bench lint clean app
 
 # One pip resolve installs torch, torchvision and everything else together, so pip cannot swap torch afterwards.
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,13 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) -m pipeline.run --config configs/pipeline/synthetic.yaml
+
+# The demo plus the chain with retrieval-augmented prompts (and consensus decoding) and the retrieval-only ablation,
+# in the same run folder: after `make demo` only the new stages run (about 5 min more).
+demo-retrieval: setup
+	$(PY) -m pipeline.run --config configs/pipeline/synthetic.yaml --systems "$(RETRIEVAL_SYSTEMS)"
+
+RETRIEVAL_SYSTEMS := [pipeline, pipeline_beam, oracle, template, nearest, blind, cnn_lstm, pipeline_mbr, pipeline_rag, pipeline_rag_mbr, rag_only]
 
 test: setup
 	$(PY) -m pytest

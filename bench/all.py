@@ -24,6 +24,7 @@ QUICK = [
     ["bench.segmentation_predict", "--checkpoint", "runs/demo/segmentation"],
     ["bench.llm_throughput", "--model", "runs/demo/llm/pipeline", "--compositions",
      "runs/demo/compositions/predicted.jsonl"],
+    ["bench.caption_modes"],  # captions/s greedy, beam, consensus (beam, sample); with and without retrieval
     ["bench.app_latency"],  # the web app: one 224x224 image from upload to caption (skips itself without runs/demo)
     ["bench.large_image", "--checkpoint", "runs/demo/segmentation"],
     ["bench.captioners_speed"],  # end-to-end captioners, untrained and (when `make demo` trained it) the demo's cnn-lstm
@@ -31,7 +32,8 @@ QUICK = [
 # what a quick benchmark needs from `make demo`
 NEEDS = {"bench.segmentation_predict": "runs/demo/segmentation/model.pt",
          "bench.large_image": "runs/demo/segmentation/model.pt",
-         "bench.llm_throughput": "runs/demo/llm/pipeline/segcap_llm.json"}
+         "bench.llm_throughput": "runs/demo/llm/pipeline/segcap_llm.json",
+         "bench.caption_modes": "runs/demo/llm/pipeline/segcap_llm.json"}
 TRAINING = [["bench.segmentation_train"], ["bench.llm_caption", "--blind"]]
 
 

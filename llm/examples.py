@@ -4,9 +4,14 @@ A composition record (``segcap.composition/1``, one JSON line per image) is join
 same filename **stem** (``pond_12.jpg`` and ``pond_12.png`` both join ``pond_12``). Each of the image's captions is a
 training target; exact duplicate (prompt, caption) pairs are dropped, as the seed did.
 
-The prompt is the configured template (``{instruction}``, ``{composition}``) with the composition text from
-:func:`composition.text.to_prompt`. ``prompt_mode="blind"`` renders the same template with the composition text removed:
-the "blind LM" baseline, which shows how much of a score comes from the caption prior alone.
+The prompt is the configured template (``{instruction}``, ``{composition}``, ``{neighbours}``) with the composition
+text from :func:`composition.text.to_prompt`. ``prompt_mode="blind"`` renders the same template with the composition
+text removed: the "blind LM" baseline, which shows how much of a score comes from the caption prior alone.
+
+With ``retrieval_k > 0`` the ``{neighbours}`` line carries the captions of the k training images whose compositions
+are closest (:mod:`llm.retrieval`; an image is never its own neighbour), ``retrieval_captions`` per neighbour, after
+``neighbours_label``: ``Similar images: a pond surrounded by trees . | many buildings are near a road .`` Blind with
+retrieval is the retrieval-only ablation: what the neighbours alone give, without the composition text.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from typing import Literal
 
 from aerialdata.captionset import CaptionDataset
 from composition.text import to_prompt
+from llm.retrieval import CompositionIndex
 from segcap.errors import ConfigError, DataError
 
 PromptMode = Literal["full", "blind"]
 CaptionsPerImage = Literal["all", "sample", "fixed"]
 
 DEFAULT_INSTRUCTION = "Describe the aerial image whose segmentation is summarised below in one sentence."
-DEFAULT_TEMPLATE = "{instruction}\n{composition}\nCaption:"
-PLACEHOLDERS = ("instruction", "composition")
+DEFAULT_TEMPLATE = "{instruction}\n{composition}\n{neighbours}\nCaption:"
+DEFAULT_NEIGHBOURS_LABEL = "Similar images:"
+NEIGHBOUR_SEPARATOR = " | "
+PLACEHOLDERS = ("instruction", "composition", "neighbours")
 
 
 def _default_render(record: dict) -> str:
@@ -43,15 +51,19 @@ def stem(name: str) -> str:
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """The prompt the LM reads: ``template`` with ``{instruction}`` and ``{composition}`` filled in.
+    """The prompt the LM reads: ``template`` with ``{instruction}``, ``{composition}`` and ``{neighbours}`` filled in.
 
-    Blank lines are dropped after filling, so that the blind prompt (composition text removed) has no hole.
-    The caption follows the prompt after one space: ``"...Caption: a pond surrounded by trees ."``
+    Blank lines are dropped after filling, so that the blind prompt (composition text removed) and a prompt without
+    retrieval (``retrieval_k = 0``) have no hole. The caption follows the prompt after one space:
+    ``"...Caption: a pond surrounded by trees ."``
     """
 
     instruction: str = DEFAULT_INSTRUCTION
     template: str = DEFAULT_TEMPLATE
     mode: PromptMode = "full"
+    retrieval_k: int = 0  # neighbours whose captions the prompt carries (0: none)
+    retrieval_captions: int = 1  # captions per neighbour, consensus first
+    neighbours_label: str = DEFAULT_NEIGHBOURS_LABEL
 
     def problems(self) -> list[str]:
         """Everything wrong with this template (empty list when it is usable)."""
@@ -66,17 +78,38 @@ class PromptTemplate:
         if unknown:
             out.append(
                 f"prompt_template uses unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
-                f"allowed: {{instruction}}, {{composition}}"
+                f"allowed: {{instruction}}, {{composition}}, {{neighbours}}"
             )
+        for key in ("retrieval_k", "retrieval_captions"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "retrieval_k" else 1):
+                out.append(f"{key} must be an integer >= {0 if key == 'retrieval_k' else 1} (got {value!r})")
+        if isinstance(self.retrieval_k, int) and self.retrieval_k > 0 and "neighbours" not in names:
+            out.append("retrieval_k > 0 but prompt_template lacks {neighbours}: the retrieved captions would not be "
+                       "shown; add a {neighbours} line, e.g. \"{instruction}\\n{composition}\\n{neighbours}\\nCaption:\"")
         if "composition" not in names:
             out.append("prompt_template lacks {composition}: the model would never see the composition text")
         if not self.template.strip():
             out.append("prompt_template is empty")
         return out
 
-    def render_text(self, composition_text: str) -> str:
+    @property
+    def retrieves(self) -> bool:
+        return self.retrieval_k > 0
+
+    def neighbours_text(self, captions: Sequence[Sequence[str]]) -> str:
+        """The ``{neighbours}`` line: the label, then ``retrieval_captions`` captions of each neighbour, closest
+        first, joined by `` | `` (empty without retrieval)."""
+        if not self.retrieves:
+            return ""
+        shown = [normalise_caption(c) for caps in captions[: self.retrieval_k] for c in caps[: self.retrieval_captions]]
+        return f"{self.neighbours_label} {NEIGHBOUR_SEPARATOR.join(shown)}".strip() if shown else ""
+
+    def render_text(self, composition_text: str, neighbours: Sequence[Sequence[str]] = ()) -> str:
+        """The prompt of one image: its composition text (removed in blind mode) and its neighbours' captions."""
         text = "" if self.mode == "blind" else composition_text
-        filled = self.template.format(instruction=self.instruction, composition=text)
+        filled = self.template.format(instruction=self.instruction, composition=text,
+                                      neighbours=self.neighbours_text(neighbours))
         return "\n".join(line.rstrip() for line in filled.split("\n") if line.strip())
 
     def to_dict(self) -> dict:
@@ -172,8 +205,11 @@ def build_image_examples(
     render: Callable[[dict], str] | None = None,
     source: str | Path = "compositions",
     allow_missing: bool = False,
+    index: CompositionIndex | None = None,
 ) -> tuple[list[ImageExamples], int]:
     """Per-image examples of one split, exact duplicate (prompt, caption) pairs dropped across the split.
+
+    With a retrieving ``template``, ``index`` gives each image's neighbours (never the image itself).
 
     Returns:
         (images, dropped): the images that keep at least one caption, and how many pairs were dropped as duplicates.
@@ -181,8 +217,12 @@ def build_image_examples(
     render = render or _default_render
     seen: set[tuple[str, str]] = set()
     out, dropped = [], 0
-    for rec, item in join_records(records, captions, [split], source, allow_missing):
-        prompt = template.render_text(render(rec))
+    pairs = join_records(records, captions, [split], source, allow_missing)
+    if template.retrieves and index is None:
+        raise ValueError("a retrieving prompt template needs the training images' CompositionIndex")
+    near = index.neighbours([rec for rec, _ in pairs], template.retrieval_k) if template.retrieves else None
+    for n, (rec, item) in enumerate(pairs):
+        prompt = template.render_text(render(rec), [nb.captions for nb in near[n]] if near else ())
         kept = []
         for raw in item.sentences:
             cap = normalise_caption(raw, lowercase)

@@ -46,6 +46,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from aerialdata.captionset import CaptionDataset
 from composition.schema import read_jsonl
 from composition.text import PROMPT_VERSION
+from llm.consensus import NGRAM_FILE, document_frequencies
 from llm.curves import loss_rows, plot_loss, write_loss_csv
 from llm.examples import (
     DEFAULT_INSTRUCTION,
@@ -53,6 +54,8 @@ from llm.examples import (
     CaptionExamples,
     PromptTemplate,
     build_image_examples,
+    join_records,
+    normalise_caption,
 )
 from llm.model import (
     BASE_DIR,
@@ -64,6 +67,7 @@ from llm.model import (
     load_tokenizer,
     option_problems,
 )
+from llm.retrieval import INDEX_FILE, CompositionIndex
 from llm.tokenizer import (
     CaptionCollator,
     TokenizedExamples,
@@ -107,6 +111,8 @@ def main(
     prompt_mode: Literal["full", "blind"] = "full",
     instruction: str = DEFAULT_INSTRUCTION,
     prompt_template: str = DEFAULT_TEMPLATE,
+    retrieval_k: int = 0,
+    retrieval_captions: int = 1,
     captions_per_image: Literal["all", "sample", "fixed"] = "all",
     lowercase: bool = True,
     train_split: Literal["train", "val", "test", "restval"] = "train",
@@ -154,7 +160,12 @@ def main(
         lora_target_modules: names of the linear modules that get adapters (default q_proj k_proj v_proj o_proj).
         prompt_mode: full (instruction + composition text) or blind (same template without the composition text).
         instruction: the instruction line of the prompt.
-        prompt_template: prompt format with {instruction} and {composition}; the caption follows it after a space.
+        prompt_template: prompt format with {instruction}, {composition} and {neighbours}; the caption follows it
+            after a space.
+        retrieval_k: retrieval-augmented prompts: the {neighbours} line carries the captions of the k training
+            images whose compositions are closest (never the image itself); 0 = no retrieval. With prompt_mode blind
+            it is the retrieval-only ablation.
+        retrieval_captions: captions shown per neighbour (the ones its references agree on most first).
         captions_per_image: all (every caption a target), sample (one drawn per image each epoch), fixed (one, drawn once).
         lowercase: lowercase the target captions (COCO scoring is case-insensitive).
         train_split: caption-set split to train on.
@@ -203,7 +214,8 @@ def main(
         precision=precision,
         gradient_checkpointing=gradient_checkpointing,
     )
-    template = PromptTemplate(instruction=instruction, template=prompt_template, mode=prompt_mode)
+    template = PromptTemplate(instruction=instruction, template=prompt_template, mode=prompt_mode,
+                              retrieval_k=retrieval_k, retrieval_captions=retrieval_captions)
     options["lora_target_modules"] = list(opts.lora_target_modules)
 
     # 1. options: every problem at once, before any work
@@ -231,13 +243,19 @@ def main(
     capset = CaptionDataset(captions)
     if not any(it.split == train_split for it in capset.items):
         raise DatasetNotFoundError(f"{capset.json_path}: no images in split {train_split!r}; check --train-split")
+    train_joined = join_records(records, capset, [train_split], compositions, allow_missing)
+    train_refs = [[normalise_caption(c, lowercase) for c in it.sentences] for _, it in train_joined]
+    # retrieval: the training images' compositions and captions (each training prompt shows *other* images')
+    index = CompositionIndex([it.filename for _, it in train_joined], [r for r, _ in train_joined],
+                             train_refs) if template.retrieves else None
     train_images, train_dropped = build_image_examples(
-        records, capset, train_split, template, lowercase, source=compositions, allow_missing=allow_missing
+        records, capset, train_split, template, lowercase, source=compositions, allow_missing=allow_missing, index=index
     )
     eval_images, eval_dropped = [], 0
     if eval_split != "none" and any(it.split == eval_split for it in capset.items):
         eval_images, eval_dropped = build_image_examples(
-            records, capset, eval_split, template, lowercase, source=compositions, allow_missing=allow_missing
+            records, capset, eval_split, template, lowercase, source=compositions, allow_missing=allow_missing,
+            index=index,
         )
     train_pairs = CaptionExamples(train_images, captions_per_image, seed)
     eval_pairs = CaptionExamples(eval_images, "all", seed) if eval_images else None
@@ -347,6 +365,9 @@ def main(
             write_loss_csv(out / "loss.csv", rows)
             plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
             evals = [r["loss"] for r in rows if r["split"] == "eval"]
+            write_json(out / NGRAM_FILE, document_frequencies(train_refs))  # for consensus decoding
+            if index is not None:
+                index.save(out / INDEX_FILE, captions_per_image=retrieval_captions)
             meta = {
                 "format": "segcap.llm/1",
                 "prompt": template.to_dict(),

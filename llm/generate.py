@@ -6,6 +6,11 @@ Greedy (default) or beam search, batched with left padding, stopping at EOS; wri
     python -m llm.generate --model runs/llm/tiny --compositions runs/gt/compositions.jsonl \\
         --captions data/synthetic/rsicd/dataset_rsicd.json --split test --out runs/llm/tiny/preds_test.json
     python -m llm.generate --model runs/llm/tiny ... --num-beams 3 --out runs/llm/tiny/preds_test_beam3.json
+    python -m llm.generate --model runs/llm/tiny ... --consensus 5 --out runs/llm/tiny/preds_test_mbr5.json
+
+Consensus decoding (``--consensus N``): N candidates per image (beam search's N best, or ``--candidates sample``: N
+samples, seeded), and the one with the highest CIDEr-D against the other candidates is kept (:mod:`llm.consensus`).
+A model trained with retrieval prompts (``retrieval_k``) retrieves its neighbours from the index saved beside it.
 
 Without ``--captions`` every record is captioned and ``image_id`` is the record's ``image``.
 
@@ -15,10 +20,13 @@ Library::
     captioner = Captioner("runs/llm/tiny")
     captioner.caption(records)            # list of composition records -> list of captions
     captioner.caption(records, num_beams=3)
+    captioner.caption(records, consensus=5)            # consensus of 5 beam candidates
+    captioner.neighbours(records)                      # the retrieved training images (retrieval models)
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +37,10 @@ import torch
 from aerialdata.captionset import CaptionDataset
 from composition.schema import read_jsonl
 from composition.text import to_prompt
+from llm.consensus import NGRAM_FILE, CiderD
 from llm.examples import PromptTemplate, join_records
 from llm.model import load_trained
+from llm.retrieval import INDEX_FILE, CompositionIndex, Neighbour
 from llm.tokenizer import prompt_ids
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
@@ -65,11 +75,36 @@ class Captioner:
         self.max_new_tokens = max_new_tokens
         self.max_length = int(self.meta.get("max_length", 512))
         self.device = next(self.model.parameters()).device
+        self.index = None
+        if self.template.retrieves:
+            if not (self.model_dir / INDEX_FILE).is_file():
+                raise ConfigError(f"{self.model_dir} was trained with retrieval prompts (retrieval_k "
+                                  f"{self.template.retrieval_k}) but has no {INDEX_FILE}; train it again")
+            self.index = CompositionIndex.load(self.model_dir / INDEX_FILE)
+        self._cider: CiderD | None = None
+
+    def neighbours(self, records: Sequence[dict]) -> list[list[Neighbour]]:
+        """The training images each record's prompt shows (none without retrieval; never the image itself)."""
+        if self.index is None:
+            return [[] for _ in records]
+        return self.index.neighbours(list(records), self.template.retrieval_k)
+
+    def prompts(self, records: Sequence[dict]) -> list[str]:
+        """The prompt texts of composition records (the training template, mode and retrieval)."""
+        near = self.neighbours(records)
+        return [self.template.render_text(to_prompt(r), [nb.captions for nb in n]) for r, n in zip(records, near, strict=True)]
 
     def prompt(self, record: dict) -> str:
-        """The prompt text of one composition record (the training template and mode)."""
+        """The prompt text of one composition record."""
+        return self.prompts([record])[0]
 
-        return self.template.render_text(to_prompt(record))
+    @property
+    def cider(self) -> CiderD:
+        """CIDEr-D with the training captions' document frequencies (uniform weights for a folder without them)."""
+        if self._cider is None:
+            path = self.model_dir / NGRAM_FILE
+            self._cider = CiderD(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None)
+        return self._cider
 
     @torch.inference_mode()
     def caption(
@@ -79,44 +114,79 @@ class Captioner:
         batch_size: int | None = None,
         max_new_tokens: int | None = None,
         progress: bool = False,
+        consensus: int = 0,
+        candidates: Literal["beam", "sample"] = "beam",
+        seed: int = 0,
     ) -> list[str]:
-        """One caption per record, in order (greedy for ``num_beams=1``, else beam search)."""
+        """One caption per record, in order: greedy for ``num_beams=1``, else beam search; with ``consensus`` N >= 2,
+        the consensus of N candidates (:meth:`candidates`)."""
+        if consensus >= 2:
+            sets = self.candidates(records, consensus, candidates, num_beams, batch_size, max_new_tokens, progress, seed)
+            return [c[self.cider.choose(c)] for c in sets]
+        return [c[0] for c in self._generate(records, 1, "beam", num_beams, batch_size, max_new_tokens, progress, seed)]
+
+    def candidates(
+        self,
+        records: Sequence[dict],
+        n: int,
+        mode: Literal["beam", "sample"] = "beam",
+        num_beams: int = 1,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
+        seed: int = 0,
+    ) -> list[list[str]]:
+        """``n`` candidate captions per record: the n best of a beam search of width max(n, num_beams), or n samples
+        (nucleus, top-p 0.9; torch seeded with ``seed`` per batch, so the same call gives the same samples)."""
+        if n < 1:
+            raise ConfigError(f"the number of candidates must be >= 1 (got {n})")
+        if mode not in ("beam", "sample"):
+            raise ConfigError(f"candidates must be beam or sample (got {mode!r})")
+        return self._generate(records, n, mode, num_beams, batch_size, max_new_tokens, progress, seed)
+
+    def _generate(self, records, n, mode, num_beams, batch_size, max_new_tokens, progress, seed) -> list[list[str]]:
         if num_beams < 1:
             raise ConfigError(f"num_beams must be >= 1 (got {num_beams})")
+        sample = mode == "sample" and n > 1
+        beams = 1 if sample else max(n, num_beams)
         bs = batch_size or self.batch_size
         new = max_new_tokens or self.max_new_tokens
         tok = self.tokenizer
         keep = max(2, self.max_length - new)  # prompt tokens that fit with the caption
         ids = []
-        for rec in records:
-            p = prompt_ids(tok, self.prompt(rec))
+        for text in self.prompts(records):
+            p = prompt_ids(tok, text)
             if len(p) > keep:  # as in training: drop the prompt's start, keep BOS
                 p = p[:1] + p[len(p) - keep + 1 :] if tok.bos_token_id is not None else p[-keep:]
             ids.append(p)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
-        out: list[str] = [""] * len(ids)
+        out: list[list[str]] = [[] for _ in ids]
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        what = f"{n} samples" if sample else f"beams={beams}" + (f", {n} candidates" if n > 1 else "")
 
-        for batch in Progress(batches, desc=f"captioning (beams={num_beams})", unit="batch", enabled=progress):
-            n = max(len(ids[i]) for i in batch)
-            x = torch.full((len(batch), n), tok.pad_token_id, dtype=torch.long)  # (B, T), padded on the left
-            mask = torch.zeros((len(batch), n), dtype=torch.long)  # (B, T)
+        for batch in Progress(batches, desc=f"captioning ({what})", unit="batch", enabled=progress):
+            width = max(len(ids[i]) for i in batch)
+            x = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)  # (B, T), padded on the left
+            mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
             for r, i in enumerate(batch):
-                x[r, n - len(ids[i]) :] = torch.tensor(ids[i])
-                mask[r, n - len(ids[i]) :] = 1
+                x[r, width - len(ids[i]) :] = torch.tensor(ids[i])
+                mask[r, width - len(ids[i]) :] = 1
+            if sample:
+                torch.manual_seed(seed)
             gen = self.model.generate(
                 input_ids=x.to(self.device),
                 attention_mask=mask.to(self.device),
                 max_new_tokens=new,
-                num_beams=num_beams,
-                do_sample=False,
-                early_stopping=num_beams > 1,
+                num_beams=beams,
+                num_return_sequences=n,
+                do_sample=sample,
+                **({"top_p": 0.9, "top_k": 0, "temperature": 1.0} if sample else {}),
+                early_stopping=beams > 1,
                 eos_token_id=tok.eos_token_id,
                 pad_token_id=tok.pad_token_id,
-            )  # (B, T + new)
+            )  # (B * n, T + new): each prompt's n sequences together
             for r, i in enumerate(batch):
-                text = tok.decode(gen[r, n:], skip_special_tokens=True)
-                out[i] = clean_caption(text)
+                out[i] = [clean_caption(tok.decode(gen[r * n + j, width:], skip_special_tokens=True)) for j in range(n)]
         return out
 
 
@@ -133,6 +203,9 @@ def main(
     captions: Path | None = None,
     split: Literal["test", "val", "train", "restval"] = "test",
     num_beams: int = 1,
+    consensus: int = 0,
+    candidates: Literal["beam", "sample"] = "beam",
+    seed: int = 0,
     batch_size: int = 64,
     max_new_tokens: int = 40,
     allow_missing: bool = False,
@@ -150,6 +223,11 @@ def main(
             record is captioned.
         split: caption-set split to caption (with --captions).
         num_beams: 1 = greedy; more = beam search with that many beams.
+        consensus: N >= 2: generate N candidates per image and keep the one with the highest CIDEr-D against the
+            others (consensus / minimum-Bayes-risk decoding); 0 = off.
+        candidates: where consensus candidates come from: beam (the N best of a beam search of width
+            max(N, num_beams)) or sample (N nucleus samples, top-p 0.9, seeded).
+        seed: seed of the samples (candidates sample).
         batch_size: prompts per generate call.
         max_new_tokens: longest caption in tokens.
         allow_missing: skip split images without a composition instead of stopping.
@@ -160,6 +238,8 @@ def main(
     problems = []
     if num_beams < 1:
         problems.append(f"--num-beams must be >= 1 (got {num_beams})")
+    if consensus < 0 or consensus == 1:
+        problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
     if batch_size < 1:
         problems.append(f"--batch-size must be >= 1 (got {batch_size})")
     if max_new_tokens < 1:
@@ -184,11 +264,13 @@ def main(
 
     captioner = Captioner(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
     t0 = time.perf_counter()
-    caps = captioner.caption(chosen, num_beams=num_beams, progress=progress)
+    caps = captioner.caption(chosen, num_beams=num_beams, progress=progress, consensus=consensus,
+                             candidates=candidates, seed=seed)
     dt = time.perf_counter() - t0
     write_json(out, [{"image_id": n, "caption": c} for n, c in zip(names, caps, strict=True)])
-    print(f"wrote {out}: {len(caps)} captions in {dt:.1f} s ({len(caps) / max(dt, 1e-9):.1f} captions/s, "
-          f"beams={num_beams})", flush=True)
+    how = f"beams={num_beams}" + (f", consensus of {consensus} {candidates} candidates" if consensus else "")
+    print(f"wrote {out}: {len(caps)} captions in {dt:.1f} s ({len(caps) / max(dt, 1e-9):.1f} captions/s, {how})",
+          flush=True)
     return Path(out)
 
 

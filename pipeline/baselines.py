@@ -3,17 +3,13 @@
 - :func:`template_caption`: rules over one composition record (no learning). It says what the record says, in
   RSICD's usual shape ("some buildings and green trees are around a pond").
 - :class:`NearestNeighbour`: the caption of the training image whose composition vector is closest
-  (``composition.features.vector``, standardised), choosing among that image's captions the one that agrees most
-  with its siblings (a consensus caption).
+  (``composition.features.vector``, standardised; :mod:`llm.retrieval`), choosing among that image's captions the one
+  that agrees most with its siblings (a consensus caption).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
-import numpy as np
-
-from composition.features import vector
+from llm.retrieval import CompositionIndex
 
 # How each group is named in a caption; a group missing here is named as in its class table.
 NOUNS = {
@@ -76,34 +72,16 @@ def template_caption(record: dict, min_percent: float = 2.0) -> str:
     return f"{subject} {verb} {where} {scene}{tail} ."
 
 
-def _consensus(captions: list[str]) -> str:
-    """The caption sharing most words with its siblings (ties: the first)."""
-    if len(captions) == 1:
-        return captions[0]
-    bags = [Counter(c.lower().split()) for c in captions]
-
-    def agreement(i: int) -> float:
-        return sum(sum((bags[i] & bags[j]).values()) / max(1, sum(bags[i].values())) for j in range(len(bags)) if j != i)
-
-    return captions[max(range(len(captions)), key=agreement)]
-
-
 class NearestNeighbour:
-    """Retrieval baseline: caption of the closest training composition (Euclidean on standardised features)."""
+    """Retrieval baseline: the consensus caption of the closest training composition (Euclidean on standardised
+    features; :class:`llm.retrieval.CompositionIndex`, which the retrieval-augmented prompts read too)."""
 
-    def __init__(self, train_records: list[dict], train_captions: list[list[str]], num_classes: int):
-
+    def __init__(self, train_records: list[dict], train_captions: list[list[str]], num_classes: int,
+                 names: list[str] | None = None):
         if not train_records:
             raise ValueError("nearest-neighbour baseline needs at least one training composition")
-        self.num_classes = num_classes
-        x = np.stack([vector(r, num_classes) for r in train_records]).astype(np.float64)
-        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
-        self.x = (x - self.mean) / self.std  # (N, F)
-        self.captions = [_consensus(c) for c in train_captions]
+        names = names or [r.get("image", str(i)) for i, r in enumerate(train_records)]
+        self.index = CompositionIndex(names, train_records, train_captions, num_classes)
 
     def caption(self, records: list[dict]) -> list[str]:
-
-        q = (np.stack([vector(r, self.num_classes) for r in records]) - self.mean) / self.std  # (M, F)
-        # squared distances without an (M, N, F) tensor: |q|^2 - 2 q.x + |x|^2
-        d = (q**2).sum(1)[:, None] - 2 * q @ self.x.T + (self.x**2).sum(1)[None, :]
-        return [self.captions[i] for i in d.argmin(1)]
+        return [near[0].captions[0] for near in self.index.neighbours(records, 1, exclude=False)]

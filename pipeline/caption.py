@@ -3,6 +3,8 @@
     python -m pipeline.caption data/synthetic/rsicd/RSICD_images/pond_3.jpg \\
         --segmentation runs/demo/segmentation --llm runs/demo/llm/pipeline
     python -m pipeline.caption a.jpg b.tif --segmentation DIR --llm DIR --explain      # + the composition table
+    python -m pipeline.caption a.jpg --segmentation DIR --llm runs/demo/llm/pipeline_rag --explain --consensus 5
+        # + the training images whose captions the retrieval prompt showed; the consensus of 5 beam candidates
     python -m pipeline.caption a.jpg --segmentation DIR --llm DIR --overlay a_overlay.png  # mask, circles, labels
     python -m pipeline.caption *.jpg --segmentation DIR --llm DIR --overlay overlays/ --json captions.json
 
@@ -40,6 +42,7 @@ def main(
     json: Path | None = None,
     scale: float = 1.0,
     num_beams: int = 1,
+    consensus: int = 0,
     strict: bool = False,
     overwrite: bool = False,
 ) -> list[dict]:
@@ -49,11 +52,13 @@ def main(
         images: image files (jpg, png, tif, ...), any size or mode.
         segmentation: segmentation checkpoint folder (segmentation.train --out).
         llm: caption model folder (llm.finetune --out).
-        explain: also print the composition table and the prompt text the LLM read.
+        explain: also print the composition table, and the training images whose captions the prompt showed (a model
+            trained with retrieval prompts).
         overlay: PNG of the mask, each class's circle and centre and labels; a folder when several images are given.
         json: write the results (image, caption, composition) to this JSON file.
         scale: resize factor before segmenting (ground resolution; 1.0 = the caption set's resolution).
         num_beams: 1 for greedy decoding, more for beam search.
+        consensus: N >= 2: the consensus of N beam candidates (the one with the highest CIDEr-D against the others).
         strict: stop at the first unreadable image instead of skipping it.
         overwrite: replace existing overlay or JSON files.
     """
@@ -75,6 +80,8 @@ def main(
         problems.append(f"--scale must be positive, got {scale}")
     if num_beams < 1:
         problems.append(f"--num-beams must be at least 1 (got {num_beams})")
+    if consensus < 0 or consensus == 1:
+        problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
     if problems:
         raise ConfigError(problems)
     overlay_dir = overlay is not None and (len(images) > 1 or Path(overlay).suffix == "" or Path(overlay).is_dir())
@@ -109,16 +116,22 @@ def main(
         mask = seg.predict([rgb], scale=scale)[0]
         records.append(extract(mask, seg.table, image=Path(path).name))
         pixels.append((path, rgb, mask))
-    captions = captioner.caption(records, num_beams=num_beams) if records else []
+    captions = captioner.caption(records, num_beams=num_beams, consensus=consensus) if records else []
+    near = captioner.neighbours(records)
 
-    for (path, rgb, mask), rec, cap in zip(pixels, records, captions, strict=True):
+    for (path, rgb, mask), rec, cap, nbs in zip(pixels, records, captions, near, strict=True):
         print(f"{path}: {cap}")
         if explain:
-            print(table_text(rec) + "\n")
+            print(table_text(rec))
+            for nb in nbs:  # the neighbours the prompt showed (retrieval models)
+                print(f"  neighbour {nb.image} (distance {nb.distance:.2f}): {' | '.join(nb.captions)}")
+            print()
         if overlay is not None:
             target = Path(overlay) / f"{Path(path).stem}.png" if overlay_dir else Path(overlay)
             draw_overlay(rec, rgb, target, seg.table, mask=mask)
-        results.append({"image": str(path), "caption": cap, "composition": rec})
+        results.append({"image": str(path), "caption": cap, "composition": rec,
+                        **({"neighbours": [{"image": nb.image, "distance": round(nb.distance, 4),
+                                            "captions": nb.captions} for nb in nbs]} if nbs else {})})
     if json is not None:
         atomic.write_json(json, results)
     return results

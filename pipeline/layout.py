@@ -9,7 +9,7 @@ imports the other's internals. A run folder holds::
     masks/                        predicted group-id masks of every caption-set image
     classes.yaml                  the checkpoint's class table, when it is stored in the checkpoint itself
     compositions/                 predicted.jsonl (from masks/), truth.jsonl (from the exact masks, when the set has them)
-    llm/<pipeline|oracle|blind>/  fine-tuned language models
+    llm/<pipeline|oracle|blind|pipeline_rag|rag_only>/  fine-tuned language models
     captioners/<system>/          end-to-end captioners (cnn_lstm, vit_gpt2, blip) trained on the caption set
     predictions/                  <system>.json (COCO results) and systems.json (name -> file)
     scores/                       scores.json, scores.md, scores.png
@@ -34,13 +34,15 @@ from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import ClassTable, class_table_from_dict, load_class_table
 from segmentation.model import read_checkpoint_config
 
-STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "captioners", "captions", "score",
-          "report")
+STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "captioners",
+          "captions", "score", "report")
 CHAIN_SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "blind")
+# the chain with retrieval-augmented prompts and/or consensus decoding, and the retrieval-only ablation (issue 15)
+RETRIEVAL_SYSTEMS = ("pipeline_rag", "pipeline_mbr", "pipeline_rag_mbr", "rag_only")
 END_TO_END = {"cnn_lstm": "cnn-lstm", "vit_gpt2": "vit-gpt2", "blip": "blip"}  # system -> captioners.train arch
-SYSTEMS = (*CHAIN_SYSTEMS, *END_TO_END)
-LLM_STAGES = ("llm", "oracle", "blind")  # stage -> its model folder llm/<system>
-LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind"}
+SYSTEMS = (*CHAIN_SYSTEMS, *RETRIEVAL_SYSTEMS, *END_TO_END)
+LLM_STAGES = ("llm", "oracle", "blind", "rag", "rag_only")  # stage -> its model folder llm/<system>
+LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind", "rag": "pipeline_rag", "rag_only": "rag_only"}
 
 # What each stage reads from the stages before it: its fingerprint holds their digests.
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -51,8 +53,10 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "llm": ("data", "compositions"),
     "oracle": ("data", "compositions"),
     "blind": ("data", "compositions"),
+    "rag": ("data", "compositions"),
+    "rag_only": ("data", "compositions"),
     "captioners": ("data",),
-    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind", "captioners"),
+    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "captioners"),
     "score": ("data", "captions"),
     "report": STAGES[:-1],
 }
@@ -130,7 +134,7 @@ class Layout:
         return self.run_dir / "compositions" / "truth.jsonl"
 
     def llm(self, system: str) -> Path:
-        """The model folder of ``pipeline``, ``oracle`` or ``blind``."""
+        """The model folder of ``pipeline``, ``oracle``, ``blind``, ``pipeline_rag`` or ``rag_only``."""
         return self.run_dir / "llm" / system
 
     def captioner(self, system: str) -> Path:

@@ -27,6 +27,12 @@ SYSTEM_NOTES = {
     "template": "rules over the predicted composition, no learning",
     "nearest": "caption of the training image with the closest composition vector",
     "blind": "same LLM trained with the composition text removed: what image content adds",
+    "pipeline_rag": "the chain with retrieval-augmented prompts: composition + captions of the closest training "
+                    "compositions (greedy)",
+    "pipeline_mbr": "the chain, consensus decoding: of N beam candidates, the one with the highest CIDEr-D against "
+                    "the others",
+    "pipeline_rag_mbr": "retrieval-augmented prompts and consensus decoding",
+    "rag_only": "retrieval-only ablation: the neighbours' captions without the composition text (greedy)",
     "human": "each reference scored against the other references of its image (ceiling)",
     "cnn_lstm": "end to end: CNN encoder + LSTM with soft attention, trained on the captions (greedy)",
     "vit_gpt2": "end to end: ViT encoder + GPT-2 decoder, trained on the captions (greedy)",
@@ -65,6 +71,14 @@ def ratios(scores: dict) -> list[str]:
         out.append(f"pipeline CIDEr / oracle CIDEr = {cider['pipeline'] / cider['oracle']:.2f} (target >= 0.90)")
     if cider.get("pipeline") is not None and cider.get("blind"):
         out.append(f"pipeline CIDEr / blind CIDEr = {cider['pipeline'] / cider['blind']:.2f} (target >= 2)")
+    chain = {k: v for k, v in cider.items() if k.startswith("pipeline") and v is not None}
+    if chain and cider.get("nearest"):  # the chain at its best against the lookup it has to beat
+        best = max(chain, key=chain.get)
+        out.append(f"best chain system ({best}) CIDEr / nearest CIDEr = {chain[best] / cider['nearest']:.2f} "
+                   "(target >= 1.05)")
+    if cider.get("rag_only") is not None and cider.get("pipeline_rag"):
+        out.append(f"rag_only CIDEr / pipeline_rag CIDEr = {cider['rag_only'] / cider['pipeline_rag']:.2f} "
+                   "(below 1: the composition text adds to the neighbours' captions)")
     for name in END_TO_END:  # the chain against a model that captions the pixels directly, both decodings alike
         for chain, other in (("pipeline", name), *((k, f"{name}{k[8:]}") for k in cider if k.startswith("pipeline_"))):
             if cider.get(chain) is not None and cider.get(other):
@@ -130,7 +144,8 @@ def write_examples(layout: Layout, split: str, path: Path, n: int = 4) -> Path |
             chosen.append(it)
     chosen = chosen[:n]
     table = layout.class_table()
-    fig, axes = plt.subplots(len(chosen), 3, figsize=(15, 4.1 * len(chosen)),
+    row_inches = max(4.1, 0.17 * (len(systems) + 9))  # every system's caption fits beside its image
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(15, row_inches * len(chosen)),
                              gridspec_kw={"width_ratios": [1, 1, 2.3]})
     axes = np.atleast_2d(axes)
     for row, it in zip(axes, chosen, strict=True):
@@ -229,8 +244,12 @@ def write_report(layout: Layout) -> Path:
 
     # 4. language models
     llm_rows = []
-    for name in ("pipeline", "oracle", "blind"):
+    for name in ("pipeline", "oracle", "blind", "pipeline_rag", "rag_only"):
         folder = layout.llm(name)
+        retrieval = (read_json(folder / "segcap_llm.json").get("prompt") or {}).get("retrieval_k")
+        if retrieval:
+            llm_rows.append(f"- {name}: retrieval-augmented prompts, the captions of the {retrieval} training images "
+                            "with the closest compositions (never the image itself)")
         for png in sorted(folder.glob("*.png")):
             llm_rows.append(f"![{name} {png.stem}]({_rel(png, rd)})")
     if llm_rows:

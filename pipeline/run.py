@@ -17,8 +17,10 @@ compositions   composition.extract of the predicted masks, and of the exact mask
 llm            llm.finetune on the predicted compositions (the pipeline's captioner)
 oracle         llm.finetune on the exact-mask compositions (what perfect segmentation would give)
 blind          llm.finetune with the composition text removed (what the image content adds)
+rag            llm.finetune with retrieval-augmented prompts: composition + the captions of the closest training images
+rag_only       llm.finetune with the neighbours' captions and no composition text (the retrieval-only ablation)
 captioners     captioners.train of the end-to-end captioners asked for (cnn_lstm, vit_gpt2, blip): pixels -> caption
-captions       llm.generate and captioners.generate (greedy, and beam search) and the baselines on the chosen split
+captions       llm.generate (greedy, beam search, consensus decoding) and captioners.generate and the baselines
 score          evaluation.score of every system, with the human-agreement ceiling
 report         report.md: results, segmentation and composition figures, examples
 =============  =========================================================================================
@@ -129,6 +131,10 @@ class Run:
     llm_file: dict
     llm: dict
     num_beams: int
+    retrieval_k: int
+    retrieval_captions: int
+    consensus: int
+    consensus_candidates: str
     systems: tuple[str, ...]
     split: str
     progress: bool
@@ -270,12 +276,21 @@ def stage_compositions(run: Run, fresh: bool, commands: list[str]) -> dict:
     return out
 
 
+def _retrieval(run: Run, stage: str) -> dict:
+    """The retrieval options a fine-tune stage trains with: the pipeline's for rag and rag_only, none for the others
+    (so that each system means what its name says, whatever the llm config holds)."""
+    if stage in ("rag", "rag_only"):
+        return {"retrieval_k": run.retrieval_k, "retrieval_captions": run.retrieval_captions}
+    return {"retrieval_k": 0}
+
+
 def _finetune(run: Run, fresh: bool, commands: list[str], stage: str, compositions: Path, prompt_mode: str) -> dict:
     out = run.layout.llm(LLM_FOLDER[stage])
     resume = not fresh and any((out / "checkpoints").glob("checkpoint-*"))
-    model = _call(commands, stage, finetune_llm, config=run.llm_config, file_options=run.llm_file, user=run.llm,
-                  compositions=compositions, captions=run.layout.references, out=out, prompt_mode=prompt_mode,
-                  resume=resume, overwrite=not resume, progress=run.progress)
+    model = _call(commands, stage, finetune_llm, config=run.llm_config, file_options=run.llm_file,
+                  user={**run.llm, **_retrieval(run, stage)}, compositions=compositions,
+                  captions=run.layout.references, out=out, prompt_mode=prompt_mode, resume=resume,
+                  overwrite=not resume, progress=run.progress)
     return {"model": str(model), "resumed": resume}
 
 
@@ -295,6 +310,18 @@ def stage_blind(run: Run, fresh: bool, commands: list[str]) -> dict:
     if not run.wants("blind"):
         return {"status": "not asked for"}
     return _finetune(run, fresh, commands, "blind", run.layout.predicted, "blind")
+
+
+def stage_rag(run: Run, fresh: bool, commands: list[str]) -> dict:
+    if not (run.wants("pipeline_rag") or run.wants("pipeline_rag_mbr")):
+        return {"status": "not asked for"}
+    return _finetune(run, fresh, commands, "rag", run.layout.predicted, "full")
+
+
+def stage_rag_only(run: Run, fresh: bool, commands: list[str]) -> dict:
+    if not run.wants("rag_only"):
+        return {"status": "not asked for"}
+    return _finetune(run, fresh, commands, "rag_only", run.layout.predicted, "blind")
 
 
 def stage_captioners(run: Run, fresh: bool, commands: list[str]) -> dict:
@@ -320,10 +347,11 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
     lay = run.layout
     written: dict[str, str] = {}
 
-    def gen(name: str, model: Path, comps: Path, beams: int = 1) -> None:
+    def gen(name: str, model: Path, comps: Path, beams: int = 1, consensus: bool = False) -> None:
         out = lay.predictions / f"{name}.json"
+        mbr = {"consensus": run.consensus, "candidates": run.consensus_candidates} if consensus else {}
         _call(commands, "captions", generate_captions, model=model, compositions=comps, captions=lay.references,
-              split=run.split, out=out, num_beams=beams, progress=run.progress, overwrite=True)
+              split=run.split, out=out, num_beams=beams, **mbr, progress=run.progress, overwrite=True)
         written[name] = str(out)
 
     if run.wants("pipeline"):
@@ -334,6 +362,13 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
         gen("oracle", lay.llm("oracle"), lay.truth)
     if run.wants("blind") and lay.llm("blind").is_dir():
         gen("blind", lay.llm("blind"), lay.predicted)
+    if run.wants("pipeline_mbr"):
+        gen("pipeline_mbr", lay.llm("pipeline"), lay.predicted, consensus=True)
+    for name, mbr in (("pipeline_rag", False), ("pipeline_rag_mbr", True)):
+        if run.wants(name):
+            gen(name, lay.llm("pipeline_rag"), lay.predicted, consensus=mbr)
+    if run.wants("rag_only"):
+        gen("rag_only", lay.llm("rag_only"), lay.predicted)
     for system, entry in run.captioners.items():  # end-to-end: greedy, and beam search as the pipeline's
         model = entry["checkpoint"] if entry["zero_shot"] else lay.captioner(system)
         for beams in sorted({1, run.num_beams}):
@@ -377,7 +412,7 @@ StageFn = Callable[[Run, bool, list], dict]
 STAGE_FUNCS: dict[str, StageFn] = {
     "data": stage_data, "segmentation": stage_segmentation, "masks": stage_masks,
     "compositions": stage_compositions, "llm": stage_llm, "oracle": stage_oracle, "blind": stage_blind,
-    "captioners": stage_captioners, "captions": stage_captions, "score": stage_score, "report": stage_report,
+    "rag": stage_rag, "rag_only": stage_rag_only, "captioners": stage_captioners, "captions": stage_captions, "score": stage_score, "report": stage_report,
 }
 
 
@@ -401,13 +436,16 @@ def own_options(run: Run, stage: str) -> dict:
     if stage == "compositions":
         return {"config": run.composition_file}
     if stage in LLM_FOLDER:
-        wanted = {} if stage == "llm" else {"wanted": run.wants(stage)}  # oracle/blind are skipped when not wanted
-        return {"config": run.llm_file, "options": run.llm, **wanted}
+        wants = {"oracle": ("oracle",), "blind": ("blind",), "rag": ("pipeline_rag", "pipeline_rag_mbr"),
+                 "rag_only": ("rag_only",)}.get(stage)  # these are skipped when not wanted
+        wanted = {"wanted": any(run.wants(s) for s in wants)} if wants else {}
+        return {"config": run.llm_file, "options": {**run.llm, **_retrieval(run, stage)}, **wanted}
     if stage == "captioners":
         return {system: {"file": e["file"], "options": e["options"], "zero_shot": e["zero_shot"]}
                 for system, e in run.captioners.items()}
     if stage == "captions":
         return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split,
+                "consensus": [run.consensus, run.consensus_candidates],
                 "zero_shot": {s: e["checkpoint"] for s, e in run.captioners.items() if e["zero_shot"]}}
     if stage == "score":
         return {"split": run.split}
@@ -567,13 +605,21 @@ def make_run(
     images_dir: str, generate: bool, synthetic: dict | None, classes: str, segmentation_config: Path,
     segmentation_checkpoint: Path | None, segmentation: dict | None, caption_scale: float, composition_config: Path,
     llm_config: Path, llm: dict | None, num_beams: int, systems: Sequence[str], split: str, progress: bool,
-    captioners: dict | None = None, sources: dict[str, str] | None = None,
+    captioners: dict | None = None, sources: dict[str, str] | None = None, retrieval_k: int = 5,
+    retrieval_captions: int = 1, consensus: int = 5, consensus_candidates: str = "beam",
 ) -> Run:
     """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run."""
     sources = {**section_sources([]), **(sources or {})}
     problems = [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
     if num_beams < 1:
         problems.append(f"num_beams must be >= 1, got {num_beams}")
+    if retrieval_k < 1:
+        problems.append(f"retrieval_k must be >= 1 (the neighbours the pipeline_rag and rag_only prompts show), "
+                        f"got {retrieval_k}")
+    if retrieval_captions < 1:
+        problems.append(f"retrieval_captions must be >= 1, got {retrieval_captions}")
+    if consensus < 2:
+        problems.append(f"consensus must be >= 2 (candidates per image of the *_mbr systems), got {consensus}")
     sections = {name: _checked(problems, fn, value or {}, sources[name])
                 for (name, fn), value in zip(SECTIONS.items(), (synthetic, segmentation, llm), strict=True)}
     seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(segmentation_config))
@@ -597,7 +643,12 @@ def make_run(
             problems += [f"segmentation: {p}" for p in form_problems(seg["sources"], seg.get("caption_gsd"), None, None)]
         problems += [f"segmentation: {p}" for p in encoder_weights_problems(
             {**seg_file, **sections["segmentation"]}.get("encoder_weights"))]
-    problems += [f"llm: {p}" for p in base_model_problems({**llm_file, **sections["llm"]}.get("base_model", "tiny"))]
+    llm_all = {**llm_file, **sections["llm"]}
+    problems += [f"llm: {p}" for p in base_model_problems(llm_all.get("base_model", "tiny"))]
+    if llm_all.get("retrieval_k"):
+        problems.append(f"llm: retrieval_k {llm_all['retrieval_k']} in {sources['llm']} (or llm_config): in the "
+                        "pipeline, retrieval is per system; set retrieval_k at the top level (pipeline_rag and "
+                        "rag_only use it; pipeline, oracle and blind train without retrieval)")
     end_to_end = captioner_entries(problems, systems, captioners, sources["captioners"])
     if problems:
         raise ConfigError(problems)
@@ -612,7 +663,9 @@ def make_run(
         classes=classes, segmentation_config=Path(segmentation_config), segmentation_file=seg_file,
         segmentation=sections["segmentation"], caption_scale=caption_scale, composition_config=Path(composition_config),
         composition_file=comp_file, llm_config=Path(llm_config), llm_file=llm_file, llm=sections["llm"],
-        num_beams=num_beams, systems=tuple(systems), split=split, progress=progress, captioners=end_to_end,
+        num_beams=num_beams, retrieval_k=retrieval_k, retrieval_captions=retrieval_captions, consensus=consensus,
+        consensus_candidates=consensus_candidates, systems=tuple(systems), split=split, progress=progress,
+        captioners=end_to_end,
     )
 
 
@@ -634,6 +687,10 @@ def main(
     llm_config: Path = REPO / "configs" / "llm" / "tiny.yaml",
     llm: dict | None = None,
     num_beams: int = 3,
+    retrieval_k: int = 5,
+    retrieval_captions: int = 1,
+    consensus: int = 5,
+    consensus_candidates: Literal["beam", "sample"] = "beam",
     systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     captioners: dict | None = None,
     split: Literal["test", "val"] = "test",
@@ -662,13 +719,19 @@ def main(
         llm_config: YAML options of llm.finetune (base model, quantization, LoRA, epochs...).
         llm: options of llm.finetune overriding llm_config (e.g. base_model, quantize), in the YAML config.
         num_beams: beam width of the pipeline's second decoding (1: greedy only).
+        retrieval_k: neighbours whose captions the retrieval-augmented prompts show (pipeline_rag, rag_only).
+        retrieval_captions: captions per neighbour in those prompts.
+        consensus: candidates per image of consensus decoding (pipeline_mbr, pipeline_rag_mbr).
+        consensus_candidates: where the candidates come from: beam (the N best of a beam search) or sample.
         systems: what to compare: the chain (pipeline, pipeline_beam), its references (oracle, template, nearest,
-            blind) and end-to-end captioners (cnn_lstm, vit_gpt2, blip), each captioned greedy and with num_beams.
+            blind), the chain with retrieval and/or consensus decoding (pipeline_rag, pipeline_mbr,
+            pipeline_rag_mbr) and the retrieval-only ablation (rag_only), and end-to-end captioners (cnn_lstm,
+            vit_gpt2, blip), each captioned greedy and with num_beams.
         captioners: per end-to-end system, captioners.train options (config: a YAML of them; zero_shot: true to
             caption with a pretrained checkpoint untrained), in the YAML config.
         split: split of the caption set to caption and score (and to measure the segmenter on).
-        force: stages to run again afresh (data, segmentation, masks, compositions, llm, oracle, blind, captions,
-            score, report); the stages reading their outputs run again too.
+        force: stages to run again afresh (data, segmentation, masks, compositions, llm, oracle, blind, rag,
+            rag_only, captioners, captions, score, report); the stages reading their outputs run again too.
         from_stage: run this stage and every later one again.
         only: run just this stage (its inputs must exist).
         progress: show progress bars.
@@ -679,7 +742,8 @@ def main(
         segmentation_config=segmentation_config, segmentation_checkpoint=segmentation_checkpoint,
         segmentation=segmentation, caption_scale=caption_scale, composition_config=composition_config,
         llm_config=llm_config, llm=llm, num_beams=num_beams, systems=systems, split=split, progress=progress,
-        captioners=captioners,
+        captioners=captioners, retrieval_k=retrieval_k, retrieval_captions=retrieval_captions, consensus=consensus,
+        consensus_candidates=consensus_candidates,
     )
     return _main(options, force, from_stage, only)
 

@@ -87,7 +87,7 @@ def test_prompt_template_full_and_blind(records):
     assert to_prompt(rec) in full and full.endswith("Caption:")
     assert blind == f"{PromptTemplate().instruction}\nCaption:"
     assert PromptTemplate(template="{instruction} {oops}").problems() == [
-        "prompt_template uses unknown placeholder(s) {oops}; allowed: {instruction}, {composition}",
+        "prompt_template uses unknown placeholder(s) {oops}; allowed: {instruction}, {composition}, {neighbours}",
         "prompt_template lacks {composition}: the model would never see the composition text",
     ]
 

@@ -3,6 +3,7 @@ configs, bad input. The real stages on a tiny set are in test_pipeline_e2e.py.""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -16,8 +17,9 @@ import pytest
 import yaml
 
 from composition.health import health
+from llm.retrieval import consensus_order
 from pipeline import run as prun
-from pipeline.baselines import NearestNeighbour, _consensus, template_caption
+from pipeline.baselines import NearestNeighbour, template_caption
 from pipeline.layout import STAGES, files_digest
 from segcap.cli import config_kwargs, parse
 from segcap.errors import ConfigError, DatasetNotFoundError
@@ -59,8 +61,9 @@ def test_nearest_neighbour_returns_the_closest_training_caption():
 
 
 def test_consensus_caption():
-    assert _consensus(["a b c", "x y z", "a b d"]) in ("a b c", "a b d")
-    assert _consensus(["only one"]) == "only one"
+    assert consensus_order(["a b c", "x y z", "a b d"])[0] in ("a b c", "a b d")
+    assert consensus_order(["a b c", "x y z", "a b d"])[-1] == "x y z"
+    assert consensus_order(["only one"]) == ["only one"]
 
 
 # ---------------------------------------------------------------- stage driver
@@ -158,6 +161,52 @@ def test_bad_options_listed_together(fake_run):
                  "option llm: quantize 'nf5' is invalid; expected one of none, nf4, int8", "class table seed11"):
         assert part in msg, part
     assert not cfg["run_dir"].exists()  # nothing ran
+
+
+def test_retrieval_and_consensus_options_checked_before_any_stage(fake_run):
+    cfg = fake_run[2]
+    with pytest.raises(ConfigError) as e:
+        prun.main(**cfg, retrieval_k=0, retrieval_captions=0, consensus=1, llm={"retrieval_k": 2},
+                  systems=("pipeline", "pipeline_rag", "rag_only", "pipeline_mbr"))
+    msg = str(e.value)
+    for part in ("retrieval_k must be >= 1", "retrieval_captions must be >= 1", "consensus must be >= 2",
+                 "llm: retrieval_k 2 in option llm", "set retrieval_k at the top level"):
+        assert part in msg, part
+    assert not cfg["run_dir"].exists()
+
+
+def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
+    """pipeline, oracle and blind never retrieve (whatever the llm config says); rag and rag_only use the pipeline's
+    retrieval_k; a changed retrieval_k reruns only the retrieval stages (and what reads them)."""
+    calls, funcs, cfg, _ = fake_run
+    seen = {}
+
+    @functools.wraps(prun.finetune_llm)  # the real signature: the options are checked as in a run
+    def record(**kw):
+        seen[Path(kw["out"]).name] = kw
+        return kw["out"]
+
+    monkeypatch.setattr(prun, "finetune_llm", record)
+    run = prun.make_run(**{**dict(run_dir=cfg["run_dir"], data_root=cfg["data_root"], drone_root=None,
+                                  captions_root=None, captions_json="dataset_rsicd.json", images_dir="RSICD_images",
+                                  generate=True, synthetic=None, classes="aerial10",
+                                  segmentation_config=prun.REPO / "configs" / "segmentation.yaml",
+                                  segmentation_checkpoint=None, segmentation=None, caption_scale=1.0,
+                                  composition_config=prun.REPO / "configs" / "composition.yaml",
+                                  llm_config=prun.REPO / "configs" / "llm" / "tiny.yaml", llm=None, num_beams=3,
+                                  systems=("pipeline", "pipeline_rag", "rag_only"), split="test", progress=False),
+                           "retrieval_k": 4, "retrieval_captions": 2})
+    for stage in (prun.stage_llm, prun.stage_rag, prun.stage_rag_only):
+        stage(run, True, [])
+    assert seen["pipeline"]["retrieval_k"] == 0
+    assert seen["pipeline_rag"]["retrieval_k"] == 4 and seen["pipeline_rag"]["retrieval_captions"] == 2
+    assert seen["rag_only"]["retrieval_k"] == 4 and seen["rag_only"]["prompt_mode"] == "blind"
+    assert seen["pipeline_rag"]["prompt_mode"] == "full"
+
+    prun.main(**cfg, systems=("pipeline", "pipeline_rag", "rag_only"))
+    calls.clear()
+    prun.main(**cfg, systems=("pipeline", "pipeline_rag", "rag_only"), retrieval_k=2)
+    assert calls == ["rag", "rag_only", "captions", "score", "report"]
 
 
 def test_stamps_record_commands_and_digest(fake_run):
