@@ -4,11 +4,13 @@
   RSICD's usual shape ("some buildings and green trees are around a pond").
 - :class:`NearestNeighbour`: the caption of the training image whose composition vector is closest
   (``composition.features.vector``, standardised; :mod:`llm.retrieval`), choosing among that image's captions the one
-  that agrees most with its siblings (a consensus caption).
+  that agrees most with its siblings (a consensus caption); with ``k`` > 1, the consensus of the captions of the k
+  closest training images (``nearest_consensus`` in the pipeline).
 """
 
 from __future__ import annotations
 
+from llm.consensus import CiderD, document_frequencies
 from llm.retrieval import CompositionIndex
 
 # How each group is named in a caption; a group missing here is named as in its class table.
@@ -74,14 +76,28 @@ def template_caption(record: dict, min_percent: float = 2.0) -> str:
 
 class NearestNeighbour:
     """Retrieval baseline: the consensus caption of the closest training composition (Euclidean on standardised
-    features; :class:`llm.retrieval.CompositionIndex`, which the retrieval-augmented prompts read too)."""
+    features; :class:`llm.retrieval.CompositionIndex`, which the retrieval-augmented prompts read too).
+
+    With ``k`` > 1 it is the k-nearest-neighbour consensus of Devlin et al. (2015): of all the captions of the k
+    closest training images, the one with the highest CIDEr-D against the others (:mod:`llm.consensus`, idf from the
+    training captions).
+    """
 
     def __init__(self, train_records: list[dict], train_captions: list[list[str]], num_classes: int,
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, k: int = 1):
         if not train_records:
             raise ValueError("nearest-neighbour baseline needs at least one training composition")
         names = names or [r.get("image", str(i)) for i, r in enumerate(train_records)]
         self.index = CompositionIndex(names, train_records, train_captions, num_classes)
+        self.k = k
+        self.cider = CiderD(document_frequencies(train_captions)) if k > 1 else None
 
     def caption(self, records: list[dict]) -> list[str]:
-        return [near[0].captions[0] for near in self.index.neighbours(records, 1, exclude=False)]
+        out = []
+        for near in self.index.neighbours(records, self.k, exclude=False):
+            if self.cider is None:
+                out.append(near[0].captions[0])
+                continue
+            pool = [c for nb in near for c in nb.captions]
+            out.append(pool[self.cider.choose(pool)])
+        return out

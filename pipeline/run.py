@@ -385,12 +385,13 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
     if run.wants("template"):
         preds = [{"image_id": it.filename, "caption": template_caption(r)} for it, r in zip(test, test_recs, strict=True)]
         written["template"] = str(atomic.write_json(lay.predictions / "template.json", preds))
-    if run.wants("nearest"):
-        train = [it for it in CaptionDataset(lay.references, split="train") if Path(it.filename).stem in records]
-        nn = NearestNeighbour([records[Path(it.filename).stem] for it in train], [it.sentences for it in train],
-                              lay.class_table().num_classes)
-        preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, nn.caption(test_recs), strict=True)]
-        written["nearest"] = str(atomic.write_json(lay.predictions / "nearest.json", preds))
+    train = [it for it in CaptionDataset(lay.references, split="train") if Path(it.filename).stem in records]
+    for name, k in (("nearest", 1), ("nearest_consensus", run.retrieval_k)):
+        if run.wants(name):
+            nn = NearestNeighbour([records[Path(it.filename).stem] for it in train], [it.sentences for it in train],
+                                  lay.class_table().num_classes, [it.filename for it in train], k=k)
+            preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, nn.caption(test_recs), strict=True)]
+            written[name] = str(atomic.write_json(lay.predictions / f"{name}.json", preds))
     atomic.write_json(lay.systems_json, written)
     return {"split": run.split, "predictions": written}
 
@@ -445,7 +446,7 @@ def own_options(run: Run, stage: str) -> dict:
                 for system, e in run.captioners.items()}
     if stage == "captions":
         return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split,
-                "consensus": [run.consensus, run.consensus_candidates],
+                "consensus": [run.consensus, run.consensus_candidates], "retrieval_k": run.retrieval_k,
                 "zero_shot": {s: e["checkpoint"] for s, e in run.captioners.items() if e["zero_shot"]}}
     if stage == "score":
         return {"split": run.split}
@@ -719,12 +720,13 @@ def main(
         llm_config: YAML options of llm.finetune (base model, quantization, LoRA, epochs...).
         llm: options of llm.finetune overriding llm_config (e.g. base_model, quantize), in the YAML config.
         num_beams: beam width of the pipeline's second decoding (1: greedy only).
-        retrieval_k: neighbours whose captions the retrieval-augmented prompts show (pipeline_rag, rag_only).
+        retrieval_k: neighbours whose captions the retrieval-augmented prompts show (pipeline_rag, rag_only), and
+            whose captions nearest_consensus chooses from.
         retrieval_captions: captions per neighbour in those prompts.
         consensus: candidates per image of consensus decoding (pipeline_mbr, pipeline_rag_mbr).
         consensus_candidates: where the candidates come from: beam (the N best of a beam search) or sample.
         systems: what to compare: the chain (pipeline, pipeline_beam), its references (oracle, template, nearest,
-            blind), the chain with retrieval and/or consensus decoding (pipeline_rag, pipeline_mbr,
+            nearest_consensus, blind), the chain with retrieval and/or consensus decoding (pipeline_rag, pipeline_mbr,
             pipeline_rag_mbr) and the retrieval-only ablation (rag_only), and end-to-end captioners (cnn_lstm,
             vit_gpt2, blip), each captioned greedy and with num_beams.
         captioners: per end-to-end system, captioners.train options (config: a YAML of them; zero_shot: true to

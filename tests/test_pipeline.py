@@ -60,6 +60,15 @@ def test_nearest_neighbour_returns_the_closest_training_caption():
     assert nn.caption([RIVER, POND]) == ["river caption", "pond caption a"]
 
 
+def test_nearest_consensus_chooses_among_the_neighbours_captions():
+    """k = 2: the captions of both neighbours are pooled, and the one the pool agrees with most wins."""
+    pond2 = {**POND, "image": "pond_b.jpg"}
+    caps = [["a pond near trees", "a small pond near trees"], ["a pond near green trees", "a pond near trees"]]
+    nn = NearestNeighbour([POND, pond2, RIVER], [*caps, ["a river"]], 10, k=2)
+    assert nn.caption([POND]) == ["a pond near trees"]
+    assert NearestNeighbour([POND, pond2, RIVER], [*caps, ["a river"]], 10, k=1).caption([RIVER]) == ["a river"]
+
+
 def test_consensus_caption():
     assert consensus_order(["a b c", "x y z", "a b d"])[0] in ("a b c", "a b d")
     assert consensus_order(["a b c", "x y z", "a b d"])[-1] == "x y z"
