@@ -246,7 +246,10 @@ def render_chart(scores: dict, path: str | Path) -> Path:
     cols = scores["systems"]
     unit_metrics = [m for m in scores["metrics"] if m != "CIDEr"]
     per = scores["per_category"]
-    colors = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(c for c in cols if c != HUMAN)}
+    systems = [c for c in cols if c != HUMAN]
+    # one colour per system: tab10 up to 10, tab20 (paired shades) up to 20, then a continuous map
+    cmap = plt.get_cmap("tab10" if len(systems) <= 10 else "tab20" if len(systems) <= 20 else "turbo")
+    colors = {c: cmap(i if len(systems) <= 20 else i / max(1, len(systems) - 1)) for i, c in enumerate(systems)}
     colors[HUMAN] = (0.6, 0.6, 0.6, 1.0)
 
     def bars(ax, groups: list[str], value, ylabel: str, label_values: bool, ticks: list[str] | None = None):
