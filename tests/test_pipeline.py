@@ -21,6 +21,7 @@ from llm.retrieval import consensus_order
 from pipeline import run as prun
 from pipeline.baselines import NearestNeighbour, template_caption
 from pipeline.layout import STAGES, files_digest
+from pipeline.report import ratios
 from segcap.cli import config_kwargs, parse
 from segcap.errors import ConfigError, DatasetNotFoundError
 
@@ -591,3 +592,15 @@ def test_pipeline_configs_parse_and_their_sections_check(name, tmp_path, monkeyp
     options = {k: v for k, v in parsed.items() if k not in ("force", "from_stage", "only")}
     run = prun.make_run(**options, sources=prun.section_sources(["--config", str(path)]))
     assert run.systems == tuple(parsed["systems"]) and run.llm_file and run.segmentation_file
+
+
+def test_ratios_name_the_best_chain_system_and_the_ablation():
+    cider = {"pipeline": 1.9, "pipeline_beam3": 2.2, "pipeline_rag": 2.0, "rag_only": 1.6, "nearest": 2.0,
+             "nearest_consensus": 2.4, "oracle": 2.0, "blind": 0.2}
+    lines = ratios({"overall": {k: {"CIDEr": v} for k, v in cider.items()}})
+    assert "best chain system (pipeline_beam3) CIDEr / nearest CIDEr = 1.10 (target >= 1.05)" in lines
+    assert "best chain system (pipeline_beam3) CIDEr / nearest_consensus CIDEr = 0.92" in lines
+    assert any(x.startswith("rag_only CIDEr / pipeline_rag CIDEr = 0.80 (clearly below 1") for x in lines)
+    cider["rag_only"] = 2.0
+    lines = ratios({"overall": {k: {"CIDEr": v} for k, v in cider.items()}})
+    assert any(x.startswith("rag_only CIDEr / pipeline_rag CIDEr = 1.00 (not clearly below 1") for x in lines)
