@@ -29,7 +29,7 @@ from torch import nn
 from captioners.base import Captioner
 from captioners.data import resize
 from captioners.encoders import IMAGENET_MEAN, IMAGENET_STD, build_trunk
-from captioners.text import END_ID, PAD_ID, START_ID, VOCAB_FILE, Vocabulary
+from captioners.text import END_ID, PAD_ID, START_ID, UNK_ID, VOCAB_FILE, Vocabulary
 from segcap.errors import DataError
 
 WEIGHTS_FILE = "model.pt"
@@ -161,7 +161,7 @@ def greedy(decoder: AttentionDecoder, feats: torch.Tensor, max_length: int) -> l
     ended = torch.zeros(b, dtype=torch.bool, device=feats.device)
     for t in range(max_length + 1):
         logits, h, c, _ = decoder.step(feats, proj, h, c, words)
-        logp = _word_logp(logits, last=t == max_length)
+        logp = _word_logp(logits, last=t == max_length, first=t == 0)
         words = logp.argmax(-1)
         out = torch.cat([out, words.unsqueeze(1)], 1)
         ended |= words == END_ID
@@ -192,7 +192,7 @@ def beam_search(decoder: AttentionDecoder, feats: torch.Tensor, width: int, max_
     base = (torch.arange(b, device=feats.device) * k).unsqueeze(1)  # (B, 1)
     for t in range(max_length + 1):
         logits, h, c, _ = decoder.step(feats, proj, h, c, words)
-        logp = _word_logp(logits, last=t == max_length)  # (B*k, V)
+        logp = _word_logp(logits, last=t == max_length, first=t == 0)  # (B*k, V)
         v = logp.shape[-1]
         cand = (scores.unsqueeze(-1) + logp.view(b, k, v)).view(b, k * v)  # (B, k*V)
         top, idx = cand.topk(k, dim=1)  # (B, k)
@@ -214,11 +214,15 @@ def beam_search(decoder: AttentionDecoder, feats: torch.Tensor, width: int, max_
     return [max(f, key=lambda s: s[0])[1] if f else _until_end(seqs[i, 0].tolist()) for i, f in enumerate(finished)]
 
 
-def _word_logp(logits: torch.Tensor, last: bool) -> torch.Tensor:
-    """Log-probabilities of the next word: never ``<pad>`` or ``<start>``; only ``<end>`` after the last word."""
+def _word_logp(logits: torch.Tensor, last: bool, first: bool = False) -> torch.Tensor:
+    """Log-probabilities of the next word: never ``<pad>``, ``<start>`` or ``<unk>`` (which would not be written);
+    not ``<end>`` as the first word (a caption has at least one); only ``<end>`` after the last word."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     logp[:, PAD_ID] = NEG
     logp[:, START_ID] = NEG
+    logp[:, UNK_ID] = NEG
+    if first:
+        logp[:, END_ID] = NEG
     if last:
         keep = logp[:, END_ID].clone()
         logp.fill_(NEG)

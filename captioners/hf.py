@@ -373,7 +373,7 @@ class HFCaptioner(Captioner):
     def _caption_batch(self, images, num_beams, max_length):
         x = pixel_values(self.image_processor, images, self.size).to(self.device, self.model.dtype)
         kwargs: dict[str, Any] = {"num_beams": num_beams, "do_sample": False, "max_new_tokens": max_length,
-                                  "max_length": None}
+                                  "min_new_tokens": 1, "max_length": None}  # a caption has at least one token
         if num_beams > 1:
             kwargs["early_stopping"] = True
         ids = self.model.generate(pixel_values=x, **kwargs)

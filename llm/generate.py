@@ -177,6 +177,7 @@ class Captioner:
                 input_ids=x.to(self.device),
                 attention_mask=mask.to(self.device),
                 max_new_tokens=new,
+                min_new_tokens=1,  # never an empty caption (EOS first), which scoring refuses
                 num_beams=beams,
                 num_return_sequences=n,
                 do_sample=sample,

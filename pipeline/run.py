@@ -59,6 +59,7 @@ import yaml
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import load_class_table
+from captioners.encoders import encoder_weights_problems as captioner_weights_problems
 from captioners.generate import main as generate_end_to_end
 from captioners.train import main as train_captioner
 from composition.extract import main as extract_compositions
@@ -592,7 +593,13 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
             problems.append(f"{where}: config {config} is for arch {file['arch']}; {system} is "
                             f"{END_TO_END[system]}: name a config of that arch")
         options = _checked(problems, train_captioner, entry, where)
-        checkpoint = {**file, **options}.get(PRETRAINED_OPTION)
+        merged = {**file, **options}
+        if END_TO_END[system] == "cnn-lstm" and not zero_shot:  # its encoder's weights load now, not after hours
+            defaults = inspect.signature(train_captioner).parameters
+            problems += [f"{where}: {p}" for p in captioner_weights_problems(
+                merged.get("encoder", defaults["encoder"].default),
+                merged.get("encoder_weights", defaults["encoder_weights"].default))]
+        checkpoint = merged.get(PRETRAINED_OPTION)
         if (zero_shot or system == "blip") and not checkpoint:
             problems.append(f"{where}: {'zero_shot' if zero_shot else system} needs a pretrained checkpoint; set "
                             f"{PRETRAINED_OPTION} to its folder (or hub id), e.g. config: configs/captioners/blip.yaml")

@@ -184,6 +184,20 @@ def test_beam_width_1_is_greedy(cnn_model, test_images):
         assert all(len(ids) <= 2 for ids in beam_search(decoder, f, 3, 2))
 
 
+def test_a_caption_is_never_empty(cnn_model, test_images):
+    """A barely trained decoder may rank <end> first: it is not allowed as the first word (scoring refuses empty
+    captions), nor <unk> anywhere (it would not be written)."""
+    cap = load_captioner(cnn_model, device="cpu")
+    feats = cap.encode(test_images)
+    decoder = cap.model.decoder
+    with torch.no_grad():
+        decoder.out.bias[END_ID] += 100.0  # <end> wins every step
+        decoder.out.bias[UNK_ID] += 50.0
+    for ids in greedy(decoder, feats, 12) + beam_search(decoder, feats, 3, 12):
+        assert len(ids) == 1 and ids[0] not in (END_ID, UNK_ID)
+    assert all(cap.caption(test_images, num_beams=b) for b in (1, 3))
+
+
 def test_captions_are_deterministic(cnn_model, test_images):
     first = load_captioner(cnn_model, device="cpu")
     second = load_captioner(cnn_model, device="cpu")

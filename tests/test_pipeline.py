@@ -531,6 +531,20 @@ def _defaults(cfg: dict) -> dict:
     return {**params, **cfg}
 
 
+def test_captioner_weights_that_cannot_load_stop_the_run_before_any_stage(fake_run, tmp_path, monkeypatch, capsys):
+    """configs/captioners/rsicd.yaml asks for torchvision's ResNet-50 weights: offline and not in torch's cache, the
+    run stops before its first stage, naming the entry and what to download."""
+    calls, _, cfg, _ = fake_run
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError) as e:
+        prun.main(**cfg, systems=("pipeline", "cnn_lstm"),
+                  captioners={"cnn_lstm": {"config": str(REPO / "configs" / "captioners" / "rsicd.yaml")}})
+    msg = str(e.value)
+    assert "cnn_lstm: encoder_weights IMAGENET1K_V2: torchvision's resnet50 weights" in msg and "HF_HUB_OFFLINE" in msg
+    assert calls == [] and not cfg["run_dir"].exists()
+
+
 def test_bad_entry_config_named_before_any_stage(fake_run, tmp_path):
     calls, _, cfg, _ = fake_run
     llm_cfg = tmp_path / "llm.yaml"
