@@ -600,6 +600,7 @@ def test_pipeline_configs_parse_and_their_sections_check(name, tmp_path, monkeyp
     # the model paths of rsicd.yaml are not on this machine: their checks have their own tests (test_pretrained.py)
     monkeypatch.setattr(prun, "base_model_problems", lambda base_model: [])
     monkeypatch.setattr(prun, "encoder_weights_problems", lambda weights: [])
+    monkeypatch.setattr(prun, "captioner_weights_problems", lambda encoder, weights: [])
     path = REPO / "configs" / "pipeline" / name
     parsed = parse(prun.main, ["--config", str(path), "--from", "score"], aliases=prun.ALIASES)
     assert parsed["from_stage"] == "score" and parsed["run_dir"]
