@@ -80,24 +80,20 @@ class NearestNeighbour:
 
     With ``k`` > 1 it is the k-nearest-neighbour consensus of Devlin et al. (2015): of all the captions of the k
     closest training images, the one with the highest CIDEr-D against the others (:mod:`llm.consensus`, idf from the
-    training captions).
+    training captions). One index serves every ``k``.
     """
 
     def __init__(self, train_records: list[dict], train_captions: list[list[str]], num_classes: int,
-                 names: list[str] | None = None, k: int = 1):
+                 names: list[str] | None = None):
         if not train_records:
             raise ValueError("nearest-neighbour baseline needs at least one training composition")
         names = names or [r.get("image", str(i)) for i, r in enumerate(train_records)]
         self.index = CompositionIndex(names, train_records, train_captions, num_classes)
-        self.k = k
-        self.cider = CiderD(document_frequencies(train_captions)) if k > 1 else None
+        self.cider = CiderD(document_frequencies(train_captions))
 
-    def caption(self, records: list[dict]) -> list[str]:
+    def caption(self, records: list[dict], k: int = 1) -> list[str]:
         out = []
-        for near in self.index.neighbours(records, self.k, exclude=False):
-            if self.cider is None:
-                out.append(near[0].captions[0])
-                continue
-            pool = [c for nb in near for c in nb.captions]
+        for near in self.index.neighbours(records, k, exclude=False):
+            pool = [c for nb in near for c in nb.captions] if k > 1 else near[0].captions[:1]
             out.append(pool[self.cider.choose(pool)])
         return out

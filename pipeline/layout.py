@@ -41,8 +41,8 @@ CHAIN_SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "
 RETRIEVAL_SYSTEMS = ("pipeline_rag", "pipeline_mbr", "pipeline_rag_mbr", "rag_only")
 END_TO_END = {"cnn_lstm": "cnn-lstm", "vit_gpt2": "vit-gpt2", "blip": "blip"}  # system -> captioners.train arch
 SYSTEMS = (*CHAIN_SYSTEMS, *RETRIEVAL_SYSTEMS, *END_TO_END)
-LLM_STAGES = ("llm", "oracle", "blind", "rag", "rag_only")  # stage -> its model folder llm/<system>
 LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind", "rag": "pipeline_rag", "rag_only": "rag_only"}
+LLM_STAGES = tuple(LLM_FOLDER)  # the fine-tune stages; each writes its model to llm/<LLM_FOLDER[stage]>
 
 # What each stage reads from the stages before it: its fingerprint holds their digests.
 UPSTREAM: dict[str, tuple[str, ...]] = {

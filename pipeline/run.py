@@ -277,52 +277,54 @@ def stage_compositions(run: Run, fresh: bool, commands: list[str]) -> dict:
     return out
 
 
-def _retrieval(run: Run, stage: str) -> dict:
-    """The retrieval options a fine-tune stage trains with: the pipeline's for rag and rag_only, none for the others
-    (so that each system means what its name says, whatever the llm config holds)."""
-    if stage in ("rag", "rag_only"):
-        return {"retrieval_k": run.retrieval_k, "retrieval_captions": run.retrieval_captions}
-    return {"retrieval_k": 0}
+@dataclass(frozen=True)
+class LlmStage:
+    """What one fine-tune stage trains on: the exact-mask compositions or the predicted ones, the prompt mode, whether
+    its prompts retrieve neighbours (with the pipeline's ``retrieval_k``; the others never do, whatever the llm
+    config holds, so that each system means what its name says), and the systems it serves (empty: always runs)."""
+
+    truth: bool
+    prompt_mode: str
+    retrieval: bool
+    serves: tuple[str, ...]
 
 
-def _finetune(run: Run, fresh: bool, commands: list[str], stage: str, compositions: Path, prompt_mode: str) -> dict:
-    out = run.layout.llm(LLM_FOLDER[stage])
+LLM_SPECS: dict[str, LlmStage] = {
+    "llm": LlmStage(False, "full", False, ()),
+    "oracle": LlmStage(True, "full", False, ("oracle",)),
+    "blind": LlmStage(False, "blind", False, ("blind",)),
+    "rag": LlmStage(False, "full", True, ("pipeline_rag", "pipeline_rag_mbr")),
+    "rag_only": LlmStage(False, "blind", True, ("rag_only",)),
+}
+
+
+def _llm_options(run: Run, stage: str) -> dict:
+    """The llm section's options as the stage trains with them (its retrieval settings on top)."""
+    retrieval = ({"retrieval_k": run.retrieval_k, "retrieval_captions": run.retrieval_captions}
+                 if LLM_SPECS[stage].retrieval else {"retrieval_k": 0})
+    return {**run.llm, **retrieval}
+
+
+def _wanted(run: Run, stage: str) -> bool:
+    serves = LLM_SPECS[stage].serves
+    return not serves or any(run.wants(s) for s in serves)
+
+
+def stage_llm(run: Run, fresh: bool, commands: list[str], stage: str = "llm") -> dict:
+    """llm.finetune for one of :data:`LLM_SPECS` (``stage``); skipped when none of the systems it serves is asked for,
+    or, for the oracle, when the caption set has no exact masks."""
+    spec, lay = LLM_SPECS[stage], run.layout
+    if not _wanted(run, stage):
+        return {"status": "not asked for"}
+    if spec.truth and not lay.truth.is_file():
+        return {"status": f"skipped: the caption set has no exact masks ({lay.truth_masks.name}/)"}
+    out = lay.llm(LLM_FOLDER[stage])
     resume = not fresh and any((out / "checkpoints").glob("checkpoint-*"))
     model = _call(commands, stage, finetune_llm, config=run.llm_config, file_options=run.llm_file,
-                  user={**run.llm, **_retrieval(run, stage)}, compositions=compositions,
-                  captions=run.layout.references, out=out, prompt_mode=prompt_mode, resume=resume,
+                  user=_llm_options(run, stage), compositions=lay.truth if spec.truth else lay.predicted,
+                  captions=lay.references, out=out, prompt_mode=spec.prompt_mode, resume=resume,
                   overwrite=not resume, progress=run.progress)
     return {"model": str(model), "resumed": resume}
-
-
-def stage_llm(run: Run, fresh: bool, commands: list[str]) -> dict:
-    return _finetune(run, fresh, commands, "llm", run.layout.predicted, "full")
-
-
-def stage_oracle(run: Run, fresh: bool, commands: list[str]) -> dict:
-    if not run.wants("oracle"):
-        return {"status": "not asked for"}
-    if not run.layout.truth.is_file():
-        return {"status": f"skipped: the caption set has no exact masks ({run.layout.truth_masks.name}/)"}
-    return _finetune(run, fresh, commands, "oracle", run.layout.truth, "full")
-
-
-def stage_blind(run: Run, fresh: bool, commands: list[str]) -> dict:
-    if not run.wants("blind"):
-        return {"status": "not asked for"}
-    return _finetune(run, fresh, commands, "blind", run.layout.predicted, "blind")
-
-
-def stage_rag(run: Run, fresh: bool, commands: list[str]) -> dict:
-    if not (run.wants("pipeline_rag") or run.wants("pipeline_rag_mbr")):
-        return {"status": "not asked for"}
-    return _finetune(run, fresh, commands, "rag", run.layout.predicted, "full")
-
-
-def stage_rag_only(run: Run, fresh: bool, commands: list[str]) -> dict:
-    if not run.wants("rag_only"):
-        return {"status": "not asked for"}
-    return _finetune(run, fresh, commands, "rag_only", run.layout.predicted, "blind")
 
 
 def stage_captioners(run: Run, fresh: bool, commands: list[str]) -> dict:
@@ -386,13 +388,14 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
     if run.wants("template"):
         preds = [{"image_id": it.filename, "caption": template_caption(r)} for it, r in zip(test, test_recs, strict=True)]
         written["template"] = str(atomic.write_json(lay.predictions / "template.json", preds))
-    train = [it for it in CaptionDataset(lay.references, split="train") if Path(it.filename).stem in records]
-    for name, k in (("nearest", 1), ("nearest_consensus", run.retrieval_k)):
-        if run.wants(name):
-            nn = NearestNeighbour([records[Path(it.filename).stem] for it in train], [it.sentences for it in train],
-                                  lay.class_table().num_classes, [it.filename for it in train], k=k)
-            preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, nn.caption(test_recs), strict=True)]
-            written[name] = str(atomic.write_json(lay.predictions / f"{name}.json", preds))
+    lookups = [(name, k) for name, k in (("nearest", 1), ("nearest_consensus", run.retrieval_k)) if run.wants(name)]
+    if lookups:  # one index of the training compositions for both
+        train = [it for it in CaptionDataset(lay.references, split="train") if Path(it.filename).stem in records]
+        nn = NearestNeighbour([records[Path(it.filename).stem] for it in train], [it.sentences for it in train],
+                              lay.class_table().num_classes, [it.filename for it in train])
+    for name, k in lookups:
+        preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, nn.caption(test_recs, k), strict=True)]
+        written[name] = str(atomic.write_json(lay.predictions / f"{name}.json", preds))
     atomic.write_json(lay.systems_json, written)
     return {"split": run.split, "predictions": written}
 
@@ -413,8 +416,9 @@ def stage_report(run: Run, fresh: bool, commands: list[str]) -> dict:
 StageFn = Callable[[Run, bool, list], dict]
 STAGE_FUNCS: dict[str, StageFn] = {
     "data": stage_data, "segmentation": stage_segmentation, "masks": stage_masks,
-    "compositions": stage_compositions, "llm": stage_llm, "oracle": stage_oracle, "blind": stage_blind,
-    "rag": stage_rag, "rag_only": stage_rag_only, "captioners": stage_captioners, "captions": stage_captions, "score": stage_score, "report": stage_report,
+    "compositions": stage_compositions,
+    **{name: functools.partial(stage_llm, stage=name) for name in LLM_SPECS},
+    "captioners": stage_captioners, "captions": stage_captions, "score": stage_score, "report": stage_report,
 }
 
 
@@ -437,11 +441,9 @@ def own_options(run: Run, stage: str) -> dict:
         return {"caption_scale": run.caption_scale}
     if stage == "compositions":
         return {"config": run.composition_file}
-    if stage in LLM_FOLDER:
-        wants = {"oracle": ("oracle",), "blind": ("blind",), "rag": ("pipeline_rag", "pipeline_rag_mbr"),
-                 "rag_only": ("rag_only",)}.get(stage)  # these are skipped when not wanted
-        wanted = {"wanted": any(run.wants(s) for s in wants)} if wants else {}
-        return {"config": run.llm_file, "options": {**run.llm, **_retrieval(run, stage)}, **wanted}
+    if stage in LLM_SPECS:
+        wanted = {"wanted": _wanted(run, stage)} if LLM_SPECS[stage].serves else {}  # skipped when not wanted
+        return {"config": run.llm_file, "options": _llm_options(run, stage), **wanted}
     if stage == "captioners":
         return {system: {"file": e["file"], "options": e["options"], "zero_shot": e["zero_shot"]}
                 for system, e in run.captioners.items()}

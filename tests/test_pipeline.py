@@ -65,9 +65,9 @@ def test_nearest_consensus_chooses_among_the_neighbours_captions():
     """k = 2: the captions of both neighbours are pooled, and the one the pool agrees with most wins."""
     pond2 = {**POND, "image": "pond_b.jpg"}
     caps = [["a pond near trees", "a small pond near trees"], ["a pond near green trees", "a pond near trees"]]
-    nn = NearestNeighbour([POND, pond2, RIVER], [*caps, ["a river"]], 10, k=2)
-    assert nn.caption([POND]) == ["a pond near trees"]
-    assert NearestNeighbour([POND, pond2, RIVER], [*caps, ["a river"]], 10, k=1).caption([RIVER]) == ["a river"]
+    nn = NearestNeighbour([POND, pond2, RIVER], [*caps, ["a river"]], 10)
+    assert nn.caption([POND], k=2) == ["a pond near trees"]
+    assert nn.caption([RIVER], k=1) == ["a river"]
 
 
 def test_consensus_caption():
@@ -206,8 +206,8 @@ def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
                                   llm_config=prun.REPO / "configs" / "llm" / "tiny.yaml", llm=None, num_beams=3,
                                   systems=("pipeline", "pipeline_rag", "rag_only"), split="test", progress=False),
                            "retrieval_k": 4, "retrieval_captions": 2})
-    for stage in (prun.stage_llm, prun.stage_rag, prun.stage_rag_only):
-        stage(run, True, [])
+    for stage in ("llm", "rag", "rag_only"):
+        prun.stage_llm(run, True, [], stage=stage)
     assert seen["pipeline"]["retrieval_k"] == 0
     assert seen["pipeline_rag"]["retrieval_k"] == 4 and seen["pipeline_rag"]["retrieval_captions"] == 2
     assert seen["rag_only"]["retrieval_k"] == 4 and seen["rag_only"]["prompt_mode"] == "blind"

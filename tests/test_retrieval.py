@@ -19,16 +19,17 @@ from llm.retrieval import INDEX_FILE, CompositionIndex, consensus_order
 from pipeline import caption
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DataError
+from tests.test_llm_train import FAST as LLM_FAST
+from tests.test_llm_train import TINY as LLM_TINY
 from tests.test_provenance import DRONE_IMAGES, checkpoints  # noqa: F401  (checkpoints: a fixture, used below)
 
 HERE = Path(__file__).resolve().parent
 FIX = HERE / "data" / "llm"
 COMPOSITIONS = FIX / "compositions.jsonl"
 CAPTIONS = FIX / "rsicd" / "dataset_rsicd.json"
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "num_key_value_heads": 2, "max_position_embeddings": 256}
-FAST = dict(compositions=COMPOSITIONS, captions=CAPTIONS, tiny_model=TINY, tokenizer={"kind": "word", "vocab_size": 300},
-            batch_size=8, eval_batch_size=16, max_length=256, logging_steps=1, progress=False, num_threads=1)
+# test_llm_train's tiny model and options, with room for the neighbours' captions in the prompt
+TINY = {**LLM_TINY, "max_position_embeddings": 256}
+FAST = {**LLM_FAST, "tiny_model": TINY, "tokenizer": {"kind": "word", "vocab_size": 300}, "max_length": 256}
 
 
 def _split(split):
