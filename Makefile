@@ -30,7 +30,7 @@ demo: setup
 demo-retrieval: setup
 	$(PY) -m pipeline.run --config configs/pipeline/synthetic.yaml --systems $(RETRIEVAL_SYSTEMS)
 
-RETRIEVAL_SYSTEMS := pipeline pipeline_beam pipeline_mbr oracle template nearest nearest_consensus blind cnn_lstm \
+RETRIEVAL_SYSTEMS := pipeline pipeline_beam pipeline_mbr pipeline_pool oracle template nearest nearest_consensus blind cnn_lstm \
 	pipeline_rag pipeline_rag_mbr rag_only
 
 test: setup

@@ -4,9 +4,10 @@
     python -m bench.caption_modes --models runs/demo/llm/pipeline --images 192 --consensus 5 --threads 2
 
 For each model folder, captions ``--images`` composition records (the demo's predicted test compositions, repeated as
-needed) greedy, with beam search (3 beams), and by consensus of ``--consensus`` candidates from beam search and from
-sampling, after one warm-up batch; a retrieval model's time includes finding each image's neighbours. Prints one
-JSON object: captions/s per model and mode.
+needed) greedy, with beam search (3 beams), by consensus of ``--consensus`` candidates from beam search and from
+sampling, and by consensus of the beam candidates and the captions of ``--pool`` training neighbours (pipeline_pool),
+after one warm-up batch; a retrieval model's time includes finding each image's neighbours, and the pool's the
+model's probability of every pooled caption. Prints one JSON object: captions/s per model and mode.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=192, help="captions per measurement")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--consensus", type=int, default=5, help="candidates per image of consensus decoding")
+    p.add_argument("--pool", type=int, default=5, help="training neighbours whose captions the pool mode counts")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = p.parse_args(argv)
     if args.threads:
@@ -53,7 +55,8 @@ def main(argv=None) -> dict:
     records = (records * (args.images // max(1, len(records)) + 1))[: args.images]
     modes = {"greedy": {}, "beam3": {"num_beams": 3},
              f"consensus{args.consensus}_beam": {"consensus": args.consensus, "candidates": "beam"},
-             f"consensus{args.consensus}_sample": {"consensus": args.consensus, "candidates": "sample"}}
+             f"consensus{args.consensus}_sample": {"consensus": args.consensus, "candidates": "sample"},
+             f"consensus{args.consensus}_pool{args.pool}": {"consensus": args.consensus, "pool": args.pool}}
     result = {
         "bench": "caption_modes",
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
@@ -66,6 +69,9 @@ def main(argv=None) -> dict:
         cap.caption(records[: args.batch_size])  # warm-up
         figures = {"retrieval_k": cap.template.retrieval_k}
         for name, kw in modes.items():
+            if kw.get("pool") and cap.index is None:  # a folder from before every model saved its index
+                figures[f"{name}_captions_per_s"] = None
+                continue
             t0 = time.perf_counter()
             caps = cap.caption(records, **kw)
             figures[f"{name}_captions_per_s"] = round(len(caps) / (time.perf_counter() - t0), 1)

@@ -10,9 +10,14 @@ penalty with sigma 6, times 10); here the document frequencies come from the mod
 (:func:`document_frequencies`, saved with the model as ``ngram_df.json``), so a choice never depends on which other
 images are captioned in the same call.
 
+Weighted (:meth:`CiderD.choose` with ``weights``): each candidate's agreement is the weighted sum of its CIDEr-D with
+the others, i.e. its expected CIDEr-D when the reference is drawn from the candidates with those probabilities
+(minimum Bayes risk, Kumar and Byrne 2004). Repeated captions count once per occurrence: they are votes.
+
     df = document_frequencies(train_caption_lists)            # {"documents": N, "df": {"a pond": 12, ...}}
     scorer = CiderD(df)
     scorer.choose(["a pond near trees .", "a pond .", ...])    # index of the consensus candidate
+    scorer.choose(candidates, weights=[0.5, 0.2, ...])         # each candidate as a reference with that weight
 """
 
 from __future__ import annotations
@@ -87,18 +92,32 @@ class CiderD:
         hyp = self._vector(caption)
         return 10.0 * sum(self._sim(hyp, self._vector(r)) for r in references) / len(references)
 
-    def agreement(self, candidates: Sequence[str]) -> list[float]:
-        """Each candidate's CIDEr-D against all the others."""
-        vecs = [self._vector(c) for c in candidates]
-        out = []
-        for i, hyp in enumerate(vecs):
-            others = [v for j, v in enumerate(vecs) if j != i]
-            out.append(10.0 * sum(self._sim(hyp, r) for r in others) / len(others) if others else 0.0)
-        return out
+    def agreement(self, candidates: Sequence[str], weights: Sequence[float] | None = None) -> list[float]:
+        """Each candidate's CIDEr-D against all the others: their mean, or with ``weights`` (one per candidate, >= 0)
+        the sum weighted by the others' weights (a candidate's own weight does not count for itself), on the scale of
+        the mean. A caption that occurs twice scores itself through the other occurrence (a vote)."""
+        if weights is not None and len(weights) != len(candidates):
+            raise ValueError(f"{len(weights)} weights for {len(candidates)} candidates")
+        w = [1.0] * len(candidates) if weights is None else [float(x) for x in weights]
+        if any(x < 0 or not math.isfinite(x) for x in w):
+            raise ValueError("candidate weights must be finite and >= 0")
+        unique = list(dict.fromkeys(candidates))  # the same caption is vectorised and compared once
+        vecs = {c: self._vector(c) for c in unique}
+        sims: dict[tuple[str, str], float] = {}
+        for i, a in enumerate(unique):
+            for b in unique[i:]:
+                sims[a, b] = sims[b, a] = 10.0 * self._sim(vecs[a], vecs[b])
+        n = len(candidates)
+        # one scale for every candidate (the ranking is the unnormalised weighted sum): with equal weights, the mean
+        # over the others
+        scale = sum(w) * (n - 1) / n if n > 1 else 0.0
+        return [sum(w[j] * sims[hyp, ref] for j, ref in enumerate(candidates) if j != i) / scale if scale > 0 else 0.0
+                for i, hyp in enumerate(candidates)]
 
-    def choose(self, candidates: Sequence[str]) -> int:
-        """The index of the candidate the others agree with most (ties: the earlier, i.e. the more probable)."""
+    def choose(self, candidates: Sequence[str], weights: Sequence[float] | None = None) -> int:
+        """The index of the candidate the others agree with most, weighted by ``weights`` when given (ties: the
+        earlier, i.e. the more probable)."""
         if not candidates:
             raise ValueError("no candidates to choose from")
-        scores = self.agreement(candidates)
+        scores = self.agreement(candidates, weights)
         return max(range(len(candidates)), key=lambda i: (scores[i], -i))

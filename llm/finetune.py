@@ -87,6 +87,9 @@ RUN_FILE = "run.json"  # the options of the run, written first: marks the folder
 RESUME_FREE = ("out", "num_threads", "progress", "tensorboard", "eval_batch_size", "logging_steps", "save_total_limit",
                "resume", "overwrite")
 RESUME_GROWS = ("epochs",)
+# what a model folder holds, for whoever caches one (pipeline.run's fingerprints): 2 = the training compositions'
+# index (retrieval.npz, every caption) is saved with every model, not only with retrieval prompts (2026-12-01)
+OUTPUTS_VERSION = 2
 
 
 def read_compositions(path: Path) -> list[dict]:
@@ -245,9 +248,9 @@ def main(
         raise DatasetNotFoundError(f"{capset.json_path}: no images in split {train_split!r}; check --train-split")
     train_joined = join_records(records, capset, [train_split], compositions, allow_missing)
     train_refs = [[normalise_caption(c, lowercase) for c in it.sentences] for _, it in train_joined]
-    # retrieval: the training images' compositions and captions (each training prompt shows *other* images')
-    index = CompositionIndex([it.filename for _, it in train_joined], [r for r, _ in train_joined],
-                             train_refs) if template.retrieves else None
+    # the training images' compositions and captions: retrieval prompts show *other* images' captions; saved with
+    # every model for llm.generate's consensus pool
+    index = CompositionIndex([it.filename for _, it in train_joined], [r for r, _ in train_joined], train_refs)
     train_images, train_dropped = build_image_examples(
         records, capset, train_split, template, lowercase, source=compositions, allow_missing=allow_missing, index=index
     )
@@ -366,8 +369,7 @@ def main(
             plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
             evals = [r["loss"] for r in rows if r["split"] == "eval"]
             write_json(out / NGRAM_FILE, document_frequencies(train_refs))  # for consensus decoding
-            if index is not None:
-                index.save(out / INDEX_FILE, captions_per_image=retrieval_captions)
+            index.save(out / INDEX_FILE)  # every caption: a consensus pool counts them all
             meta = {
                 "format": "segcap.llm/1",
                 "prompt": template.to_dict(),

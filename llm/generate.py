@@ -10,7 +10,12 @@ Greedy (default) or beam search, batched with left padding, stopping at EOS; wri
 
 Consensus decoding (``--consensus N``): N candidates per image (beam search's N best, or ``--candidates sample``: N
 samples, seeded), and the one with the highest CIDEr-D against the other candidates is kept (:mod:`llm.consensus`).
-A model trained with retrieval prompts (``retrieval_k``) retrieves its neighbours from the index saved beside it.
+Beam candidates are weighted by the model's probability of each (:data:`WEIGHT_SHARPNESS`), samples count alike (they
+already come with the model's probabilities). ``--consensus-pool K`` adds every caption of the K training images
+whose compositions are closest to the candidates, weighted the same way: the neighbours vote, and the model, reading
+this image's composition, says how much each vote counts. The index of the training compositions is saved beside
+every model (``retrieval.npz``); a model trained with retrieval prompts (``retrieval_k``) also reads its prompt's
+neighbours from it.
 
 Without ``--captions`` every record is captioned and ``image_id`` is the record's ``image``.
 
@@ -21,12 +26,14 @@ Library::
     captioner.caption(records)            # list of composition records -> list of captions
     captioner.caption(records, num_beams=3)
     captioner.caption(records, consensus=5)            # consensus of 5 beam candidates
+    captioner.caption(records, consensus=5, pool=5)    # ... and the captions of the 5 closest training images
     captioner.neighbours(records)                      # the retrieved training images (retrieval models)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,12 +48,17 @@ from llm.consensus import NGRAM_FILE, CiderD
 from llm.examples import PromptTemplate, join_records
 from llm.model import load_trained
 from llm.retrieval import INDEX_FILE, CompositionIndex, Neighbour
-from llm.tokenizer import prompt_ids
+from llm.tokenizer import CaptionCollator, encode_example, prompt_ids
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError
 from segcap.progress import Progress, quiet_library_bars
 
+# A consensus candidate's weight is exp(WEIGHT_SHARPNESS x its mean token log-probability): the geometric-mean token
+# probability, sharpened (length-normalised, so a long caption is not out-voted for its length). 2 was measured
+# against 1, 4, equal weights and the whole-sequence probability on three demo runs (docs/benchmarks.md): 1, 2 and 4
+# are within 0.04 CIDEr of each other, the whole-sequence probability is 0.07-0.18 lower.
+WEIGHT_SHARPNESS = 2.0
 
 class Captioner:
     """A trained caption LM with its prompt template (read from the model folder, so it matches training).
@@ -75,19 +87,29 @@ class Captioner:
         self.max_new_tokens = max_new_tokens
         self.max_length = int(self.meta.get("max_length", 512))
         self.device = next(self.model.parameters()).device
-        self.index = None
-        if self.template.retrieves:
-            if not (self.model_dir / INDEX_FILE).is_file():
-                raise ConfigError(f"{self.model_dir} was trained with retrieval prompts (retrieval_k "
-                                  f"{self.template.retrieval_k}) but has no {INDEX_FILE}; train it again")
-            self.index = CompositionIndex.load(self.model_dir / INDEX_FILE)
+        self.index = CompositionIndex.load(self.model_dir / INDEX_FILE) if (self.model_dir / INDEX_FILE).is_file() \
+            else None
+        if self.template.retrieves and self.index is None:
+            raise ConfigError(f"{self.model_dir} was trained with retrieval prompts (retrieval_k "
+                              f"{self.template.retrieval_k}) but has no {INDEX_FILE}; train it again")
         self._cider: CiderD | None = None
 
-    def neighbours(self, records: Sequence[dict]) -> list[list[Neighbour]]:
-        """The training images each record's prompt shows (none without retrieval; never the image itself)."""
+    def require_index(self, what: str) -> CompositionIndex:
+        """The training compositions' index, or a ConfigError naming ``what`` needs it (a folder from before
+        llm.finetune saved it with every model)."""
         if self.index is None:
-            return [[] for _ in records]
-        return self.index.neighbours(list(records), self.template.retrieval_k)
+            raise ConfigError(f"{what} needs the training compositions' index ({self.model_dir / INDEX_FILE}), "
+                              "which llm.finetune saves with every model since 2026-12-01; train the model again")
+        return self.index
+
+    def neighbours(self, records: Sequence[dict], k: int | None = None) -> list[list[Neighbour]]:
+        """The training images each record's prompt shows (none without retrieval), or with ``k`` its k closest
+        training images (a consensus pool's); never the image itself."""
+        if k is None:
+            if not self.template.retrieves:
+                return [[] for _ in records]
+            k = self.template.retrieval_k
+        return self.require_index("a consensus pool" if k else "retrieval").neighbours(list(records), k)
 
     def prompts(self, records: Sequence[dict]) -> list[str]:
         """The prompt texts of composition records (the training template, mode and retrieval)."""
@@ -117,13 +139,62 @@ class Captioner:
         consensus: int = 0,
         candidates: Literal["beam", "sample"] = "beam",
         seed: int = 0,
+        pool: int = 0,
     ) -> list[str]:
         """One caption per record, in order: greedy for ``num_beams=1``, else beam search; with ``consensus`` N >= 2,
-        the consensus of N candidates (:meth:`candidates`)."""
-        if consensus >= 2:
-            sets = self.candidates(records, consensus, candidates, num_beams, batch_size, max_new_tokens, progress, seed)
-            return [c[self.cider.choose(c)] for c in sets]
-        return [c[0] for c in self._generate(records, 1, "beam", num_beams, batch_size, max_new_tokens, progress, seed)]
+        the consensus of N candidates (:meth:`candidates`), and with ``pool`` K > 0 of those and every caption of the
+        K closest training images. Beam candidates and pool captions are weighted by the model's probability
+        (:meth:`weights`); with sampled candidates every caption counts alike."""
+        if pool < 0:
+            raise ConfigError(f"pool must be >= 0 training images (got {pool})")
+        if pool and consensus < 2:
+            raise ConfigError(f"a consensus pool needs consensus >= 2 candidates (got {consensus})")
+        if consensus < 2:
+            sets = self._generate(records, 1, "beam", num_beams, batch_size, max_new_tokens, progress, seed)
+            return [c[0] for c in sets]
+        near = self.neighbours(records, pool) if pool else [[] for _ in records]
+        sets = self.candidates(records, consensus, candidates, num_beams, batch_size, max_new_tokens, progress, seed)
+        sets = [c + [x for nb in n for x in nb.captions] for c, n in zip(sets, near, strict=True)]
+        weights = self.weights(records, sets, batch_size) if candidates == "beam" else [None] * len(sets)
+        return [c[self.cider.choose(c, w)] for c, w in zip(sets, weights, strict=True)]
+
+    @torch.inference_mode()
+    def log_likelihoods(self, records: Sequence[dict], captions: Sequence[Sequence[str]],
+                        batch_size: int | None = None) -> list[list[tuple[float, int]]]:
+        """For each record, the model's log-probability of each of its ``captions`` after the record's prompt (the
+        caption's tokens and EOS, teacher-forced), with that token count: ``[[(log_p, tokens), ...], ...]``."""
+        tok, bs = self.tokenizer, 4 * (batch_size or self.batch_size)
+        prompts = self.prompts(records)
+        flat = [encode_example(tok, p, c, self.max_length)
+                for p, caps in zip(prompts, captions, strict=True) for c in caps]
+        collate, scores = CaptionCollator(tok.pad_token_id), []
+        for start in range(0, len(flat), bs):
+            b = collate(flat[start : start + bs])
+            logits = self.model(input_ids=b["input_ids"].to(self.device),
+                                attention_mask=b["attention_mask"].to(self.device)).logits  # (B, T, V)
+            labels = b["labels"][:, 1:].to(self.device)  # (B, T-1): token t+1 predicted at t
+            logp = torch.log_softmax(logits[:, :-1].float(), -1)
+            known = labels != -100
+            token_lp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * known  # (B, T-1)
+            scores += list(zip(token_lp.sum(1).tolist(), known.sum(1).tolist(), strict=True))
+        out, i = [], 0
+        for caps in captions:
+            out.append(scores[i : i + len(caps)])
+            i += len(caps)
+        return out
+
+    def weights(self, records: Sequence[dict], captions: Sequence[Sequence[str]],
+                batch_size: int | None = None) -> list[list[float]]:
+        """Consensus weights: exp(WEIGHT_SHARPNESS x mean token log-probability) of each caption given its record's
+        prompt, relative to the record's most probable caption (so the largest weight is 1)."""
+        unique = [list(dict.fromkeys(caps)) for caps in captions]  # a repeated caption is scored once
+        out = []
+        for caps, kinds, scores in zip(captions, unique, self.log_likelihoods(records, unique, batch_size),
+                                       strict=True):
+            mean = {c: lp / max(1, n) for c, (lp, n) in zip(kinds, scores, strict=True)}
+            top = max(mean.values(), default=0.0)
+            out.append([math.exp(WEIGHT_SHARPNESS * (mean[c] - top)) for c in caps])
+        return out
 
     def candidates(
         self,
@@ -206,6 +277,7 @@ def main(
     num_beams: int = 1,
     consensus: int = 0,
     candidates: Literal["beam", "sample"] = "beam",
+    consensus_pool: int = 0,
     seed: int = 0,
     batch_size: int = 64,
     max_new_tokens: int = 40,
@@ -227,7 +299,11 @@ def main(
         consensus: N >= 2: generate N candidates per image and keep the one with the highest CIDEr-D against the
             others (consensus / minimum-Bayes-risk decoding); 0 = off.
         candidates: where consensus candidates come from: beam (the N best of a beam search of width
-            max(N, num_beams)) or sample (N nucleus samples, top-p 0.9, seeded).
+            max(N, num_beams), weighted by the model's probability of each) or sample (N nucleus samples, top-p 0.9,
+            seeded; counted alike).
+        consensus_pool: K > 0: the consensus also counts every caption of the K training images whose compositions
+            are closest (weighted like the candidates, and a candidate itself): the neighbours vote and the model
+            weighs each vote by how probable it finds that caption for this composition. Needs --consensus.
         seed: seed of the samples (candidates sample).
         batch_size: prompts per generate call.
         max_new_tokens: longest caption in tokens.
@@ -241,6 +317,10 @@ def main(
         problems.append(f"--num-beams must be >= 1 (got {num_beams})")
     if consensus < 0 or consensus == 1:
         problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
+    if consensus_pool < 0:
+        problems.append(f"--consensus-pool must be >= 0 training images (got {consensus_pool})")
+    elif consensus_pool and consensus < 2:
+        problems.append(f"--consensus-pool {consensus_pool} needs --consensus N (N >= 2 candidates) to choose among")
     if batch_size < 1:
         problems.append(f"--batch-size must be >= 1 (got {batch_size})")
     if max_new_tokens < 1:
@@ -264,12 +344,15 @@ def main(
         chosen, names = list(records), [rec["image"] for rec in records]
 
     captioner = Captioner(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if consensus_pool:
+        captioner.require_index("--consensus-pool")
     t0 = time.perf_counter()
     caps = captioner.caption(chosen, num_beams=num_beams, progress=progress, consensus=consensus,
-                             candidates=candidates, seed=seed)
+                             candidates=candidates, seed=seed, pool=consensus_pool)
     dt = time.perf_counter() - t0
     write_json(out, [{"image_id": n, "caption": c} for n, c in zip(names, caps, strict=True)])
-    how = f"beams={num_beams}" + (f", consensus of {consensus} {candidates} candidates" if consensus else "")
+    how = f"beams={num_beams}" + (f", consensus of {consensus} {candidates} candidates" if consensus else "") + (
+        f" and the captions of {consensus_pool} neighbours" if consensus_pool else "")
     print(f"wrote {out}: {len(caps)} captions in {dt:.1f} s ({len(caps) / max(dt, 1e-9):.1f} captions/s, {how})",
           flush=True)
     return Path(out)

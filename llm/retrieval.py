@@ -27,7 +27,7 @@ import numpy as np
 from composition.features import PER_CLASS, vector
 from segcap.errors import DataError
 
-INDEX_FILE = "retrieval.npz"  # in a model folder trained with retrieval prompts
+INDEX_FILE = "retrieval.npz"  # in every model folder (llm.finetune): retrieval prompts and the consensus pool read it
 
 
 def consensus_order(captions: Sequence[str]) -> list[str]:

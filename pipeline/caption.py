@@ -5,6 +5,8 @@
     python -m pipeline.caption a.jpg b.tif --segmentation DIR --llm DIR --explain      # + the composition table
     python -m pipeline.caption a.jpg --segmentation DIR --llm runs/demo/llm/pipeline_rag --explain --consensus 5
         # + the training images whose captions the retrieval prompt showed; the consensus of 5 beam candidates
+    python -m pipeline.caption a.jpg --segmentation DIR --llm runs/demo/llm/pipeline --explain --consensus 5 \
+        --consensus-pool 5     # the 5 closest training images' captions vote too; --explain lists them
     python -m pipeline.caption a.jpg --segmentation DIR --llm DIR --overlay a_overlay.png  # mask, circles, labels
     python -m pipeline.caption *.jpg --segmentation DIR --llm DIR --overlay overlays/ --json captions.json
 
@@ -43,6 +45,7 @@ def main(
     scale: float = 1.0,
     num_beams: int = 1,
     consensus: int = 0,
+    consensus_pool: int = 0,
     strict: bool = False,
     overwrite: bool = False,
 ) -> list[dict]:
@@ -58,7 +61,10 @@ def main(
         json: write the results (image, caption, composition) to this JSON file.
         scale: resize factor before segmenting (ground resolution; 1.0 = the caption set's resolution).
         num_beams: 1 for greedy decoding, more for beam search.
-        consensus: N >= 2: the consensus of N beam candidates (the one with the highest CIDEr-D against the others).
+        consensus: N >= 2: the consensus of N beam candidates (the one with the highest CIDEr-D against the others,
+            each weighted by the model's probability of it).
+        consensus_pool: K > 0: every caption of the K training images with the closest compositions votes too
+            (weighted the same way); needs --consensus. --explain lists those images.
         strict: stop at the first unreadable image instead of skipping it.
         overwrite: replace existing overlay or JSON files.
     """
@@ -82,6 +88,10 @@ def main(
         problems.append(f"--num-beams must be at least 1 (got {num_beams})")
     if consensus < 0 or consensus == 1:
         problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
+    if consensus_pool < 0:
+        problems.append(f"--consensus-pool must be >= 0 training images (got {consensus_pool})")
+    elif consensus_pool and consensus < 2:
+        problems.append(f"--consensus-pool {consensus_pool} needs --consensus N (N >= 2 candidates) to choose among")
     if problems:
         raise ConfigError(problems)
     overlay_dir = overlay is not None and (len(images) > 1 or Path(overlay).suffix == "" or Path(overlay).is_dir())
@@ -99,6 +109,8 @@ def main(
     if notice:
         print(notice, file=sys.stderr, flush=True)
     captioner = Captioner(llm)
+    if consensus_pool:
+        captioner.require_index("--consensus-pool")
 
     # 3. images -> masks -> compositions -> captions
     results, records, pixels = [], [], []
@@ -116,22 +128,28 @@ def main(
         mask = seg.predict([rgb], scale=scale)[0]
         records.append(extract(mask, seg.table, image=Path(path).name))
         pixels.append((path, rgb, mask))
-    captions = captioner.caption(records, num_beams=num_beams, consensus=consensus) if records else []
+    captions = captioner.caption(records, num_beams=num_beams, consensus=consensus,
+                                 pool=consensus_pool) if records else []
     near = captioner.neighbours(records)
+    voters = captioner.neighbours(records, consensus_pool) if consensus_pool else [[] for _ in records]
 
-    for (path, rgb, mask), rec, cap, nbs in zip(pixels, records, captions, near, strict=True):
+    def _json(nbs: list) -> list[dict]:
+        return [{"image": nb.image, "distance": round(nb.distance, 4), "captions": nb.captions} for nb in nbs]
+
+    for (path, rgb, mask), rec, cap, nbs, votes in zip(pixels, records, captions, near, voters, strict=True):
         print(f"{path}: {cap}")
         if explain:
             print(table_text(rec))
             for nb in nbs:  # the neighbours the prompt showed (retrieval models)
                 print(f"  neighbour {nb.image} (distance {nb.distance:.2f}): {' | '.join(nb.captions)}")
+            for nb in votes:  # the training images whose captions voted (--consensus-pool)
+                print(f"  voter {nb.image} (distance {nb.distance:.2f}): {' | '.join(nb.captions)}")
             print()
         if overlay is not None:
             target = Path(overlay) / f"{Path(path).stem}.png" if overlay_dir else Path(overlay)
             draw_overlay(rec, rgb, target, seg.table, mask=mask)
         results.append({"image": str(path), "caption": cap, "composition": rec,
-                        **({"neighbours": [{"image": nb.image, "distance": round(nb.distance, 4),
-                                            "captions": nb.captions} for nb in nbs]} if nbs else {})})
+                        **({"neighbours": _json(nbs)} if nbs else {}), **({"voters": _json(votes)} if votes else {})})
     if json is not None:
         atomic.write_json(json, results)
     return results

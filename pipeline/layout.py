@@ -37,8 +37,9 @@ from segmentation.model import read_checkpoint_config
 STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "captioners",
           "captions", "score", "report")
 CHAIN_SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "nearest_consensus", "blind")
-# the chain with retrieval-augmented prompts and/or consensus decoding, and the retrieval-only ablation (issue 15)
-RETRIEVAL_SYSTEMS = ("pipeline_rag", "pipeline_mbr", "pipeline_rag_mbr", "rag_only")
+# the chain with retrieval-augmented prompts and/or consensus decoding (pipeline_pool: with the neighbours' captions
+# as votes), and the retrieval-only ablation (issue 15)
+RETRIEVAL_SYSTEMS = ("pipeline_rag", "pipeline_mbr", "pipeline_pool", "pipeline_rag_mbr", "rag_only")
 END_TO_END = {"cnn_lstm": "cnn-lstm", "vit_gpt2": "vit-gpt2", "blip": "blip"}  # system -> captioners.train arch
 SYSTEMS = (*CHAIN_SYSTEMS, *RETRIEVAL_SYSTEMS, *END_TO_END)
 LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind", "rag": "pipeline_rag", "rag_only": "rag_only"}

@@ -33,6 +33,9 @@ SYSTEM_NOTES = {
                     "compositions (greedy)",
     "pipeline_mbr": "the chain, consensus decoding: of N beam candidates, the one with the highest CIDEr-D against "
                     "the others",
+    "pipeline_pool": "the chain's N beam candidates and every caption of the k closest training compositions, "
+                     "each weighted by the LLM's probability of it given the composition: the caption with the "
+                     "highest weighted CIDEr-D against the rest",
     "pipeline_rag_mbr": "retrieval-augmented prompts and consensus decoding",
     "rag_only": "retrieval-only ablation: the neighbours' captions without the composition text (greedy)",
     "human": "each reference scored against the other references of its image (ceiling)",
@@ -55,11 +58,12 @@ def results_rows(layout: Layout) -> list[str]:
     scores = read_json(layout.scores_json)
     if not scores:
         return []
+    width = max(16, *(len(n) + 1 for n in scores["systems"]))  # a long name never runs into the first figure
     lines = [f"scores on the {_split(scores)} split of {layout.references}", "",
-             f"{'system':<16}" + "".join(f"{m:>9}" for m in METRICS)]
+             f"{'system':<{width}}" + "".join(f"{m:>9}" for m in METRICS)]
     for name in scores["systems"]:
         s = scores["overall"][name]
-        lines.append(f"{name:<16}" + "".join(f"{s.get(m, float('nan')):>9.3f}" for m in METRICS))
+        lines.append(f"{name:<{width}}" + "".join(f"{s.get(m, float('nan')):>9.3f}" for m in METRICS))
     lines += ["", *ratios(scores)]
     return lines
 
@@ -81,6 +85,11 @@ def ratios(scores: dict) -> list[str]:
         if cider.get("nearest_consensus"):
             out.append(f"best chain system ({best}) CIDEr / nearest_consensus CIDEr = "
                        f"{chain[best] / cider['nearest_consensus']:.2f}")
+    if cider.get("pipeline_pool") is not None and cider.get("nearest_consensus"):  # the same votes without the LLM
+        r = cider["pipeline_pool"] / cider["nearest_consensus"]
+        out.append(f"pipeline_pool CIDEr / nearest_consensus CIDEr = {r:.2f} (the same neighbours' captions; " + (
+            "clearly above 1: the LLM reading the composition picks better among them)" if r >= 1.05 else
+            "not clearly above 1: what the LLM reading the composition adds to the neighbours' votes is small here)"))
     if cider.get("rag_only") is not None and cider.get("pipeline_rag"):
         r = cider["rag_only"] / cider["pipeline_rag"]
         out.append(f"rag_only CIDEr / pipeline_rag CIDEr = {r:.2f} (" + (

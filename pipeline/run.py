@@ -65,6 +65,7 @@ from captioners.train import main as train_captioner
 from composition.extract import main as extract_compositions
 from composition.schema import read_jsonl
 from evaluation.score import main as score_captions
+from llm.finetune import OUTPUTS_VERSION as FINETUNE_OUTPUTS
 from llm.finetune import main as finetune_llm
 from llm.generate import main as generate_captions
 from llm.model import base_model_problems
@@ -350,9 +351,10 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
     lay = run.layout
     written: dict[str, str] = {}
 
-    def gen(name: str, model: Path, comps: Path, beams: int = 1, consensus: bool = False) -> None:
+    def gen(name: str, model: Path, comps: Path, beams: int = 1, consensus: bool = False, pool: int = 0) -> None:
         out = lay.predictions / f"{name}.json"
         mbr = {"consensus": run.consensus, "candidates": run.consensus_candidates} if consensus else {}
+        mbr |= {"consensus_pool": pool} if pool else {}
         _call(commands, "captions", generate_captions, model=model, compositions=comps, captions=lay.references,
               split=run.split, out=out, num_beams=beams, **mbr, progress=run.progress, overwrite=True)
         written[name] = str(out)
@@ -367,6 +369,8 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
         gen("blind", lay.llm("blind"), lay.predicted)
     if run.wants("pipeline_mbr"):
         gen("pipeline_mbr", lay.llm("pipeline"), lay.predicted, consensus=True)
+    if run.wants("pipeline_pool"):  # the same neighbours as nearest_consensus votes among
+        gen("pipeline_pool", lay.llm("pipeline"), lay.predicted, consensus=True, pool=run.retrieval_k)
     for name, mbr in (("pipeline_rag", False), ("pipeline_rag_mbr", True)):
         if run.wants(name):
             gen(name, lay.llm("pipeline_rag"), lay.predicted, consensus=mbr)
@@ -443,7 +447,7 @@ def own_options(run: Run, stage: str) -> dict:
         return {"config": run.composition_file}
     if stage in LLM_SPECS:
         wanted = {"wanted": _wanted(run, stage)} if LLM_SPECS[stage].serves else {}  # skipped when not wanted
-        return {"config": run.llm_file, "options": _llm_options(run, stage), **wanted}
+        return {"config": run.llm_file, "options": _llm_options(run, stage), "outputs": FINETUNE_OUTPUTS, **wanted}
     if stage == "captioners":
         return {system: {"file": e["file"], "options": e["options"], "zero_shot": e["zero_shot"]}
                 for system, e in run.captioners.items()}
@@ -624,7 +628,8 @@ def make_run(
     if num_beams < 1:
         problems.append(f"num_beams must be >= 1, got {num_beams}")
     if retrieval_k < 1:
-        problems.append(f"retrieval_k must be >= 1 (the neighbours the pipeline_rag and rag_only prompts show), "
+        problems.append(f"retrieval_k must be >= 1 (the neighbours the pipeline_rag and rag_only prompts show, and "
+                        "nearest_consensus and pipeline_pool vote with), "
                         f"got {retrieval_k}")
     if retrieval_captions < 1:
         problems.append(f"retrieval_captions must be >= 1, got {retrieval_captions}")
@@ -730,13 +735,13 @@ def main(
         llm: options of llm.finetune overriding llm_config (e.g. base_model, quantize), in the YAML config.
         num_beams: beam width of the pipeline's second decoding (1: greedy only).
         retrieval_k: neighbours whose captions the retrieval-augmented prompts show (pipeline_rag, rag_only), and
-            whose captions nearest_consensus chooses from.
+            whose captions nearest_consensus and pipeline_pool choose from.
         retrieval_captions: captions per neighbour in those prompts.
-        consensus: candidates per image of consensus decoding (pipeline_mbr, pipeline_rag_mbr).
+        consensus: candidates per image of consensus decoding (pipeline_mbr, pipeline_pool, pipeline_rag_mbr).
         consensus_candidates: where the candidates come from: beam (the N best of a beam search) or sample.
         systems: what to compare: the chain (pipeline, pipeline_beam), its references (oracle, template, nearest,
             nearest_consensus, blind), the chain with retrieval and/or consensus decoding (pipeline_rag, pipeline_mbr,
-            pipeline_rag_mbr) and the retrieval-only ablation (rag_only), and end-to-end captioners (cnn_lstm,
+            pipeline_pool, pipeline_rag_mbr) and the retrieval-only ablation (rag_only), and end-to-end captioners (cnn_lstm,
             vit_gpt2, blip), each captioned greedy and with num_beams.
         captioners: per end-to-end system, captioners.train options (config: a YAML of them; zero_shot: true to
             caption with a pretrained checkpoint untrained), in the YAML config.

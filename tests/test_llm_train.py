@@ -53,9 +53,14 @@ def full_run(tmp_path_factory):
 def test_full_finetune_writes_a_loadable_folder(full_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llm.retrieval import INDEX_FILE, CompositionIndex
+
     for name in ("config.json", "model.safetensors", "tokenizer.json", "segcap_llm.json", "loss.csv", "loss.png",
-                 "run.json"):
+                 "run.json", INDEX_FILE):
         assert (full_run / name).is_file(), name
+    # every model keeps the training compositions' index with every caption (llm.generate's consensus pool)
+    index = CompositionIndex.load(full_run / INDEX_FILE)
+    assert len(index) > 0 and max(len(c) for c in index.captions) > 1
     meta = json.loads((full_run / "segcap_llm.json").read_text())
     assert meta["prompt"]["mode"] == "full" and meta["method"] == "full"
     assert meta["figures"]["train_examples"] == 8 and meta["figures"]["train_duplicates_dropped"] == 2

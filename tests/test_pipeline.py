@@ -219,6 +219,18 @@ def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
     assert calls == ["rag", "rag_only", "captions", "score", "report"]
 
 
+def test_report_compares_the_pool_with_the_same_votes_without_the_llm():
+    """pipeline_pool is set against nearest_consensus (the same neighbours' captions, no LLM), and counts as a chain
+    system against nearest."""
+    from pipeline.report import ratios
+
+    scores = {"overall": {"pipeline": {"CIDEr": 2.0}, "pipeline_pool": {"CIDEr": 2.5}, "nearest": {"CIDEr": 2.1},
+                          "nearest_consensus": {"CIDEr": 2.4}}}
+    lines = "\n".join(ratios(scores))
+    assert "best chain system (pipeline_pool) CIDEr / nearest CIDEr = 1.19" in lines
+    assert "pipeline_pool CIDEr / nearest_consensus CIDEr = 1.04 (the same neighbours' captions; not clearly" in lines
+
+
 def test_stamps_record_commands_and_digest(fake_run):
     cfg = fake_run[2]
     prun.main(**cfg)

@@ -3,6 +3,7 @@ CIDEr-D consensus against pycocoevalcap, and a tiny fine-tune with retrieval end
 neighbour, candidates, deterministic sampling, CLI checks)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,21 @@ def test_consensus_picks_the_candidate_the_others_agree_with():
     assert uniform.choose(cands) != 0
 
 
+def test_weighted_consensus_counts_votes_by_their_weight():
+    """Each candidate is scored against the others weighted by their weights (its own weight does not help it);
+    a repeated caption is two votes; equal weights are the plain consensus."""
+    cider = CiderD(None)
+    cands = ["a pond near trees", "a pond near trees", "a river in a forest", "a river in a green forest"]
+    assert cider.choose(cands) == 0  # the repeated caption: two votes
+    assert cider.choose(cands, [1, 1, 1, 1]) == cider.choose(cands)
+    assert cider.agreement(cands, [2, 2, 2, 2]) == pytest.approx(cider.agreement(cands))  # the scale of the mean
+    assert cider.choose(cands, [0.1, 0.1, 1.0, 1.0]) in (2, 3)  # the river captions weigh more: they win
+    with pytest.raises(ValueError, match="3 weights for 4 candidates"):
+        cider.choose(cands, [1, 1, 1])
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        cider.choose(cands, [1, -1, 1, 1])
+
+
 # ---------------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def rag_model(tmp_path_factory):
@@ -182,6 +198,46 @@ def test_candidates_consensus_and_seeded_samples(rag_model):
         cap.caption(test, consensus=4, candidates="sample", seed=3)
 
 
+def test_consensus_pool_votes_with_the_neighbours_captions(rag_model):
+    """With a pool, the chosen caption is a candidate or a caption of one of the K closest training images; the
+    weights are the model's probabilities (the most probable 1), and the pool's neighbours are the index's."""
+    cap = Captioner(rag_model, max_new_tokens=20)
+    _, test, _ = _split("test")
+    beams = cap.candidates(test, 3)
+    voters = cap.neighbours(test, 2)
+    assert [len(v) for v in voters] == [2, 2] and voters[0][0].image.startswith("river")
+    chosen = cap.caption(test, consensus=3, pool=2)
+    for c, b, v in zip(chosen, beams, voters, strict=True):
+        assert c in b + [x for nb in v for x in nb.captions]
+    scores = cap.log_likelihoods(test, beams)
+    assert [len(s) for s in scores] == [3, 3]
+    assert all(lp < 0 and n >= 2 for s in scores for lp, n in s)  # at least one word and EOS
+    for w in cap.weights(test, beams):
+        assert max(w) == pytest.approx(1.0) and all(0 < x <= 1 for x in w)
+    # a caption the model was trained on is more probable than a scrambled one
+    (good, bad), = cap.log_likelihoods(test[:1], [["a river runs through the forest", "forest the through runs a"]])
+    assert good[0] > bad[0]
+    with pytest.raises(ConfigError, match="needs consensus >= 2"):
+        cap.caption(test, pool=2)
+
+
+def test_pool_on_a_folder_without_the_index_says_train_again(rag_model, tmp_path, capsys):
+    """A model folder from before every model saved its index: --consensus-pool stops with exit 2, naming the file."""
+    old = tmp_path / "old"
+    shutil.copytree(rag_model, old)
+    (old / INDEX_FILE).unlink()
+    meta = json.loads((old / "segcap_llm.json").read_text())
+    meta["prompt"]["retrieval_k"] = 0
+    (old / "segcap_llm.json").write_text(json.dumps(meta))
+    out = tmp_path / "p.json"
+    argv = ["--model", str(old), "--compositions", str(COMPOSITIONS), "--captions", str(CAPTIONS), "--out", str(out),
+            "--consensus", "3", "--consensus-pool", "2"]
+    with pytest.raises(SystemExit) as e:
+        run_cli(generate, argv)
+    assert e.value.code == 2 and "retrieval.npz" in capsys.readouterr().err and not out.exists()
+    Captioner(old).caption(_split("test")[1], consensus=2)  # consensus without a pool needs no index
+
+
 def test_generate_cli_consensus(rag_model, tmp_path, capsys):
     out = tmp_path / "preds.json"
     generate(model=rag_model, compositions=COMPOSITIONS, captions=CAPTIONS, out=out, consensus=3, progress=False)
@@ -193,6 +249,8 @@ def test_generate_cli_consensus(rag_model, tmp_path, capsys):
 @pytest.mark.parametrize("flags, words", [
     (["--consensus", "1"], "--consensus must be 0 (off) or at least 2"),
     (["--candidates", "top"], "candidates"),
+    (["--consensus-pool", "2"], "--consensus-pool 2 needs --consensus N"),
+    (["--consensus", "3", "--consensus-pool", "-1"], "--consensus-pool must be >= 0"),
 ])
 def test_generate_cli_refuses_bad_consensus(flags, words, tmp_path, capsys):
     argv = ["--model", str(tmp_path), "--compositions", str(COMPOSITIONS), "--out", str(tmp_path / "p.json"), *flags]
@@ -219,6 +277,12 @@ def test_caption_explain_names_the_neighbours(rag_model, checkpoints, tmp_path, 
     assert len(near) == 2 and all(n["image"] in out for n in near)
     assert out.count("  neighbour ") == 2
     assert json.loads((tmp_path / "c.json").read_text())[0]["neighbours"] == near
+    # --consensus-pool: the training images whose captions voted are listed too
+    results = run_cli(caption.main, [*map(str, images), "--segmentation", str(checkpoints["real"]), "--llm",
+                                     str(rag_model), "--explain", "--consensus", "3", "--consensus-pool", "3"],
+                      positional=("images",))
+    out = capsys.readouterr().out
+    assert out.count("  voter ") == 3 and len(results[0]["voters"]) == 3
 
 
 def test_a_class_beyond_the_table(index):
