@@ -23,19 +23,27 @@ the others, i.e. its expected CIDEr-D when the reference is drawn from the candi
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 
 NGRAM_FILE = "ngram_df.json"  # in a model folder: document frequencies of the training captions' n-grams
 MAX_N = 4
 SIGMA = 6.0
+WORD = re.compile(r"[\w']+(?:-[\w']+)*")  # a word: letters, digits, apostrophes, inner hyphens; the rest is punctuation
+
+
+def words(caption: str) -> list[str]:
+    """The caption's lowercased words without punctuation, as COCO scoring sees them after the PTB tokenizer drops
+    punctuation: "neatly." and "neatly ." are both ``["neatly"]`` (the LM writes the one, the caption sets the other),
+    while "it's" and "well-known" stay whole."""
+    return WORD.findall(caption.lower())
 
 
 def _ngrams(caption: str, n_max: int = MAX_N) -> Counter:
-    """Counts of the 1..n_max-grams of a lowercased, whitespace-split caption (keys: the n-gram's words joined by a
-    space)."""
-    words = caption.lower().split()
-    return Counter(" ".join(words[i : i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1))
+    """Counts of the 1..n_max-grams of a caption's :func:`words` (keys: the n-gram's words joined by a space)."""
+    w = words(caption)
+    return Counter(" ".join(w[i : i + n]) for n in range(1, n_max + 1) for i in range(len(w) - n + 1))
 
 
 def document_frequencies(captions: Sequence[Sequence[str]]) -> dict:
@@ -72,7 +80,7 @@ class CiderD:
             weight = 1.0 if self.log_docs is None else self.log_docs - math.log(max(1.0, self.df.get(gram, 0)))
             vec[n][gram] = tf * weight
             norm[n] += (tf * weight) ** 2
-        return vec, [math.sqrt(x) for x in norm], max(0, len(caption.split()) - 1)
+        return vec, [math.sqrt(x) for x in norm], max(0, len(words(caption)) - 1)
 
     @staticmethod
     def _sim(hyp, ref) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 from aerialdata.images import read_rgb
 from composition.extract import extract
 from composition.show import draw_overlay, table_text
-from llm.generate import Captioner
+from llm.generate import Captioner, consensus_problems
 from segcap import atomic
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
@@ -86,12 +86,7 @@ def main(
         problems.append(f"--scale must be positive, got {scale}")
     if num_beams < 1:
         problems.append(f"--num-beams must be at least 1 (got {num_beams})")
-    if consensus < 0 or consensus == 1:
-        problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
-    if consensus_pool < 0:
-        problems.append(f"--consensus-pool must be >= 0 training images (got {consensus_pool})")
-    elif consensus_pool and consensus < 2:
-        problems.append(f"--consensus-pool {consensus_pool} needs --consensus N (N >= 2 candidates) to choose among")
+    problems += consensus_problems(consensus, consensus_pool)
     if problems:
         raise ConfigError(problems)
     overlay_dir = overlay is not None and (len(images) > 1 or Path(overlay).suffix == "" or Path(overlay).is_dir())

@@ -144,6 +144,17 @@ def test_consensus_picks_the_candidate_the_others_agree_with():
     assert uniform.choose(cands) != 0
 
 
+def test_consensus_reads_words_as_coco_scoring_does():
+    """Punctuation is not a word (the PTB tokenizer drops it before CIDEr): the LM's "neatly." and a caption set's
+    "neatly ." agree fully; apostrophes and inner hyphens stay in their words."""
+    from llm.consensus import words
+
+    assert words("Many Pieces of farmland are arranged neatly.") == words("many pieces of farmland are arranged neatly .")
+    assert words("it's a well-known park , isn't it?") == ["it's", "a", "well-known", "park", "isn't", "it"]
+    cider = CiderD(None)
+    assert cider.score("a pond near trees.", ["a pond near trees ."]) == pytest.approx(10.0)
+
+
 def test_weighted_consensus_counts_votes_by_their_weight():
     """Each candidate is scored against the others weighted by their weights (its own weight does not help it);
     a repeated caption is two votes; equal weights are the plain consensus."""
