@@ -73,7 +73,8 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
         llm_config=llm_config(tmp_path, save_checkpoints=False, num_threads=torch_threads),
         llm={"tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}},
-        num_beams=1, systems=("pipeline", "template", "nearest", "cnn_lstm"), split="val", progress=False,
+        num_beams=1, systems=("pipeline", "pipeline_pool", "template", "nearest", "cnn_lstm"), split="val",
+        progress=False, consensus=2, retrieval_k=2,
         captioners={"cnn_lstm": {"epochs": 1, "image_size": 32, "attention_grid": 4, "feature_dim": 16,
                                  "embed_dim": 16, "hidden_dim": 32, "attention_dim": 16, "min_count": 1,
                                  "batch_size": 4, "num_threads": torch_threads}},
@@ -86,7 +87,7 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
     for f in ("segmentation/model.pt", "segmentation/config.yaml", "compositions/predicted.jsonl",
               "compositions/truth.jsonl", "llm/pipeline", "predictions/pipeline.json", "predictions/template.json",
               "predictions/nearest.json", "predictions/cnn_lstm.json", "captioners/cnn_lstm/captioner.yaml",
-              "scores/scores.md", "examples.png"):
+              "scores/scores.md", "examples.png", "llm/pipeline/retrieval.npz", "predictions/pipeline_pool.json"):
         assert (run_dir / f).exists(), f
     assert not (run_dir / "llm" / "oracle").exists() and not (run_dir / "llm" / "blind").exists()
     stamps = {s: json.loads((run_dir / "stages" / f"{s}.json").read_text()) for s in STAGES}
@@ -95,7 +96,8 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
     assert any(c.startswith("python -m segmentation.train --config") for c in stamps["segmentation"]["commands"])
     scores = json.loads((run_dir / "scores" / "scores.json").read_text())
     assert scores["metadata"]["split"] == "val"
-    assert {"pipeline", "template", "nearest", "cnn_lstm", "human"} <= set(scores["systems"])
+    assert {"pipeline", "pipeline_pool", "template", "nearest", "cnn_lstm", "human"} <= set(scores["systems"])
+    assert any("--consensus-pool 2" in c for c in stamps["captions"]["commands"])
     assert any(c.startswith("python -m captioners.train --config") for c in stamps["captioners"]["commands"])
     report = (run_dir / "report.md").read_text()
     assert "## Captions on the val split" in report and "test split" not in report

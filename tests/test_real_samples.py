@@ -90,8 +90,8 @@ def test_rsicd_config_with_only_paths_changed_runs_on_real_samples(tmp_path):
     records = [json.loads(line) for line in (run / "compositions" / "predicted.jsonl").read_text().splitlines()]
     assert len(records) == 5 and all(abs(sum(c["percent"] for c in rec["classes"]) - 100) < 0.05 for rec in records)
     scores = json.loads((run / "scores" / "scores.json").read_text())
-    assert {"pipeline", "pipeline_beam3", "pipeline_mbr", "template", "nearest", "nearest_consensus", "blind",
-            "cnn_lstm", "human"} <= set(scores["overall"])
+    assert {"pipeline", "pipeline_beam3", "pipeline_mbr", "pipeline_pool", "template", "nearest", "nearest_consensus",
+            "blind", "cnn_lstm", "human"} <= set(scores["overall"])
     assert all(0 <= v["CIDEr"] for v in scores["overall"].values())
     assert "note:" not in r.stderr  # a segmenter trained on real sources prints no synthetic-only notice
     adapter = json.loads((run / "llm" / "pipeline" / "adapter_config.json").read_text())
