@@ -52,6 +52,9 @@ MAX_UPLOAD_MB = 200  # Streamlit's own upload limit, set by python -m app (serve
 MEMO_SIZE = 64  # analyses and edited captions kept per app process
 
 GREEDY = "chain (greedy)"
+POOL = "chain (consensus pool)"  # pipeline_pool: the demo's best chain system, when the model folder has its index
+POOL_CANDIDATES = 5  # beam candidates and ...
+POOL_NEIGHBOURS = 5  # ... training images whose captions vote, as pipeline.run's defaults (consensus, retrieval_k)
 NEAREST = "nearest neighbour"
 TEMPLATE = "template (rules)"
 
@@ -213,8 +216,14 @@ class Models:
     def systems(self, num_beams: int | None = None) -> list[str]:
         """The caption columns, in page order."""
         beams = self.settings.num_beams if num_beams is None else num_beams
-        return [GREEDY, *([beam_name(beams)] if beams > 1 else []), *([NEAREST] if self.nearest else []), TEMPLATE,
-                *(f"{s} (end-to-end)" for s in self.end_to_end)]
+        return [GREEDY, *([beam_name(beams)] if beams > 1 else []), *([POOL] if self.pools else []),
+                *([NEAREST] if self.nearest else []), TEMPLATE, *(f"{s} (end-to-end)" for s in self.end_to_end)]
+
+    @property
+    def pools(self) -> bool:
+        """Whether the chain's consensus pool is offered: the model folder keeps the training compositions' index
+        (every folder llm.finetune has written since 2026-12-01)."""
+        return self.captioner.index is not None
 
     def caption_record(self, record: dict, num_beams: int | None = None) -> dict[str, str]:
         """Captions of one composition record by every system that reads one (the chain, the baselines)."""
@@ -227,6 +236,8 @@ class Models:
             out = {GREEDY: self.captioner.caption([record], num_beams=1)[0]}
             if beams > 1:
                 out[beam_name(beams)] = self.captioner.caption([record], num_beams=beams)[0]
+            if self.pools:
+                out[POOL] = self.captioner.caption([record], consensus=POOL_CANDIDATES, pool=POOL_NEIGHBOURS)[0]
         if self.nearest is not None:
             out[NEAREST] = self.nearest.caption([record])[0]
         out[TEMPLATE] = template_caption(record)

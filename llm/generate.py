@@ -156,7 +156,15 @@ class Captioner:
         sets = self.candidates(records, consensus, candidates, num_beams, batch_size, max_new_tokens, progress, seed)
         sets = [c + [x for nb in n for x in nb.captions] for c, n in zip(sets, near, strict=True)]
         weights = self.weights(records, sets, batch_size) if candidates == "beam" else [None] * len(sets)
-        return [c[self.cider.choose(c, w)] for c, w in zip(sets, weights, strict=True)]
+        chosen = [c[self.cider.choose(c, w)] for c, w in zip(sets, weights, strict=True)]
+        return [self.surface(c) for c in chosen] if pool else chosen
+
+    def surface(self, caption: str) -> str:
+        """A caption written as this model writes its own: a pool caption from the caption set ("near a road .")
+        through the clean-up its tokenizer's decode applies ("near a road."), when it applies one."""
+        if getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            caption = self.tokenizer.clean_up_tokenization(caption)
+        return clean_caption(caption)
 
     @torch.inference_mode()
     def log_likelihoods(self, records: Sequence[dict], captions: Sequence[Sequence[str]],

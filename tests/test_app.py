@@ -26,7 +26,7 @@ from aerialdata.classes import load_class_table
 from aerialdata.sources import SYNTHETIC_MARKER
 from app import __main__ as launcher
 from app import core
-from app.core import GREEDY, NEAREST, TEMPLATE, Settings, beam_name
+from app.core import GREEDY, NEAREST, POOL, TEMPLATE, Settings, beam_name
 from app.edits import add_relation, drop_relation, remove_class, set_percent, set_position, set_regions
 from captioners import train
 from composition.schema import problems, read_jsonl
@@ -168,7 +168,7 @@ def test_page_shows_a_demo_image_with_every_system_and_its_references(models):
     assert pick.label == "Image" and pick.value == "demo: river_3.jpg"  # the caption set's test images
     assert pick.options == ["demo: river_3.jpg", "demo: forest_3.jpg"]
     caps = captions_of(at)
-    assert list(caps) == [GREEDY, beam_name(3), NEAREST, TEMPLATE] and all(caps.values())
+    assert list(caps) == [GREEDY, beam_name(3), POOL, NEAREST, TEMPLATE] and all(caps.values())
     refs = at.tabs[0].table[1].value["reference"].tolist()
     assert len(refs) == 5 and all(refs)
     assert not at.warning  # a synthetic image under a synthetic-only segmenter: nothing to warn about
@@ -237,11 +237,21 @@ def test_bad_uploads_are_messages_and_the_app_goes_on(models):
     assert not messages(at) and captions_of(at)[GREEDY]
 
 
+def test_the_pool_column_needs_the_models_index(models, tmp_path):
+    """A caption LM folder from before llm.finetune saved the training compositions' index with every model: the
+    page leaves the consensus pool out instead of failing."""
+    old = tmp_path / "lm"
+    shutil.copytree(models["llm"], old)
+    (old / "retrieval.npz").unlink()
+    at = start({**models, "llm": old})
+    assert list(captions_of(at)) == [GREEDY, beam_name(3), NEAREST, TEMPLATE] and not messages(at)
+
+
 def test_beams_control_changes_the_beam_column(models):
     at = start(models)
     beams = by_label(at.sidebar.number_input, "Beams of the chain's beam search")
     beams.set_value(1).run()
-    assert list(captions_of(at)) == [GREEDY, NEAREST, TEMPLATE]
+    assert list(captions_of(at)) == [GREEDY, POOL, NEAREST, TEMPLATE]
     by_label(at.sidebar.number_input, "Beams of the chain's beam search").set_value(2).run()
     assert beam_name(2) in captions_of(at)
 
@@ -440,7 +450,7 @@ def test_batch_tab_captions_uploads_a_folder_and_the_demo_images(models, tmp_pat
     tab = at.tabs[2]
     rows = tab.dataframe[0].value
     assert rows["image"].tolist() == ["a.jpg", "tile_0.png", "tile_1.png", "river_3.jpg", "forest_3.jpg"]
-    assert {GREEDY, beam_name(3), NEAREST, TEMPLATE, "prompt"} <= set(rows) and rows[GREEDY].map(bool).all()
+    assert {GREEDY, beam_name(3), POOL, NEAREST, TEMPLATE, "prompt"} <= set(rows) and rows[GREEDY].map(bool).all()
     assert [w.value for w in tab.warning] == [
         "broken.jpg: not a readable image (UnidentifiedImageError: cannot identify image file 'broken.jpg'); "
         "re-export it as JPEG or PNG"]
