@@ -215,38 +215,11 @@ def main(
     # 3. train: epochs over every training image with all its captions; val loss each epoch
     lr = learning_rate if learning_rate is not None else _default_lr(arch, checkpoint)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    rng = np.random.default_rng(seed)
     steps_per_epoch = math.ceil(len(train_items) / batch_size)
     scheduler = _scheduler(optimizer, lr_schedule, steps_per_epoch * epochs)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "state": None}
     t_train = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        t_epoch = time.perf_counter()
-        order = rng.permutation(len(train_items))
-        batches = [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-        job.train(True)
-        ce_sum, count = 0.0, 0
-        with Progress(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch", enabled=progress) as bar:
-            for batch in batches:
-                loss, ce, n = job.loss("train", batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
-                scheduler.step()
-                ce_sum, count = ce_sum + float(ce), count + n
-                bar.update()
-                bar.set_postfix(**{"train loss": ce_sum / max(count, 1)})
-            row = {"epoch": epoch, "train_loss": round(ce_sum / max(count, 1), 5), "val_loss": None}
-            if val_items:
-                row["val_loss"] = round(_val_loss(job, len(val_items), batch_size), 5)
-                bar.set_postfix(**{"val loss": row["val_loss"]})
-        row["seconds"] = round(time.perf_counter() - t_epoch, 2)
-        history.append(row)
-        if select == "best" and row["val_loss"] is not None and row["val_loss"] < best["val_loss"]:
-            best = {"val_loss": row["val_loss"], "epoch": epoch, "state": copy.deepcopy(job.module.state_dict())}
+    history, best = _fit(job, params, optimizer, scheduler, len(train_items), len(val_items), epochs, batch_size,
+                         grad_clip, select, seed, progress)
     train_s = time.perf_counter() - t_train
     if select == "best" and best["state"] is not None:
         job.module.load_state_dict(best["state"])
@@ -373,6 +346,42 @@ def _scheduler(optimizer, kind: str, total: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _fit(job: _Job, params: list, optimizer, scheduler, n_train: int, n_val: int, epochs: int, batch_size: int,
+         grad_clip: float, select: str, seed: int, progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Epochs over every training image with all its captions (shuffled with ``seed``), the val loss each epoch;
+    returns the history rows and, with ``select`` best, the epoch of the lowest val loss and its weights."""
+    rng = np.random.default_rng(seed)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "state": None}
+    for epoch in range(1, epochs + 1):
+        t_epoch = time.perf_counter()
+        order = rng.permutation(n_train)
+        batches = [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        job.train(True)
+        ce_sum, count = 0.0, 0
+        with Progress(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch", enabled=progress) as bar:
+            for batch in batches:
+                loss, ce, n = job.loss("train", batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+                scheduler.step()
+                ce_sum, count = ce_sum + float(ce), count + n
+                bar.update()
+                bar.set_postfix(**{"train loss": ce_sum / max(count, 1)})
+            row = {"epoch": epoch, "train_loss": round(ce_sum / max(count, 1), 5), "val_loss": None}
+            if n_val:
+                row["val_loss"] = round(_val_loss(job, n_val, batch_size), 5)
+                bar.set_postfix(**{"val loss": row["val_loss"]})
+        row["seconds"] = round(time.perf_counter() - t_epoch, 2)
+        history.append(row)
+        if select == "best" and row["val_loss"] is not None and row["val_loss"] < best["val_loss"]:
+            best = {"val_loss": row["val_loss"], "epoch": epoch, "state": copy.deepcopy(job.module.state_dict())}
+    return history, best
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ import math
 import shutil
 import time
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -242,69 +243,20 @@ def main(
     _check_out(out, options, resume, overwrite)  # writable, not clobbered, a --resume that can resume these options
 
     # 2. data: compositions joined with the caption set, per split (read and checked before anything is written)
-    records = read_compositions(Path(compositions))
-    capset = CaptionDataset(captions)
-    if not any(it.split == train_split for it in capset.items):
-        raise DatasetNotFoundError(f"{capset.json_path}: no images in split {train_split!r}; check --train-split")
-    train_joined = join_records(records, capset, [train_split], compositions, allow_missing)
-    train_refs = [[normalise_caption(c, lowercase) for c in it.sentences] for _, it in train_joined]
-    # the training images' compositions and captions: retrieval prompts show *other* images' captions; saved with
-    # every model for llm.generate's consensus pool
-    index = CompositionIndex([it.filename for _, it in train_joined], [r for r, _ in train_joined], train_refs)
-    train_images, train_dropped = build_image_examples(
-        records, capset, train_split, template, lowercase, source=compositions, allow_missing=allow_missing, index=index
-    )
-    eval_images, eval_dropped = [], 0
-    if eval_split != "none" and any(it.split == eval_split for it in capset.items):
-        eval_images, eval_dropped = build_image_examples(
-            records, capset, eval_split, template, lowercase, source=compositions, allow_missing=allow_missing,
-            index=index,
-        )
-    train_pairs = CaptionExamples(train_images, captions_per_image, seed)
-    eval_pairs = CaptionExamples(eval_images, "all", seed) if eval_images else None
+    data = _read_examples(Path(compositions), captions, train_split, eval_split, template, lowercase, allow_missing,
+                          captions_per_image, seed)
+    train_images, eval_images, train_pairs, eval_pairs = (data.train_images, data.eval_images, data.train_pairs,
+                                                          data.eval_pairs)
 
     # 3. training arguments (transformers checks them too), before anything is written
     from accelerate import PartialState
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
 
-    dtype = compute_dtype(precision)
-    cuda = torch.cuda.is_available()
     bars = progress and is_terminal()  # the Trainer's tqdm bar on a terminal; in a log, one line per epoch instead
     quiet_library_bars()  # in a log, no bar for each checkpoint's weight shards either
-    try:
-        args = TrainingArguments(
-            output_dir=str(out / "checkpoints"),
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=eval_batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_ratio,
-            lr_scheduler_type=lr_scheduler,
-            eval_strategy="epoch" if eval_pairs else "no",
-            save_strategy="epoch" if save_checkpoints else "no",
-            save_total_limit=save_total_limit,
-            logging_strategy="steps",
-            logging_steps=logging_steps,
-            logging_first_step=True,
-            bf16=dtype == torch.bfloat16 and (cuda or precision == "bf16"),
-            fp16=dtype == torch.float16,
-            seed=seed,
-            data_seed=seed,
-            report_to="none",
-            disable_tqdm=not bars,
-            remove_unused_columns=False,
-            train_sampling_strategy="group_by_length" if group_by_length else "random",
-            ddp_find_unused_parameters=False,
-            dataloader_num_workers=0,
-            use_cpu=not cuda,
-            save_only_model=False,
-        )
-    except ValueError as e:  # a combination transformers refuses
-        raise ConfigError(f"training options refused by transformers: {e}") from e
+    args = _training_arguments(options, out, eval_on=eval_pairs is not None, bars=bars)
 
     # 4. output folder: one writer at a time; created (or cleared with --overwrite) only now
     with folder_lock(out, "LLM output folder", enabled=state.is_main_process):
@@ -349,7 +301,7 @@ def main(
             trainer.remove_callback(PrinterCallback)  # it prints every log dict; _EpochLines says what matters
         if state.is_main_process:
             print(
-                f"examples: train {len(train_pairs)} ({len(train_images)} images, {train_dropped} duplicate pairs dropped, "
+                f"examples: train {len(train_pairs)} ({len(train_images)} images, {data.train_dropped} duplicate pairs dropped, "
                 f"captions_per_image={captions_per_image}), eval {len(eval_pairs) if eval_pairs else 0} "
                 f"({len(eval_images)} images); parameters: {n_train:,} trainable of {n_all:,}; "
                 f"{state.num_processes} process(es) on {state.device}",
@@ -368,8 +320,8 @@ def main(
             write_loss_csv(out / "loss.csv", rows)
             plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
             evals = [r["loss"] for r in rows if r["split"] == "eval"]
-            write_json(out / NGRAM_FILE, document_frequencies(train_refs))  # for consensus decoding
-            index.save(out / INDEX_FILE)  # every caption: a consensus pool counts them all
+            write_json(out / NGRAM_FILE, document_frequencies(data.train_refs))  # for consensus decoding
+            data.index.save(out / INDEX_FILE)  # every caption: a consensus pool counts them all
             meta = {
                 "format": "segcap.llm/1",
                 "prompt": template.to_dict(),
@@ -383,9 +335,9 @@ def main(
                 "figures": {
                     "train_examples": len(train_pairs),
                     "train_images": len(train_images),
-                    "train_duplicates_dropped": train_dropped,
+                    "train_duplicates_dropped": data.train_dropped,
                     "eval_examples": len(eval_pairs) if eval_pairs else 0,
-                    "eval_duplicates_dropped": eval_dropped,
+                    "eval_duplicates_dropped": data.eval_dropped,
                     "trainable_parameters": n_train,
                     "parameters": n_all,
                     "vocab_size": len(tok),
@@ -407,6 +359,86 @@ def main(
             )
         state.wait_for_everyone()
     return out
+
+
+@dataclass
+class _Examples:
+    """The training data of one run: per-image examples of each split, their (prompt, caption) pairs, and the
+    training images' captions and composition index (saved with the model)."""
+
+    train_images: list
+    train_dropped: int
+    eval_images: list
+    eval_dropped: int
+    train_pairs: CaptionExamples
+    eval_pairs: CaptionExamples | None
+    train_refs: list[list[str]]
+    index: CompositionIndex
+
+
+def _read_examples(compositions: Path, captions: Path, train_split: str, eval_split: str, template: PromptTemplate,
+                   lowercase: bool, allow_missing: bool, captions_per_image: str, seed: int) -> _Examples:
+    """Compositions joined with the caption set, per split (read and checked before anything is written)."""
+    records = read_compositions(compositions)
+    capset = CaptionDataset(captions)
+    if not any(it.split == train_split for it in capset.items):
+        raise DatasetNotFoundError(f"{capset.json_path}: no images in split {train_split!r}; check --train-split")
+    train_joined = join_records(records, capset, [train_split], compositions, allow_missing)
+    train_refs = [[normalise_caption(c, lowercase) for c in it.sentences] for _, it in train_joined]
+    # the training images' compositions and captions: retrieval prompts show *other* images' captions; saved with
+    # every model for llm.generate's consensus pool
+    index = CompositionIndex([it.filename for _, it in train_joined], [r for r, _ in train_joined], train_refs)
+    train_images, train_dropped = build_image_examples(
+        records, capset, train_split, template, lowercase, source=compositions, allow_missing=allow_missing, index=index
+    )
+    eval_images, eval_dropped = [], 0
+    if eval_split != "none" and any(it.split == eval_split for it in capset.items):
+        eval_images, eval_dropped = build_image_examples(
+            records, capset, eval_split, template, lowercase, source=compositions, allow_missing=allow_missing,
+            index=index,
+        )
+    return _Examples(train_images, train_dropped, eval_images, eval_dropped,
+                     CaptionExamples(train_images, captions_per_image, seed),
+                     CaptionExamples(eval_images, "all", seed) if eval_images else None, train_refs, index)
+
+
+def _training_arguments(o: dict[str, Any], out: Path, eval_on: bool, bars: bool):
+    """transformers' TrainingArguments from main's options ``o``; a combination it refuses is a ConfigError."""
+    from transformers import TrainingArguments
+
+    dtype, cuda = compute_dtype(o["precision"]), torch.cuda.is_available()
+    try:
+        return TrainingArguments(
+            output_dir=str(out / "checkpoints"),
+            num_train_epochs=o["epochs"],
+            per_device_train_batch_size=o["batch_size"],
+            per_device_eval_batch_size=o["eval_batch_size"],
+            gradient_accumulation_steps=o["gradient_accumulation_steps"],
+            learning_rate=o["learning_rate"],
+            weight_decay=o["weight_decay"],
+            warmup_steps=o["warmup_ratio"],
+            lr_scheduler_type=o["lr_scheduler"],
+            eval_strategy="epoch" if eval_on else "no",
+            save_strategy="epoch" if o["save_checkpoints"] else "no",
+            save_total_limit=o["save_total_limit"],
+            logging_strategy="steps",
+            logging_steps=o["logging_steps"],
+            logging_first_step=True,
+            bf16=dtype == torch.bfloat16 and (cuda or o["precision"] == "bf16"),
+            fp16=dtype == torch.float16,
+            seed=o["seed"],
+            data_seed=o["seed"],
+            report_to="none",
+            disable_tqdm=not bars,
+            remove_unused_columns=False,
+            train_sampling_strategy="group_by_length" if o["group_by_length"] else "random",
+            ddp_find_unused_parameters=False,
+            dataloader_num_workers=0,
+            use_cpu=not cuda,
+            save_only_model=False,
+        )
+    except ValueError as e:  # a combination transformers refuses
+        raise ConfigError(f"training options refused by transformers: {e}") from e
 
 
 def _mapping(name: str, value: Any) -> dict | None:

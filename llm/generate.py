@@ -105,11 +105,12 @@ class Captioner:
     def neighbours(self, records: Sequence[dict], k: int | None = None) -> list[list[Neighbour]]:
         """The training images each record's prompt shows (none without retrieval), or with ``k`` its k closest
         training images (a consensus pool's); never the image itself."""
+        what = "retrieval" if k is None else "a consensus pool"
         if k is None:
             if not self.template.retrieves:
                 return [[] for _ in records]
             k = self.template.retrieval_k
-        return self.require_index("a consensus pool" if k else "retrieval").neighbours(list(records), k)
+        return self.require_index(what).neighbours(list(records), k)
 
     def prompts(self, records: Sequence[dict]) -> list[str]:
         """The prompt texts of composition records (the training template, mode and retrieval)."""
@@ -149,13 +150,15 @@ class Captioner:
             raise ConfigError(f"pool must be >= 0 training images (got {pool})")
         if pool and consensus < 2:
             raise ConfigError(f"a consensus pool needs consensus >= 2 candidates (got {consensus})")
+        prompts = self.prompts(records)  # once: the candidates and their weights read the same prompts
         if consensus < 2:
-            sets = self._generate(records, 1, "beam", num_beams, batch_size, max_new_tokens, progress, seed)
+            sets = self._generate(prompts, 1, "beam", num_beams, batch_size, max_new_tokens, progress, seed)
             return [c[0] for c in sets]
         near = self.neighbours(records, pool) if pool else [[] for _ in records]
-        sets = self.candidates(records, consensus, candidates, num_beams, batch_size, max_new_tokens, progress, seed)
+        sets = self.candidates(records, consensus, candidates, num_beams, batch_size, max_new_tokens, progress, seed,
+                               prompts=prompts)
         sets = [c + [x for nb in n for x in nb.captions] for c, n in zip(sets, near, strict=True)]
-        weights = self.weights(records, sets, batch_size) if candidates == "beam" else [None] * len(sets)
+        weights = self._weights(prompts, sets, batch_size) if candidates == "beam" else [None] * len(sets)
         chosen = [c[self.cider.choose(c, w)] for c, w in zip(sets, weights, strict=True)]
         return [self.surface(c) for c in chosen] if pool else chosen
 
@@ -171,8 +174,11 @@ class Captioner:
                         batch_size: int | None = None) -> list[list[tuple[float, int]]]:
         """For each record, the model's log-probability of each of its ``captions`` after the record's prompt (the
         caption's tokens and EOS, teacher-forced), with that token count: ``[[(log_p, tokens), ...], ...]``."""
+        return self._log_likelihoods(self.prompts(records), captions, batch_size)
+
+    def _log_likelihoods(self, prompts: Sequence[str], captions: Sequence[Sequence[str]],
+                         batch_size: int | None = None) -> list[list[tuple[float, int]]]:
         tok, bs = self.tokenizer, 4 * (batch_size or self.batch_size)
-        prompts = self.prompts(records)
         flat = [encode_example(tok, p, c, self.max_length)
                 for p, caps in zip(prompts, captions, strict=True) for c in caps]
         collate, scores = CaptionCollator(tok.pad_token_id), []
@@ -195,9 +201,13 @@ class Captioner:
                 batch_size: int | None = None) -> list[list[float]]:
         """Consensus weights: exp(WEIGHT_SHARPNESS x mean token log-probability) of each caption given its record's
         prompt, relative to the record's most probable caption (so the largest weight is 1)."""
+        return self._weights(self.prompts(records), captions, batch_size)
+
+    def _weights(self, prompts: Sequence[str], captions: Sequence[Sequence[str]],
+                 batch_size: int | None = None) -> list[list[float]]:
         unique = [list(dict.fromkeys(caps)) for caps in captions]  # a repeated caption is scored once
         out = []
-        for caps, kinds, scores in zip(captions, unique, self.log_likelihoods(records, unique, batch_size),
+        for caps, kinds, scores in zip(captions, unique, self._log_likelihoods(prompts, unique, batch_size),
                                        strict=True):
             mean = {c: lp / max(1, n) for c, (lp, n) in zip(kinds, scores, strict=True)}
             top = max(mean.values(), default=0.0)
@@ -214,16 +224,19 @@ class Captioner:
         max_new_tokens: int | None = None,
         progress: bool = False,
         seed: int = 0,
+        prompts: Sequence[str] | None = None,
     ) -> list[list[str]]:
         """``n`` candidate captions per record: the n best of a beam search of width max(n, num_beams), or n samples
-        (nucleus, top-p 0.9; torch seeded with ``seed`` per batch, so the same call gives the same samples)."""
+        (nucleus, top-p 0.9; torch seeded with ``seed`` per batch, so the same call gives the same samples).
+        ``prompts``: the records' prompt texts when the caller has them already (:meth:`prompts`)."""
         if n < 1:
             raise ConfigError(f"the number of candidates must be >= 1 (got {n})")
         if mode not in ("beam", "sample"):
             raise ConfigError(f"candidates must be beam or sample (got {mode!r})")
-        return self._generate(records, n, mode, num_beams, batch_size, max_new_tokens, progress, seed)
+        prompts = self.prompts(records) if prompts is None else prompts
+        return self._generate(prompts, n, mode, num_beams, batch_size, max_new_tokens, progress, seed)
 
-    def _generate(self, records, n, mode, num_beams, batch_size, max_new_tokens, progress, seed) -> list[list[str]]:
+    def _generate(self, prompts, n, mode, num_beams, batch_size, max_new_tokens, progress, seed) -> list[list[str]]:
         if num_beams < 1:
             raise ConfigError(f"num_beams must be >= 1 (got {num_beams})")
         sample = mode == "sample" and n > 1
@@ -233,7 +246,7 @@ class Captioner:
         tok = self.tokenizer
         keep = max(2, self.max_length - new)  # prompt tokens that fit with the caption
         ids = []
-        for text in self.prompts(records):
+        for text in prompts:
             p = prompt_ids(tok, text)
             if len(p) > keep:  # as in training: drop the prompt's start, keep BOS
                 p = p[:1] + p[len(p) - keep + 1 :] if tok.bos_token_id is not None else p[-keep:]

@@ -16,7 +16,7 @@ from aerialdata.images import read_mask, read_rgb
 from composition.health import DOMINANT_IMAGES, DOMINANT_PERCENT, FEW_ORDERS, MIN_IMAGES, flags_text, health
 from composition.schema import read_jsonl
 from composition.text import to_prompt
-from pipeline.layout import END_TO_END, STAGES, Layout, read_json
+from pipeline.layout import END_TO_END, LLM_FOLDER, STAGES, Layout, read_json
 from segcap import atomic
 from segcap.errors import DataError
 
@@ -32,7 +32,7 @@ SYSTEM_NOTES = {
     "pipeline_rag": "the chain with retrieval-augmented prompts: composition + captions of the closest training "
                     "compositions (greedy)",
     "pipeline_mbr": "the chain, consensus decoding: of N beam candidates, the one with the highest CIDEr-D against "
-                    "the others",
+                    "the others, each weighted by the LLM's probability of it",
     "pipeline_pool": "the chain's N beam candidates and every caption of the k closest training compositions, "
                      "each weighted by the LLM's probability of it given the composition: the caption with the "
                      "highest weighted CIDEr-D against the rest",
@@ -264,7 +264,7 @@ def write_report(layout: Layout) -> Path:
 
     # 4. language models
     llm_rows = []
-    for name in ("pipeline", "oracle", "blind", "pipeline_rag", "rag_only"):
+    for name in LLM_FOLDER.values():
         folder = layout.llm(name)
         retrieval = (read_json(folder / "segcap_llm.json").get("prompt") or {}).get("retrieval_k")
         if retrieval:

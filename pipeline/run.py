@@ -634,7 +634,8 @@ def make_run(
     if retrieval_captions < 1:
         problems.append(f"retrieval_captions must be >= 1, got {retrieval_captions}")
     if consensus < 2:
-        problems.append(f"consensus must be >= 2 (candidates per image of the *_mbr systems), got {consensus}")
+        problems.append(f"consensus must be >= 2 (candidates per image of the *_mbr systems and pipeline_pool), "
+                        f"got {consensus}")
     sections = {name: _checked(problems, fn, value or {}, sources[name])
                 for (name, fn), value in zip(SECTIONS.items(), (synthetic, segmentation, llm), strict=True)}
     seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(segmentation_config))
