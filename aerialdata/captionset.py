@@ -9,6 +9,25 @@ On disk (names are defaults; every one can be changed)::
 
 The category of an image comes from ``txtclasses_rsicd`` when present, else from its filename
 (``denseresidential_12.jpg`` -> ``denseresidential``).
+
+**Layouts found without options.** When ``json_name`` / ``images_dir`` are not given, the reader looks at the root:
+the JSON is ``dataset_rsicd.json`` if present, else the single ``dataset*.json`` there (several: a DataError asking
+for ``json_name``); the images folder is the first existing of :data:`IMAGE_DIRS`; the class lists are
+``txtclasses_<name>`` matching the JSON (``dataset_ucm.json`` -> ``txtclasses_ucm``), else ``txtclasses_rsicd``, else
+the single ``txtclasses*`` folder. So each set reads in the layout it is downloaded in::
+
+    RSICD            <root>/dataset_rsicd.json   <root>/RSICD_images/   [<root>/txtclasses_rsicd/]
+    UCM-captions     <root>/dataset.json         <root>/imgs/N.tif      N = 1..2100, 256x256, 0.3 m/px
+    Sydney-captions  <root>/dataset.json         <root>/imgs/N.tif      N = 1..613, 500x500, 0.5 m/px
+    (copies)         <root>/dataset_ucm.json     <root>/UCM_images/ or <root>/images/
+
+**UCM-captions categories.** Its filenames (``N.tif``) say nothing of the class; when the JSON's ``"dataset"`` is
+``ucm`` (any case, or ``ucm-captions``) the category of ``N.tif``, 1 <= N <= 2100, is its UC Merced class
+(:func:`ucm_source`: classes in alphabetical order, 100 photos each; ``../shared/benchmarks/ucm-captions/SOURCES.md``).
+A class folder, when present, still wins. **Sydney-captions** does not publish its N -> class mapping in the caption
+file: its categories come from a class folder (``python -m aerialdata.prepare sydney --classes ...``), else they are
+``unknown`` (never guessed). :data:`KNOWN_GSD` holds the ground resolution of the sets that have one
+(:attr:`CaptionDataset.known_gsd`); RSICD's tiles vary (about 0.5-8 m/px) and have none.
 """
 
 from __future__ import annotations
@@ -21,6 +40,19 @@ from pathlib import Path
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 
 SPLITS = ("train", "val", "test", "restval")
+DEFAULT_JSON = "dataset_rsicd.json"
+IMAGE_DIRS = ("RSICD_images", "imgs", "UCM_images", "images")  # searched in this order when images_dir is not given
+
+# UC Merced Land Use classes in alphabetical order: UCM-captions numbers its photos class by class in this order
+UCM_CLASSES = (
+    "agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral", "denseresidential", "forest",
+    "freeway", "golfcourse", "harbor", "intersection", "mediumresidential", "mobilehomepark", "overpass", "parkinglot",
+    "river", "runway", "sparseresidential", "storagetanks", "tenniscourt",
+)
+UCM_PER_CLASS = 100
+UCM_COUNT = len(UCM_CLASSES) * UCM_PER_CLASS  # 2,100
+KNOWN_GSD = {"ucm": 0.3, "sydney": 0.5}  # ground resolution (m per pixel) of the caption sets that have one
+_NUMBERED = re.compile(r"^(\d+)\.(tif|tiff|png|jpg|jpeg)$", re.IGNORECASE)
 
 
 @dataclass
@@ -40,24 +72,82 @@ def category_from_filename(filename: str) -> str:
     return cat.lower() or "unknown"
 
 
+def dataset_key(name: str) -> str:
+    """The short name of a caption set from its JSON's ``"dataset"`` value: ``UCM`` / ``ucm-captions`` -> ``ucm``,
+    ``Sydney`` -> ``sydney``, ``rsicd`` -> ``rsicd``."""
+    key = name.strip().lower().replace("_", "-")
+    return key.removesuffix("-captions") or key
+
+
+def _json_key(json_name: str) -> str:
+    """The set a JSON's file name names, for a JSON without a ``"dataset"`` value: ``dataset_ucm.json`` -> ``ucm``."""
+    return Path(json_name).stem.removeprefix("dataset").lstrip("_-")
+
+
+def numbered(filename: str) -> int | None:
+    """N of a numbered image file name (``81.tif`` -> 81), as UCM- and Sydney-captions name their photos; else None."""
+    m = _NUMBERED.match(filename)
+    return int(m.group(1)) if m else None
+
+
+def ucm_source(n: int) -> tuple[str, int]:
+    """UCM-captions' ``N.tif`` -> (UC Merced class, photo index): the photo is ``<class><index:02d>.tif``.
+
+    Classes in alphabetical order, 100 photos each: class ``(N-1) // 100``, photo ``(N-1) % 100``, except the first
+    class, shifted by one (1.tif..9.tif are agricultural01..09, 100.tif is agricultural00): photo ``N % 100``.
+    """
+    if not 1 <= n <= UCM_COUNT:
+        raise ValueError(f"UCM-captions numbers its photos 1..{UCM_COUNT}, not {n}")
+    k = (n - 1) // UCM_PER_CLASS
+    return UCM_CLASSES[k], (n % UCM_PER_CLASS if k == 0 else (n - 1) % UCM_PER_CLASS)
+
+
+def ucm_category(filename: str) -> str | None:
+    """The UC Merced class of a UCM-captions file name (``101.tif`` -> ``airplane``); None if it is not ``N.tif``."""
+    n = numbered(filename)
+    return ucm_source(n)[0] if n is not None and 1 <= n <= UCM_COUNT else None
+
+
 class CaptionSetNotFoundError(DatasetNotFoundError):
     def __init__(self, root: Path, missing: Path):
         super().__init__(
             f"caption set not found: {missing} does not exist (searched root {root}). "
-            "Point --data-root (or --references) at a folder holding dataset_rsicd.json, or create the synthetic set "
+            "Point --data-root (or --references) at a folder holding the caption JSON (dataset_rsicd.json, "
+            "dataset.json, dataset_ucm.json...) or at the JSON itself, or create the synthetic set "
             "with `python -m synthetic.generate --out data/synthetic`"
         )
+
+
+def find_json(root: Path) -> str:
+    """The caption JSON's name in ``root``: ``dataset_rsicd.json`` if present, else the single ``dataset*.json``
+    (several: a DataError); ``dataset_rsicd.json`` when there is none (or no root: the reader reports it)."""
+    root = Path(root)
+    if (root / DEFAULT_JSON).is_file() or not root.is_dir():
+        return DEFAULT_JSON
+    found = sorted(p.name for p in root.glob("dataset*.json") if p.is_file())
+    if len(found) > 1:
+        raise DataError(f"{root} holds {len(found)} caption files ({', '.join(found)}); say which one: "
+                        f"pass json_name, or the JSON itself as the root (--references {root / found[0]})")
+    return found[0] if found else DEFAULT_JSON
+
+
+def find_images_dir(root: Path, default: str = "RSICD_images") -> str:
+    """The images folder's name in ``root``: the first existing of :data:`IMAGE_DIRS` (``default`` when none)."""
+    return next((d for d in IMAGE_DIRS if (Path(root) / d).is_dir()), default)
 
 
 class CaptionDataset:
     """A caption set in Karpathy-split JSON; items in file order, optionally one split only.
 
+    The class attributes are the RSICD defaults; an instance holds the names it uses (given, or found in ``root`` as
+    the module docstring says) in ``self.json_name``, ``self.images_dir`` and ``self.classes_dir``.
+
     Args:
         root: folder holding the JSON, or the JSON file itself.
         split: keep only images of this split (train, val, test, restval); None keeps all.
-        json_name: name of the JSON file inside ``root``.
-        images_dir: folder of images inside ``root``.
-        classes_dir: optional folder of ``<category>.txt`` lists inside ``root``.
+        json_name: name of the JSON file inside ``root``; default: found in ``root``.
+        images_dir: folder of images inside ``root``; default: the first existing of :data:`IMAGE_DIRS`.
+        classes_dir: optional folder of ``<category>.txt`` lists inside ``root``; default: found in ``root``.
         masks_dir: optional folder of exact source-id masks inside ``root``.
     """
 
@@ -79,9 +169,9 @@ class CaptionDataset:
         if root.suffix.lower() == ".json":
             json_name, root = root.name, root.parent
         self.root = root
-        self.json_name = json_name or self.json_name
-        self.images_dir = images_dir or self.images_dir
-        self.classes_dir = classes_dir or self.classes_dir
+        self.json_name = json_name or self._find_json()
+        self.images_dir = images_dir or self._find_images_dir()
+        self.classes_dir = classes_dir or self._find_classes_dir()
         self.masks_dir = masks_dir or self.masks_dir
         if split is not None and split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -103,6 +193,26 @@ class CaptionDataset:
     def json_path(self) -> Path:
         return self.root / self.json_name
 
+    def _find_json(self) -> str:
+        return find_json(self.root)
+
+    def _find_images_dir(self) -> str:
+        return find_images_dir(self.root, type(self).images_dir)
+
+    def _find_classes_dir(self) -> str:
+        """``txtclasses_<name>`` of the JSON (``dataset_ucm.json`` -> ``txtclasses_ucm``), else the class default,
+        else the single ``txtclasses*`` folder (several and none of these: a DataError)."""
+        default = type(self).classes_dir
+        own = "txtclasses_" + (_json_key(self.json_name) or "rsicd")
+        for name in (own, default):
+            if (self.root / name).is_dir():
+                return name
+        found = sorted(p.name for p in self.root.glob("txtclasses*") if p.is_dir()) if self.root.is_dir() else []
+        if len(found) > 1:
+            raise DataError(f"{self.root} holds {len(found)} class folders ({', '.join(found)}) and none is named "
+                            f"{own} after {self.json_name}; pass classes_dir, or remove the ones that do not belong")
+        return found[0] if found else default
+
     def _verify(self) -> None:
         if not self.root.is_dir():
             raise CaptionSetNotFoundError(self.root, self.root)
@@ -119,6 +229,9 @@ class CaptionDataset:
         if isinstance(raw.get("annotations"), list):
             raw = self._from_coco(raw)
         categories = self._read_categories()
+        name = str(raw.get("dataset", "") or "")
+        # UCM-captions' N.tif names say nothing of the class: N gives it
+        ucm = dataset_key(name or _json_key(self.json_name)) == "ucm"
         items: list[CaptionImage] = []
         seen: set[str] = set()
         for i, im in enumerate(raw["images"]):
@@ -139,9 +252,9 @@ class CaptionDataset:
             if not isinstance(imgid, int) or isinstance(imgid, bool):
                 raise DataError(f"{self.json_path}: images[{i}] ({fn}) has id {imgid!r}; image ids must be integers "
                                 "(COCO images[].id, Karpathy imgid)")
-            cat = categories.get(fn) or category_from_filename(fn)
+            cat = categories.get(fn) or (ucm and ucm_category(fn)) or category_from_filename(fn)
             items.append(CaptionImage(fn, imgid, split, sents, cat))
-        return str(raw.get("dataset", "")), items
+        return name, items
 
     def _from_coco(self, raw: dict) -> dict:
         """COCO caption annotations (``images`` + ``annotations``) -> Karpathy form.
@@ -196,6 +309,12 @@ class CaptionDataset:
 
     def mask_path(self, filename: str) -> Path:
         return self.root / self.masks_dir / f"{Path(filename).stem}.png"
+
+    @property
+    def known_gsd(self) -> float | None:
+        """Ground resolution in metres per pixel of a set that has one (UCM 0.3, Sydney 0.5; :data:`KNOWN_GSD`),
+        from the JSON's ``"dataset"`` name; None when unknown (RSICD's tiles vary, a synthetic set says its own)."""
+        return KNOWN_GSD.get(dataset_key(self.dataset_name or _json_key(self.json_name)))
 
     @property
     def has_masks(self) -> bool:
