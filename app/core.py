@@ -148,7 +148,10 @@ class Models:
         self.settings = settings
         if settings.threads:  # one thread: as fast for one 224 px image, and steady when other work shares the cores
             torch.set_num_threads(settings.threads)
-        self.segmenter = load_segmenter(settings.segmentation)
+        # the scene head: a pipeline run keeps it in run_dir/scenes (scene_head: true); else the checkpoint's own
+        run_head = None if settings.run_dir is None else Path(settings.run_dir) / "scenes"
+        head = run_head if run_head is not None and (run_head / "scene_head.pt").is_file() else "auto"
+        self.segmenter = load_segmenter(settings.segmentation, scene_head=head)
         self.captioner = Captioner(settings.llm)
         self.notes: list[str] = []
         self.caption_set = self._caption_set()
@@ -273,9 +276,10 @@ class Models:
         with self._lock:
             t = time.perf_counter()
             mask = self.segmenter.predict([rgb], scale=scale)[0]
+            scenes = self.segmenter.scenes([rgb], scale=scale)  # None without a scene head
             seconds["segment"] = time.perf_counter() - t
         t = time.perf_counter()
-        record = extract(mask, self.segmenter.table, image=name)
+        record = extract(mask, self.segmenter.table, image=name, scenes=scenes[0] if scenes else None)
         seconds["compose"] = time.perf_counter() - t
         t = time.perf_counter()
         captions = self.caption_record(record, beams)

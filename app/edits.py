@@ -1,5 +1,6 @@
-"""Edits of a composition record that keep it a valid ``segcap.composition/1`` record, so a person can ask the caption
-LM "what if": remove a class, change its percent, position or region count, add or drop a relation.
+"""Edits of a composition record that keep it a valid ``segcap.composition`` record, so a person can ask the caption
+LM "what if": remove a class, change its percent, position or region count, add or drop a relation, set or drop a
+scene.
 
 Each function returns a new record (the input is left as it is) and raises :class:`segcap.errors.DataError` with a
 message for the page when the edit cannot be made::
@@ -13,6 +14,11 @@ Percents stay in tenths that sum to exactly 100.0 with no present class at 0.0, 
 (the extractor's rules, README "Composition rounding"). A new position moves the class's centre and centroid to the
 middle of that cell of the 3x3 grid (the nearest-neighbour baseline reads the centroid, the LM the position word);
 its radius and bounding box stay as measured.
+
+Scenes (``segcap.composition/2``): :func:`set_scene` gives a scene a probability (adding it when the record does not
+list it, the record becoming ``/2``); the other scenes keep theirs unless together they would pass the rest
+(1 - probability), when they are scaled down to share it; the list stays most probable first and at most 5 long (the
+least probable goes). :func:`drop_scene` removes one; removing the last removes the field.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from __future__ import annotations
 import copy
 import math
 
-from composition.extract import POSITIONS
+from composition.extract import POSITIONS, with_scenes
 from composition.relations import RELATIONS
-from composition.schema import problems
+from composition.schema import MAX_SCENES, SCHEMA_ID, problems
 from segcap.errors import DataError
 
 POSITION_NAMES = tuple(p for row in POSITIONS for p in row)
@@ -59,8 +65,9 @@ def _tenths(weights: list[float], total: int) -> list[int]:
     return out
 
 
-def _finish(record: dict) -> dict:
-    record["classes"].sort(key=lambda c: (-c["percent"], c["id"]))
+def _finish(record: dict, sort: bool = True) -> dict:
+    if sort:  # after a change of percents; a scene edit leaves the classes (and ties among them) as they were
+        record["classes"].sort(key=lambda c: (-c["percent"], c["id"]))
     found = problems(record)
     if found:  # a bug in an edit, not the user's doing: say it rather than hand the LM a broken record
         raise DataError(f"the edited composition is not valid: {found[0]}")
@@ -147,3 +154,42 @@ def drop_relation(record: dict, index: int) -> dict:
 
 def relation_text(r: dict) -> str:
     return f"{r['subject']} {r['relation']} {r['object']}"
+
+
+def set_scene(record: dict, name: str, probability: float) -> dict:
+    """Scene ``name`` at ``probability`` (0..1); the other scenes scaled down only as far as the total needs."""
+    name = str(name).strip()
+    if not name:
+        raise DataError("a scene needs a name, e.g. airplane")
+    p = float(probability)
+    if not 0 <= p <= 1:
+        raise DataError(f"{name}: a scene's probability is between 0 and 1, got {probability:g}")
+    others = [dict(s) for s in record.get("scenes") or [] if s["name"] != name]
+    rest = sum(s["probability"] for s in others)
+    if rest > 1 - p:
+        for s in others:
+            s["probability"] = math.floor(s["probability"] * (1 - p) / rest * 1000) / 1000
+    scenes = sorted([{"name": name, "probability": round(p, 3)}, *others], key=lambda s: -s["probability"])
+    if name not in [s["name"] for s in scenes[:MAX_SCENES]]:
+        raise DataError(f"{name}: a composition lists at most {MAX_SCENES} scenes and {name} would be the least "
+                        "probable; drop a scene first or give it a higher probability")
+    return _finish(with_scenes(copy.deepcopy(record), scenes[:MAX_SCENES], "the edited scenes"), sort=False)
+
+
+def drop_scene(record: dict, name: str) -> dict:
+    """``record`` without scene ``name`` (without ``"scenes"`` when it was the only one)."""
+    scenes = record.get("scenes") or []
+    if name not in [s["name"] for s in scenes]:
+        listed = ", ".join(s["name"] for s in scenes) or "none"
+        raise DataError(f"no scene {name!r} in this composition (its scenes: {listed})")
+    out = copy.deepcopy(record)
+    out["scenes"] = [s for s in out["scenes"] if s["name"] != name]
+    if not out["scenes"]:
+        del out["scenes"]
+    out["schema"] = SCHEMA_ID
+    return _finish(out, sort=False)
+
+
+def scenes_text(record: dict) -> str:
+    """``'airplane 93.1%, runway 4.1%'`` ('' without scenes)."""
+    return ", ".join(f"{s['name']} {100 * s['probability']:.1f}%" for s in record.get("scenes") or [])

@@ -21,11 +21,14 @@ from app.edits import (
     POSITION_NAMES,
     add_relation,
     drop_relation,
+    drop_scene,
     relation_text,
     remove_class,
+    scenes_text,
     set_percent,
     set_position,
     set_regions,
+    set_scene,
 )
 from composition.relations import RELATIONS
 from composition.schema import problems
@@ -36,6 +39,7 @@ TITLE = "segcap"
 SUBTITLE = ("Caption an aerial image, see why, change the why: segmenter -> composition (class percentages, centres, "
             "regions, relations) -> prompt text -> fine-tuned language model -> caption")
 DEMO_PREFIX = "demo: "
+ANOTHER_SCENE = "(another scene)"
 
 
 @st.cache_resource(show_spinner="Loading the models (once per app process)...")
@@ -152,6 +156,8 @@ def show_analysis(models: Models, a: Analysis) -> None:
     st.subheader("Composition")
     st.dataframe(class_rows(a.record), hide_index=True)
     st.markdown("**Relations:** " + ("; ".join(relation_text(r) for r in a.record["relations"]) or "(none)"))
+    if a.record.get("scenes"):
+        st.markdown("**Scenes (the scene head's most probable):** " + scenes_text(a.record))
     st.markdown("**Prompt text the language model read:**")
     st.code(a.prompt, language=None, wrap_lines=True)
     with st.expander("Composition record (JSON)"):
@@ -217,6 +223,22 @@ def _apply_json(k: str, v: int) -> None:
     _apply(k, lambda r: _from_json(st.session_state[f"json:{k}:{v}"]))
 
 
+def _scene_name(k: str, v: int) -> str:
+    ss = st.session_state
+    chosen = ss[f"scene:{k}:{v}"]
+    return ss[f"scene_name:{k}:{v}"] if chosen == ANOTHER_SCENE else chosen
+
+
+def _set_scene(k: str, v: int) -> None:
+    ss = st.session_state
+    name, chosen = _scene_name(k, v), ss[f"scene:{k}:{v}"]
+    _apply(k, lambda r: set_scene(r, name, ss[f"scene_p:{k}:{v}:{chosen}"]))
+
+
+def _drop_scene(k: str, v: int) -> None:
+    _apply(k, lambda r: drop_scene(r, st.session_state[f"scene:{k}:{v}"]))
+
+
 def _reset(k: str, original: dict) -> None:
     _apply(k, lambda r: original)
 
@@ -270,6 +292,7 @@ def show_editor(models: Models, a: Analysis, beams: int) -> None:
         s2.selectbox("relation", RELATIONS, key=f"rel:{k}:{v}")
         s3.selectbox("object", names, index=min(1, len(names) - 1), key=f"object:{k}:{v}")
         st.button("Add the relation", key=f"add:{k}", on_click=_add_relation, args=(k, v))
+    show_scene_editor(record, k, v)
     with st.expander("Edit the JSON itself"):
         st.text_area("composition record", json.dumps(record, indent=1), height=300, key=f"json:{k}:{v}")
         st.button("Apply the JSON", key=f"apply_json:{k}", on_click=_apply_json, args=(k, v))
@@ -294,6 +317,27 @@ def show_editor(models: Models, a: Analysis, beams: int) -> None:
     st.download_button("Download the edited composition (JSON)", data=json.dumps(record, indent=1),
                        file_name=f"{Path(a.name).stem}.edited.composition.json", mime="application/json",
                        key=f"download_edited:{k}")
+
+
+def show_scene_editor(record: dict, k: str, v: int) -> None:
+    """The scene controls: one of the record's scenes (or another, by name), its probability, set or drop it."""
+    st.markdown("**Scene**")
+    scenes = record.get("scenes") or []
+    if not scenes:
+        st.caption("(no scenes: the segmenter has no scene head; name one to see what the caption makes of it)")
+    c1, c2, c3 = st.columns(3)
+    chosen = c1.selectbox("scene", [s["name"] for s in scenes] + [ANOTHER_SCENE], key=f"scene:{k}:{v}")
+    if chosen == ANOTHER_SCENE:
+        c2.text_input("scene name", key=f"scene_name:{k}:{v}", placeholder="e.g. airplane")
+    else:
+        c2.caption(f"now {next(s['probability'] for s in scenes if s['name'] == chosen):.3f}")
+    known = next((s["probability"] for s in scenes if s["name"] == chosen), 0.9)
+    c3.number_input("probability", min_value=0.0, max_value=1.0, value=float(known), step=0.05, format="%.3f",
+                    key=f"scene_p:{k}:{v}:{chosen}")
+    b1, b2 = st.columns(2)
+    b1.button("Set the scene", key=f"set_scene:{k}", on_click=_set_scene, args=(k, v))
+    if chosen != ANOTHER_SCENE:
+        b2.button("Drop the scene", key=f"drop_scene:{k}", on_click=_drop_scene, args=(k, v))
 
 
 # ---------------------------------------------------------------------------------------------------- batch tab

@@ -1,4 +1,4 @@
-"""Mask of group ids -> composition record (``segcap.composition/1``) -> prompt text; see DESIGN.md.
+"""Mask of group ids -> composition record (``segcap.composition/2``; ``/1`` still read) -> prompt text; see DESIGN.md.
 
 - :mod:`composition.extract`: ``extract(mask, table, image=...)`` and ``python -m composition.extract`` (folder of masks
   -> JSON Lines); tested against the straightforward per-class extractor in ``tests/reference_extractor.py``.

@@ -1,4 +1,4 @@
-"""Mask of group ids -> composition record (``segcap.composition/1``): what the LLM reads and a person inspects.
+"""Mask of group ids -> composition record (``segcap.composition/2``): what the LLM reads and a person inspects.
 
 Library::
 
@@ -13,6 +13,10 @@ Command line (a folder of PNG masks, in file order, one JSON object a line)::
 
 ``--source-ids`` says the masks hold the drone dataset's 24 source ids (ground truth), grouped with the class table
 first. Bad files are reported and skipped (``--strict`` stops at the first, exit code 2).
+
+Scenes: when the masks' folder holds ``scenes.json`` (a segmenter with a scene head writes it beside the masks), each
+record gets its mask's top scenes (``"scenes"``, matched by mask stem); ``--scenes PATH`` names another file,
+``--scenes null`` leaves them out. A mask the file lacks stops the run before anything is written.
 
 Measurements (pixel (row i, column j) has its centre at x = (j + 0.5) / W, y = (i + 0.5) / H):
 
@@ -44,7 +48,7 @@ from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.images import list_images, read_mask
 from composition.config import CompositionConfig, load_config
 from composition.relations import ClassStats, relations, subjects
-from composition.schema import SCHEMA_ID, write_jsonl
+from composition.schema import SCHEMA_ID, read_scenes, scene_problems, write_jsonl
 from segcap.atomic import check_writable
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
@@ -242,7 +246,7 @@ def measure(m: np.ndarray, num_classes: int, cfg: CompositionConfig) -> dict[int
 
 
 def extract(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfig | None = None,
-            where: str | None = None) -> dict:
+            where: str | None = None, scenes: list[dict] | None = None) -> dict:
     """The composition record of a (H, W) mask of group ids of ``table``.
 
     Args:
@@ -251,6 +255,8 @@ def extract(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfi
         image: the image file name recorded in ``"image"`` (the caption set's filename).
         cfg: thresholds; default :class:`CompositionConfig` (same as configs/composition.yaml).
         where: name of the mask in error messages (default: ``image``).
+        scenes: the scene head's top scenes of this image, most probable first (``[{"name": "airplane",
+            "probability": 0.931}, ...]``, 1 to 5); None (no scene head): the record has no ``"scenes"``.
     """
     cfg = cfg or _DEFAULT
     m = check_mask(mask, table.num_classes, where or image)
@@ -258,7 +264,26 @@ def extract(mask, table: ClassTable, image: str = "x.jpg", cfg: CompositionConfi
     order, tenths = _order(stats, m.size)
     for s in subjects(order, stats, table.names, m.size, cfg):
         stats[s].ring = _ring(m, s, stats[s].bbox, cfg.ring_pixels, table.num_classes)
-    return _record(stats, order, tenths, table, m.shape, image, cfg)
+    record = _record(stats, order, tenths, table, m.shape, image, cfg)
+    return record if scenes is None else with_scenes(record, scenes, where or image)
+
+
+def with_scenes(record: dict, scenes: list[dict], where: str = "scenes") -> dict:
+    """``record`` (a new dict) with ``scenes`` after its size, probabilities rounded to 3 decimals, or a
+    :class:`DataError` naming ``where`` when they are not 1 to 5 {name, probability} entries, most probable first."""
+    found = scene_problems(scenes)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise DataError(f"{where}: bad scenes: {found[0]}{more}")
+    listed = [{"name": s["name"], "probability": round(float(s["probability"]), 3)} for s in scenes]
+    out = {}
+    for key, value in record.items():
+        if key != "scenes":
+            out[key] = value
+        if key == "height":
+            out["scenes"] = listed
+    out["schema"] = SCHEMA_ID
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- the record
@@ -339,6 +364,7 @@ def main(
     masks: Path,
     out: Path,
     classes: str = "seed10",
+    scenes: str | None = "auto",
     source_ids: bool = False,
     image_suffix: str = ".jpg",
     workers: int = 0,
@@ -359,6 +385,8 @@ def main(
         masks: folder of single-channel PNG masks (group ids, or source ids with --source-ids).
         out: the JSON Lines file to write (one record a line, atomically).
         classes: class table name (seed10, aerial10) or path to its YAML file.
+        scenes: the scene head's scenes.json (segcap.scenes/1, keyed by mask stem) whose top scenes go into each
+            record; auto: MASKS/scenes.json when that file exists; null: no scenes.
         source_ids: the masks hold the drone dataset's 24 source ids (ground truth); group them with the table first.
         image_suffix: appended to the mask's stem to give the record's "image" (the caption set's filename).
         workers: worker processes (0 = this process); order is kept either way.
@@ -387,6 +415,7 @@ def main(
     files = list_images(masks, (".png",))
     if not files:
         raise DatasetNotFoundError(f"no PNG masks in {masks}; pass --masks a folder of single-channel PNG masks")
+    by_stem = _scenes_of(files, masks, scenes)
 
     work = partial(_one, table=table, source_ids=source_ids, image_suffix=image_suffix, cfg=cfg)
     records, bad = [], []
@@ -408,7 +437,7 @@ def main(
                 bad.append(path)
                 bar.write(f"skipped: {error}")
                 continue
-            records.append(record)
+            records.append(record if by_stem is None else with_scenes(record, by_stem[path.stem], str(path)))
     finally:
         bar.close()
         if pool is not None:
@@ -416,9 +445,24 @@ def main(
     if not records:
         raise DataError(f"no readable mask in {masks} ({len(bad)} bad files); nothing written")
     write_jsonl(out, records)
-    print(f"wrote {len(records)} records to {out}" + (f"; skipped {len(bad)} bad masks" if bad else ""),
-          file=sys.stderr)
+    print(f"wrote {len(records)} records to {out}" + (f"; skipped {len(bad)} bad masks" if bad else "")
+          + ("" if by_stem is None else "; with scenes"), file=sys.stderr)
     return Path(out)
+
+
+def _scenes_of(files: list[Path], masks: Path, scenes: str | Path | None) -> dict[str, list[dict]] | None:
+    """{mask stem: scenes} for every mask of ``files`` from the scenes file (None: no scenes), or one DataError
+    naming the file and the first masks it lacks."""
+    if scenes is None or str(scenes) == "auto" and not (Path(masks) / "scenes.json").is_file():
+        return None
+    path = Path(masks) / "scenes.json" if str(scenes) == "auto" else Path(scenes)
+    by_stem = read_scenes(path)
+    missing = [p.stem for p in files if p.stem not in by_stem]
+    if missing:
+        few = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise DataError(f"{path}: no scenes for {len(missing)} of the {len(files)} masks in {masks}: {few}; predict "
+                        "the scenes of the same images (segmentation.predict writes both), or pass --scenes null")
+    return by_stem
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Inspect one composition record: an aligned table, its prompt text, and optionally an overlay PNG.
+"""Inspect one composition record: an aligned table, its scenes (when it has them), its prompt text, and optionally an
+overlay PNG.
 
     python -m composition.show runs/compositions.jsonl --index 0
     python -m composition.show runs/compositions.jsonl --image pond_12.jpg \\
@@ -7,7 +8,8 @@
 
 The overlay draws the image, the mask's class colours blended over it (when ``--mask`` is given), each class's
 minimum enclosing circle (solid), its centre (+) and centroid (x), a label with name and percent, and a legend with
-percents, regions and relations, so a person can check the numbers against the picture.
+percents, regions and relations, so a person can check the numbers against the picture; a record's scenes (a scene
+head's top classes with their probabilities) are printed under its header and drawn under the picture's title.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def table_text(record: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     right = {0, 2, 4, 5, 7, 9}
     lines = [f"{record['image']}  {record['width']}x{record['height']}  ({record['schema']})"]
+    if record.get("scenes"):
+        lines.append("scenes: " + scenes_text(record))
     for k, r in enumerate(rows):
         lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths,
                                                                                                         strict=True))))
@@ -66,8 +70,13 @@ def table_text(record: dict) -> str:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("relations: " + ("; ".join(f"{r['subject']} {r['relation']} {r['object']}"
                                             for r in record["relations"]) or "(none)"))
-    lines.append("prompt: " + to_prompt(record))
+    lines.append("prompt: " + to_prompt(record).replace("\n", "\n        "))
     return "\n".join(lines)
+
+
+def scenes_text(record: dict) -> str:
+    """``'airplane 0.931, runway 0.041, freeway 0.004'``: every scene of the record as it holds them ('' without)."""
+    return ", ".join(f"{s['name']} {s['probability']:.3f}" for s in record.get("scenes") or [])
 
 
 def draw_overlay(record: dict, image: np.ndarray, out: Path, table: ClassTable, mask: np.ndarray | None = None,
@@ -115,7 +124,8 @@ def draw_overlay(record: dict, image: np.ndarray, out: Path, table: ClassTable, 
                     bbox={"boxstyle": "round,pad=0.2", "fc": tuple(col * 0.6), "ec": "black", "lw": 0.6, "alpha": 0.9})
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
-    ax.set_title(f"{record['image']}  ({w}x{h})   + circle centre   x centroid", fontsize=10)
+    scenes = f"\nscenes: {scenes_text(record)}" if record.get("scenes") else ""
+    ax.set_title(f"{record['image']}  ({w}x{h})   + circle centre   x centroid{scenes}", fontsize=10)
     ax.set_xticks([0, w / 3, 2 * w / 3, w], ["0", "1/3", "2/3", "1"], fontsize=7)
     ax.set_yticks([0, h / 3, 2 * h / 3, h], ["0", "1/3", "2/3", "1"], fontsize=7)
     ax.grid(True, color="white", lw=0.5, alpha=0.5)
@@ -128,8 +138,8 @@ def draw_overlay(record: dict, image: np.ndarray, out: Path, table: ClassTable, 
                title="classes (record order)", title_fontsize=9.5, alignment="left")
     rel = "\n".join(f"{r['subject']} {r['relation']} {r['object']}" for r in record["relations"]) or "(none)"
     fig.text(0.6, 0.90 - 0.04 * (len(handles) + 1), "relations\n" + rel, fontsize=8.5, va="top", family="monospace")
-    fig.text(0.01, 0.12, "prompt: " + "\n".join(textwrap.wrap(to_prompt(record), 140)), fontsize=8.5, va="top",
-             family="monospace")
+    prompt = [w for line in to_prompt(record).split("\n") for w in textwrap.wrap(line, 140)]  # the scene line apart
+    fig.text(0.01, 0.12, "prompt: " + "\n".join(prompt), fontsize=8.5, va="top", family="monospace")
     out = Path(out)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")

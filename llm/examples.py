@@ -1,12 +1,24 @@
 """Prompt/caption examples: compositions joined with a caption set, rendered through the prompt template.
 
-A composition record (``segcap.composition/1``, one JSON line per image) is joined with the caption set's image of the
+A composition record (``segcap.composition/1`` or ``/2``, one JSON line per image) is joined with the caption set's image of the
 same filename **stem** (``pond_12.jpg`` and ``pond_12.png`` both join ``pond_12``). Each of the image's captions is a
 training target; exact duplicate (prompt, caption) pairs are dropped, as the seed did.
 
 The prompt is the configured template (``{instruction}``, ``{composition}``, ``{neighbours}``) with the composition
 text from :func:`composition.text.to_prompt`. ``prompt_mode="blind"`` renders the same template with the composition
 text removed: the "blind LM" baseline, which shows how much of a score comes from the caption prior alone.
+
+Records with scenes (a scene head on the segmenter) start their text with a scene line (``scene: airplane 93%, ...``).
+The modes that take the text apart measure what each half gives (issue 23's ablation):
+
+============  ==========================================================================================
+mode          the ``{composition}`` placeholder holds
+============  ==========================================================================================
+full          the whole text: scene line (when the record has scenes) and the classes and relations
+composition   the classes and relations only, without the scene line (for a record without scenes: as full)
+scene         the scene line only (for a record without scenes: nothing, as blind)
+blind         nothing
+============  ==========================================================================================
 
 With ``retrieval_k > 0`` the ``{neighbours}`` line carries the captions of the k training images whose compositions
 are closest (:mod:`llm.retrieval`; an image is never its own neighbour), ``retrieval_captions`` per neighbour, after
@@ -24,11 +36,12 @@ from pathlib import Path
 from typing import Literal
 
 from aerialdata.captionset import CaptionDataset
-from composition.text import to_prompt
+from composition.text import split_prompt, to_prompt
 from llm.retrieval import CompositionIndex
 from segcap.errors import ConfigError, DataError
 
-PromptMode = Literal["full", "blind"]
+PromptMode = Literal["full", "composition", "scene", "blind"]
+PROMPT_MODES = ("full", "composition", "scene", "blind")
 CaptionsPerImage = Literal["all", "sample", "fixed"]
 
 DEFAULT_INSTRUCTION = "Describe the aerial image whose segmentation is summarised below in one sentence."
@@ -68,8 +81,8 @@ class PromptTemplate:
     def problems(self) -> list[str]:
         """Everything wrong with this template (empty list when it is usable)."""
         out = []
-        if self.mode not in ("full", "blind"):
-            out.append(f"prompt_mode {self.mode!r} is not one of full, blind")
+        if self.mode not in PROMPT_MODES:
+            out.append(f"prompt_mode {self.mode!r} is not one of {', '.join(PROMPT_MODES)}")
         try:
             names = {f[1] for f in string.Formatter().parse(self.template) if f[1] is not None}
         except ValueError as e:
@@ -106,8 +119,10 @@ class PromptTemplate:
         return f"{self.neighbours_label} {NEIGHBOUR_SEPARATOR.join(shown)}".strip() if shown else ""
 
     def render_text(self, composition_text: str, neighbours: Sequence[Sequence[str]] = ()) -> str:
-        """The prompt of one image: its composition text (removed in blind mode) and its neighbours' captions."""
-        text = "" if self.mode == "blind" else composition_text
+        """The prompt of one image: its composition text (as the mode says: all, without the scene line, the scene line
+        only, or nothing) and its neighbours' captions."""
+        scene, clauses = split_prompt(composition_text)
+        text = {"full": composition_text, "composition": clauses, "scene": scene, "blind": ""}[self.mode]
         filled = self.template.format(instruction=self.instruction, composition=text,
                                       neighbours=self.neighbours_text(neighbours))
         return "\n".join(line.rstrip() for line in filled.split("\n") if line.strip())

@@ -8,6 +8,12 @@ The offline default (a tiny Llama trained from scratch with its own tokenizer, C
 The "blind LM" baseline (same template without the composition text), LoRA, and 4-bit QLoRA on the tiny model::
 
     python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/blind --prompt-mode blind
+
+Compositions with scenes (a segmenter with a scene head): the ablation of what each half of the text gives::
+
+    python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/both --prompt-mode full
+    python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/composition --prompt-mode composition
+    python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/scene --prompt-mode scene
     python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/lora --method lora
     python -m llm.finetune --config configs/llm/tiny.yaml ... --out runs/llm/qlora --method lora --quantize nf4
 
@@ -112,7 +118,7 @@ def main(
     lora_alpha: int = 32,
     lora_dropout: float = 0.05,
     lora_target_modules: list[str] | None = None,
-    prompt_mode: Literal["full", "blind"] = "full",
+    prompt_mode: Literal["full", "composition", "scene", "blind"] = "full",
     instruction: str = DEFAULT_INSTRUCTION,
     prompt_template: str = DEFAULT_TEMPLATE,
     retrieval_k: int = 0,
@@ -148,7 +154,7 @@ def main(
     """Fine-tune a causal LM on (composition prompt, caption) pairs; eval loss on the val split each epoch.
 
     Args:
-        compositions: composition records (JSON Lines, segcap.composition/1) of the caption set's images.
+        compositions: composition records (JSON Lines, segcap.composition/1 or /2) of the caption set's images.
         captions: caption set, Karpathy-split JSON (dataset_rsicd.json) or the folder holding it.
         out: output folder (model + tokenizer + segcap_llm.json, loss.csv, loss.png, checkpoints/).
         base_model: "tiny" (built from tiny_model, tokenizer trained here), a local Hugging Face checkpoint folder, or
@@ -162,7 +168,8 @@ def main(
         lora_alpha: LoRA scaling numerator (scale = alpha / r).
         lora_dropout: dropout on the LoRA input.
         lora_target_modules: names of the linear modules that get adapters (default q_proj k_proj v_proj o_proj).
-        prompt_mode: full (instruction + composition text) or blind (same template without the composition text).
+        prompt_mode: full (instruction + composition text, its scene line included when the records have scenes),
+            composition (without the scene line), scene (the scene line only) or blind (no composition text).
         instruction: the instruction line of the prompt.
         prompt_template: prompt format with {instruction}, {composition} and {neighbours}; the caption follows it
             after a space.

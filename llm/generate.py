@@ -323,7 +323,7 @@ def main(
 
     Args:
         model: model folder written by llm.finetune.
-        compositions: composition records (JSON Lines, segcap.composition/1).
+        compositions: composition records (JSON Lines, segcap.composition/1 or /2).
         out: predictions file to write ([{"image_id": filename, "caption": ...}]).
         captions: caption set (dataset_rsicd.json or its folder) naming the images of each split; without it every
             record is captioned.

@@ -7,6 +7,16 @@ the training images' mean and standard deviation; neighbours are the closest in 
 image keeps its captions ordered by consensus (:func:`consensus_order`: the one sharing most words with its siblings
 first), so "one caption per neighbour" is the caption its references agree on.
 
+Scenes. When the training records carry scenes (a scene head on the segmenter, ``segcap.composition/2``), each vector
+gets one more column per scene name seen in them (:func:`composition.features.scene_vector`: the record's probability
+of that scene, 0 when it does not list it). Those columns are not standardised but multiplied by
+:func:`scene_weight` ``w = sqrt(sum of the variances of the standardised composition columns)`` (about the square root
+of the number of composition features that vary), so that a change of scene from one certain class to another
+(``|p - q|^2 = 2``, squared distance ``2 w^2``) weighs as much as the mean squared distance between two training
+compositions (which is ``2 sum var``): as much as two unrelated images' compositions differ. A scene that moves 10
+points of probability moves the distance as a tenth of that. Without scenes in the training records there are no
+scene columns, and every vector and distance is what it was before scenes existed.
+
     index = CompositionIndex(["pond_1.jpg", ...], train_records, train_captions)
     index.neighbours([record], k=3, exclude=True)     # [[Neighbour(image, distance, captions), ...]]
     index.save(model_dir / "retrieval.npz"); CompositionIndex.load(model_dir / "retrieval.npz")
@@ -24,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from composition.features import PER_CLASS, vector
+from composition.features import PER_CLASS, scene_names, scene_vector, vector
 from segcap.errors import DataError
 
 INDEX_FILE = "retrieval.npz"  # in every model folder (llm.finetune): retrieval prompts and the consensus pool read it
@@ -67,7 +77,7 @@ class CompositionIndex:
 
     Args:
         names: the training images' filenames (the caption set's), one per record.
-        records: their composition records (segcap.composition/1).
+        records: their composition records (segcap.composition/1 or /2; scenes, when they have them, count too).
         captions: their reference captions, one list per image.
         num_classes: length of the class table; a query's class id beyond it is an error (compositions of another
             class table). Default: the largest class id in ``records`` + 1, and a query's classes beyond it are left
@@ -82,21 +92,29 @@ class CompositionIndex:
             raise ValueError(f"{len(names)} names, {len(records)} records and {len(captions)} caption lists differ")
         self.strict = num_classes is not None
         self.num_classes = int(num_classes or 1 + max((c["id"] for r in records for c in r["classes"]), default=0))
-        raw = np.stack([self._vector(r) for r in records]).astype(np.float64)  # (N, F)
-        self._setup(list(names), raw, [consensus_order(c) for c in captions])
+        self.scenes = scene_names(records)
+        raw = np.stack([self._vector(r) for r in records]).astype(np.float64)  # (N, F + S)
+        self._setup(list(names), raw, [consensus_order(c) for c in captions], self.scenes)
 
-    def _setup(self, names: list[str], raw: np.ndarray, captions: list[list[str]]) -> None:
-        self.names, self.raw, self.captions = names, raw, captions
+    def _setup(self, names: list[str], raw: np.ndarray, captions: list[list[str]], scenes: Sequence[str] = ()) -> None:
+        self.names, self.raw, self.captions, self.scenes = names, raw, captions, list(scenes)
         self.stems = np.array([_stem(n) for n in names])
-        self.mean, self.std = raw.mean(0), raw.std(0) + 1e-6
-        self.x = (raw - self.mean) / self.std  # (N, F)
+        comp = raw[:, : raw.shape[1] - len(self.scenes)]  # (N, F) the composition columns
+        self.mean, self.std = comp.mean(0), comp.std(0) + 1e-6
+        self.scene_weight = scene_weight(comp, self.mean, self.std) if self.scenes else 0.0
+        if self.scenes:  # (S,) scene columns: not standardised, times the weight
+            self.mean = np.concatenate([self.mean, np.zeros(len(self.scenes))])
+            self.std = np.concatenate([self.std, np.full(len(self.scenes), 1.0 / self.scene_weight)])
+        self.x = (raw - self.mean) / self.std  # (N, F + S)
         self.sq = (self.x**2).sum(1)  # (N,)
 
     def _vector(self, record: dict) -> np.ndarray:
         if self.strict:  # composition.features says which record has an id outside the table
-            return vector(record, self.num_classes)
-        known = {**record, "classes": [c for c in record["classes"] if 0 <= c["id"] < self.num_classes]}
-        return vector(known, self.num_classes)
+            comp = vector(record, self.num_classes)
+        else:
+            known = {**record, "classes": [c for c in record["classes"] if 0 <= c["id"] < self.num_classes]}
+            comp = vector(known, self.num_classes)
+        return np.concatenate([comp, scene_vector(record, self.scenes)]) if self.scenes else comp
 
     def __len__(self) -> int:
         return len(self.names)
@@ -134,8 +152,10 @@ class CompositionIndex:
         table = np.array([c + [""] * (width - len(c)) for c in caps], dtype=str)  # (N, width)
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp.npz")
+        scenes = {"scenes": np.array(self.scenes, dtype=str)} if self.scenes else {}  # none: the file as before
         np.savez_compressed(tmp, names=np.array(self.names, dtype=str), raw=self.raw.astype(np.float32),
-                            captions=table, num_classes=np.array(self.num_classes), per_class=np.array(PER_CLASS))
+                            captions=table, num_classes=np.array(self.num_classes), per_class=np.array(PER_CLASS),
+                            **scenes)
         tmp.replace(path)
         return path
 
@@ -146,9 +166,16 @@ class CompositionIndex:
             with np.load(path, allow_pickle=False) as z:
                 names, raw, table = [str(n) for n in z["names"]], z["raw"].astype(np.float64), z["captions"]
                 num_classes = int(z["num_classes"])
+                scenes = [str(n) for n in z["scenes"]] if "scenes" in z.files else []
         except (OSError, KeyError, ValueError) as e:
             raise DataError(f"{path}: not a retrieval index written by llm.finetune ({e}); train the model again") from e
         self = cls.__new__(cls)
         self.num_classes, self.strict = num_classes, False
-        self._setup(names, raw, [[str(c) for c in row if str(c)] for row in table])
+        self._setup(names, raw, [[str(c) for c in row if str(c)] for row in table], scenes)
         return self
+
+
+def scene_weight(comp: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+    """The factor of the scene columns: ``sqrt(sum of the variances of the standardised composition columns)`` of
+    the training vectors ``comp`` (N, F), at least 1 (see the module docstring)."""
+    return float(max(1.0, np.sqrt((((comp - mean) / std) ** 2).mean(0).sum())))

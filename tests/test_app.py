@@ -27,7 +27,17 @@ from aerialdata.sources import SYNTHETIC_MARKER
 from app import __main__ as launcher
 from app import core
 from app.core import GREEDY, NEAREST, POOL, TEMPLATE, Settings, beam_name
-from app.edits import add_relation, drop_relation, remove_class, set_percent, set_position, set_regions
+from app.edits import (
+    add_relation,
+    drop_relation,
+    drop_scene,
+    remove_class,
+    set_percent,
+    set_position,
+    set_regions,
+    set_scene,
+)
+from app.ui import ANOTHER_SCENE
 from captioners import train
 from composition.schema import problems, read_jsonl
 from llm.finetune import main as finetune
@@ -176,7 +186,7 @@ def test_page_shows_a_demo_image_with_every_system_and_its_references(models):
     table = at.tabs[0].dataframe[0].value
     assert abs(table["percent"].sum() - 100.0) < 0.05 and {"class", "position", "regions", "centre"} <= set(table)
     record = json.loads(at.tabs[0].json[0].value)
-    assert record["schema"] == "segcap.composition/1" and not problems(record)
+    assert record["schema"] == "segcap.composition/2" and "scenes" not in record and not problems(record)
     assert at.tabs[0].code[0].value == core.to_prompt(record)  # the prompt text the LM read
     download = at.tabs[0].download_button[0]
     assert download.label == "Download the composition (JSON)"
@@ -402,6 +412,73 @@ def test_every_edit_control_changes_the_record_and_recaptions_it(models):
     # back to the segmented composition
     [b_ for b_ in tab().button if b_.label == "Back to the segmented composition"][0].click().run()
     assert edited(at) == record and tab().code[0].value == tab().code[1].value
+
+
+def button(tab, label: str):
+    return [b for b in tab.button if b.label == label][0]
+
+
+def test_the_scene_can_be_set_changed_and_dropped(models):
+    """The demo's segmenter has no scene head: its records have no scenes, and the Edit tab can give them one (the
+    prompt and the captions follow), change its probability, add a second, and drop them again."""
+    at = start(models)
+    tab = lambda: at.tabs[1]  # noqa: E731 - the tab as drawn by the latest run
+    record = edited(at)
+    assert "scenes" not in record and by_label(tab().selectbox, "scene").options == [ANOTHER_SCENE]
+    assert not [b for b in tab().button if b.label == "Drop the scene"]
+
+    tab().text_input[0].set_value("pond")
+    by_label(tab().number_input, "probability").set_value(0.8)
+    button(tab(), "Set the scene").click().run()
+    assert not at.exception and not messages(at)
+    rec = edited(at)
+    assert rec["scenes"] == [{"name": "pond", "probability": 0.8}] and rec["schema"] == "segcap.composition/2"
+    assert not problems(rec) and rec["classes"] == record["classes"]
+    assert tab().code[1].value == "scene: pond 80%\n" + tab().code[0].value  # the edited prompt: the scene first
+    assert edit_table(at)[TEMPLATE][1] == core.template_caption(rec) and all(c for _, c in edit_table(at).values())
+
+    # a second scene: the first makes room for it; then the first's probability changed in place
+    assert by_label(tab().selectbox, "scene").options == ["pond", ANOTHER_SCENE]
+    by_label(tab().selectbox, "scene").set_value(ANOTHER_SCENE).run()
+    tab().text_input[0].set_value("river")
+    by_label(tab().number_input, "probability").set_value(0.5)
+    button(tab(), "Set the scene").click().run()
+    assert edited(at)["scenes"] == [{"name": "river", "probability": 0.5}, {"name": "pond", "probability": 0.5}]
+    by_label(tab().selectbox, "scene").set_value("pond").run()
+    assert by_label(tab().number_input, "probability").value == 0.5
+    by_label(tab().number_input, "probability").set_value(0.3)
+    button(tab(), "Set the scene").click().run()
+    assert edited(at)["scenes"] == [{"name": "river", "probability": 0.5}, {"name": "pond", "probability": 0.3}]
+    assert tab().code[1].value.startswith("scene: river 50%, pond 30%\n")
+
+    # a scene without a name is a message; dropping both gives the record without scenes back
+    by_label(tab().selectbox, "scene").set_value(ANOTHER_SCENE).run()
+    tab().text_input[0].set_value("  ")
+    button(tab(), "Set the scene").click().run()
+    assert any("a scene needs a name" in m for m in messages(at)) and len(edited(at)["scenes"]) == 2
+    for name in ("river", "pond"):
+        by_label(tab().selectbox, "scene").set_value(name).run()
+        button(tab(), "Drop the scene").click().run()
+    assert not messages(at) and edited(at) == record and tab().code[1].value == tab().code[0].value
+
+
+def test_scene_edits_keep_a_valid_record():
+    rec = read_jsonl(LLM_DATA / "compositions.jsonl")[0]  # a /1 record: a scene makes it /2
+    out = set_scene(rec, "airplane", 0.9)
+    assert out["scenes"] == [{"name": "airplane", "probability": 0.9}] and out["schema"] == "segcap.composition/2"
+    assert "scenes" not in rec and not problems(out)
+    out = set_scene(out, "runway", 0.6)  # airplane shrinks to the 0.4 left
+    assert out["scenes"] == [{"name": "runway", "probability": 0.6}, {"name": "airplane", "probability": 0.4}]
+    for i in range(3):
+        out = set_scene(out, f"s{i}", 0.0)
+    assert len(out["scenes"]) == 5 and not problems(out)
+    assert [s["name"] for s in set_scene(out, "s9", 0.0)["scenes"]][2:] == ["s9", "s2", "s1"]  # the last, s0, goes
+    out = {**out, "scenes": [{"name": f"s{i}", "probability": 0.1} for i in range(5)]}  # a sixth at 0 would go at once
+    for bad in (lambda: set_scene(out, "s9", 0.0), lambda: set_scene(out, "x", 1.5), lambda: set_scene(out, "", 0.5),
+                lambda: drop_scene(out, "lava"), lambda: drop_scene(rec, "airplane")):
+        with pytest.raises(DataError):
+            bad()
+    assert drop_scene(set_scene(rec, "airplane", 0.9), "airplane") == {**rec, "schema": "segcap.composition/2"}
 
 
 def test_edits_keep_a_valid_record():

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,15 +13,18 @@ from bench.composition_speed import boxes_ab
 from bench.composition_speed import main as bench
 from composition import extract as extract_module
 from composition.config import DEFAULT_CONFIG_PATH, CompositionConfig, load_config
-from composition.extract import boxes, extract
-from composition.features import PER_CLASS, vector
+from composition.extract import boxes, extract, with_scenes
+from composition.features import PER_CLASS, scene_names, scene_vector, vector
 from composition.health import FEW_ORDERS, MIN_IMAGES, class_order, flags_text, health
-from composition.schema import read_jsonl, validate, write_jsonl
-from composition.text import PROMPT_VERSION, to_prompt
+from composition.schema import SCHEMA_ID, problems, read_jsonl, validate, write_jsonl
+from composition.text import PROMPT_VERSION, composition_text, scene_line, split_prompt, to_prompt
 from segcap.errors import ConfigError, DataError
 from tests.reference_extractor import boxes_reference, extract_reference
 
 TABLE = load_class_table("seed10")
+LLM_COMPOSITIONS = Path(__file__).resolve().parent / "data" / "llm" / "compositions.jsonl"  # segcap.composition/1
+SCENES = [{"name": "airplane", "probability": 0.931}, {"name": "runway", "probability": 0.041},
+          {"name": "freeway", "probability": 0.01}]
 UNLABELED, ARTIFICIAL, NATURAL, WATER, VEGETATION, BUILDING, VEHICLES = 0, 1, 2, 3, 4, 5, 8
 
 
@@ -334,6 +338,43 @@ def test_write_jsonl_refuses_invalid_records(tmp_path):
     assert not (tmp_path / "c.jsonl").exists()
 
 
+def test_schema_2_is_written_and_1_still_reads(tmp_path):
+    assert SCHEMA_ID == "segcap.composition/2" and extract(disc_scene(), TABLE)["schema"] == SCHEMA_ID
+    old = read_jsonl(LLM_COMPOSITIONS)  # written before scenes: /1, and valid as it is
+    assert {r["schema"] for r in old} == {"segcap.composition/1"} and all("scenes" not in r for r in old)
+    new = extract(disc_scene(), TABLE, image="airport_1.jpg", scenes=SCENES)
+    assert list(new)[:5] == ["schema", "image", "width", "height", "scenes"] and new["scenes"] == SCENES
+    assert read_jsonl(write_jsonl(tmp_path / "c.jsonl", [*old, new])) == [*old, new]  # both versions in one file
+    assert extract(disc_scene(), TABLE, scenes=None) == extract(disc_scene(), TABLE)  # no head: no field
+    with pytest.raises(DataError, match="has no scenes; write it as segcap.composition/2"):
+        validate({**old[0], "scenes": SCENES})
+
+
+@pytest.mark.parametrize("scenes, match", [
+    ([], "non-empty"),
+    ([{"name": f"s{i}", "probability": 0.1} for i in range(6)], "too long"),
+    ([{"name": "", "probability": 0.5}], "non-empty"),
+    ([{"name": "airplane", "probability": 1.2}], "greater than the maximum of 1"),
+    ([{"name": "airplane", "probability": 0.9, "rank": 1}], "Additional properties"),
+    ([{"name": "runway", "probability": 0.1}, {"name": "airplane", "probability": 0.8}], "not sorted"),
+    ([{"name": "airplane", "probability": 0.5}, {"name": "airplane", "probability": 0.4}], "repeated names"),
+    ([{"name": "airplane", "probability": 0.8}, {"name": "runway", "probability": 0.7}], "sum to 1.500"),
+])
+def test_bad_scenes_are_named(scenes, match):
+    record = {**extract(disc_scene(), TABLE), "scenes": scenes}
+    found = problems(record)
+    assert found and all(f.startswith("scenes") for f in found) and any(match in f for f in found), found
+    with pytest.raises(DataError, match="bad scenes"):
+        extract(disc_scene(), TABLE, image="x.jpg", scenes=scenes)
+
+
+def test_with_scenes_rounds_and_keeps_the_record():
+    r = extract(disc_scene(), TABLE)
+    out = with_scenes(r, [{"name": "pond", "probability": 0.93149}, {"name": "river", "probability": 0.0004}])
+    assert out["scenes"] == [{"name": "pond", "probability": 0.931}, {"name": "river", "probability": 0.0}]
+    assert {k: v for k, v in out.items() if k != "scenes"} == r and "scenes" not in r and not problems(out)
+
+
 # ----------------------------------------------------------------------------------- text, features
 def test_prompt_is_deterministic_short_and_word_based():
     for scene in (disc_scene, road_scene, nested_scene):
@@ -343,7 +384,38 @@ def test_prompt_is_deterministic_short_and_word_based():
         assert len(text.split()) < 60 and "{" not in text and "." not in text
     assert to_prompt(extract(road_scene(), TABLE)).startswith("vegetation ")
     assert "2 regions" in to_prompt(extract(road_scene(), TABLE))
-    assert PROMPT_VERSION.startswith("segcap.composition/1")
+    assert PROMPT_VERSION == "segcap.composition/1+prompt/1"  # scene-less texts did not change with schema /2
+
+
+def test_prompt_without_scenes_is_as_before_scenes():
+    """The texts of the LLM fixture's records (/1) as they were before scenes existed, byte for byte; a /2 copy reads
+    the same."""
+    records = read_jsonl(LLM_COMPOSITIONS)
+    assert [to_prompt(r) for r in records[:4]] == [
+        "vegetation 70% center, 2 regions; water 30% center, 1 region, compact; water surrounded by vegetation",
+        "artificial surface 80% center, 1 region; vehicles 12% center, 9 regions; vegetation 8% top right, 1 region, "
+        "compact; vehicles on artificial surface; vegetation above right of artificial surface",
+        "vegetation 65% center, 3 regions; water 35% center, 1 region, compact; water surrounded by vegetation",
+        "vegetation 92% center, 1 region; natural surface 8% bottom left, 1 region, long; natural surface below left "
+        "of vegetation",
+    ]
+    for r in records:
+        assert to_prompt(r) == to_prompt({**r, "schema": SCHEMA_ID}) == composition_text(r)
+        assert scene_line(r) == "" and split_prompt(to_prompt(r)) == ("", to_prompt(r))
+
+
+def test_prompt_with_scenes_starts_with_the_scene_line():
+    r = extract(disc_scene(), TABLE, scenes=SCENES)
+    assert to_prompt(r) == ("scene: airplane 93%, runway 4%, freeway 1%\n"
+                            "vegetation 89% center, 1 region; water 11% center, 1 region, compact; "
+                            "water surrounded by vegetation")
+    assert split_prompt(to_prompt(r)) == (scene_line(r), composition_text(r))
+    # under 1% after rounding: left out, except the first scene, always said
+    faint = [{"name": "airplane", "probability": 0.6}, {"name": "runway", "probability": 0.005},
+             {"name": "freeway", "probability": 0.0049}]
+    assert scene_line({"scenes": faint}) == "scene: airplane 60%, runway 1%"
+    assert scene_line({"scenes": [{"name": "airplane", "probability": 0.003}]}) == "scene: airplane <1%"
+    assert to_prompt(r) == to_prompt(json.loads(json.dumps(r)))
 
 
 def test_prompt_shape_words():
@@ -366,6 +438,16 @@ def test_features_vector():
     assert v[WATER, 2:4] == pytest.approx(water["centroid"], abs=1e-6)
     with pytest.raises(DataError, match="another class table"):
         vector(r, 3)
+
+
+def test_scene_vector():
+    plain = extract(disc_scene(), TABLE)
+    r = with_scenes(plain, SCENES)
+    names = scene_names([plain, r, with_scenes(plain, [{"name": "beach", "probability": 1.0}])])
+    assert names == ["airplane", "beach", "freeway", "runway"]
+    assert scene_vector(r, names).tolist() == pytest.approx([0.931, 0.0, 0.01, 0.041])
+    assert not scene_vector(plain, names).any() and scene_vector(r, []).shape == (0,)
+    assert vector(r, 10).tolist() == vector(plain, 10).tolist()  # the class features do not read scenes
 
 
 def test_speed_bench_runs_and_checks_agreement():

@@ -112,6 +112,57 @@ def test_extract_missing_or_empty_folder(tmp_path, capsys):
     assert code == 2 and "no PNG masks" in err
 
 
+def scenes_file(path, stems, schema="segcap.scenes/1"):
+    """A scene head's scenes.json (segmentation.predict's format) for the masks of ``stems``."""
+    images = {stem: [{"name": stem.split("_")[0], "probability": 0.8}, {"name": "meadow", "probability": 0.15}]
+              for stem in stems}
+    path.write_text(json.dumps({"schema": schema, "classes": ["meadow", "pond", "river", "road"], "images": images}))
+    return path
+
+
+def test_extract_puts_the_scenes_beside_the_masks_into_the_records(tmp_path, capsys):
+    masks, out = good_masks(tmp_path), tmp_path / "c.jsonl"
+    plain = tmp_path / "plain.jsonl"
+    cli(extract_mod.main, ["--masks", masks, "--out", plain], capsys)  # no scenes.json: no scenes
+    scenes_file(masks / "scenes.json", GOOD)
+    code, err = cli(extract_mod.main, ["--masks", masks, "--out", out], capsys)
+    assert code == 0 and "with scenes" in err
+    records = read_jsonl(out)
+    assert [r["scenes"][0]["name"] for r in records] == ["pond", "river", "road"]
+    assert all(r["schema"] == "segcap.composition/2" and r["scenes"][1] == {"name": "meadow", "probability": 0.15}
+               for r in records)
+    assert [{k: v for k, v in r.items() if k != "scenes"} for r in records] == read_jsonl(plain)
+    code, _ = cli(extract_mod.main, ["--masks", masks, "--out", out, "--overwrite", "--scenes", "null"], capsys)
+    assert code == 0 and read_jsonl(out) == read_jsonl(plain)  # --scenes null: left out
+    elsewhere = scenes_file(tmp_path / "other.json", GOOD)
+    (masks / "scenes.json").unlink()
+    code, _ = cli(extract_mod.main, ["--masks", masks, "--out", out, "--overwrite", "--scenes", elsewhere], capsys)
+    assert code == 0 and read_jsonl(out) == records
+    shown = show_mod.table_text(records[1])
+    assert "scenes: river 0.800, meadow 0.150" in shown and "prompt: scene: river 80%, meadow 15%\n" in shown
+    img = tmp_path / "river_3.jpg"
+    Image.fromarray(load_class_table("seed10").colors[read_mask(masks / "river_3.png")]).save(img)
+    code, _ = cli(show_mod.main, [out, "--image", "river_3", "--overlay", img, "--out", tmp_path / "show.png"], capsys,
+                  positional=("file",))
+    assert code == 0 and (tmp_path / "show.png").stat().st_size > 0
+
+
+def test_extract_scenes_missing_a_mask_or_not_the_format(tmp_path, capsys):
+    masks, out = good_masks(tmp_path), tmp_path / "c.jsonl"
+    scenes_file(masks / "scenes.json", GOOD[:1])
+    code, err = cli(extract_mod.main, ["--masks", masks, "--out", out], capsys)
+    assert code == 2 and f"{masks / 'scenes.json'}: no scenes for 2 of the 3 masks" in err
+    assert "river_3, road_2" in err and "--scenes null" in err and not out.exists()
+    bad = scenes_file(tmp_path / "bad.json", GOOD, schema="segcap.masks/1")
+    code, err = cli(extract_mod.main, ["--masks", masks, "--out", out, "--scenes", bad], capsys)
+    assert code == 2 and f"{bad}: not a segcap.scenes/1 file" in err and len(err.strip().splitlines()) == 1
+    bad.write_text(json.dumps({"schema": "segcap.scenes/1", "images": {"pond_1": [{"name": "pond", "probability": 7}]}}))
+    code, err = cli(extract_mod.main, ["--masks", masks, "--out", out, "--scenes", bad], capsys)
+    assert code == 2 and "images/pond_1/0/probability" in err and not out.exists()
+    code, err = cli(extract_mod.main, ["--masks", masks, "--out", out, "--scenes", tmp_path / "nope.json"], capsys)
+    assert code == 2 and "scenes file not found" in err
+
+
 def test_show_table_and_overlay(tmp_path, capsys):
     comps = tmp_path / "c.jsonl"
     cli(extract_mod.main, ["--masks", good_masks(tmp_path), "--out", comps], capsys)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aerialdata.captionset import CaptionDataset
+from composition.extract import with_scenes
 from composition.schema import read_jsonl
 from composition.text import to_prompt
 from llm.examples import CaptionExamples, PromptTemplate, build_image_examples, join_records
@@ -90,6 +91,37 @@ def test_prompt_template_full_and_blind(records):
         "prompt_template uses unknown placeholder(s) {oops}; allowed: {instruction}, {composition}, {neighbours}",
         "prompt_template lacks {composition}: the model would never see the composition text",
     ]
+
+
+def test_prompt_modes_take_the_scene_line_and_the_composition_apart(records, capset):
+    """The ablation of issue 23: both (full), composition only, scene only, neither (blind)."""
+    plain = records[0]
+    rec = with_scenes(plain, [{"name": "pond", "probability": 0.874}, {"name": "river", "probability": 0.1}])
+    text, clauses = to_prompt(rec), to_prompt(plain)
+    head = PromptTemplate().instruction
+    prompt = {m: PromptTemplate(mode=m).render_text(text) for m in ("full", "composition", "scene", "blind")}
+    assert prompt == {"full": f"{head}\nscene: pond 87%, river 10%\n{clauses}\nCaption:",
+                      "composition": f"{head}\n{clauses}\nCaption:",
+                      "scene": f"{head}\nscene: pond 87%, river 10%\nCaption:",
+                      "blind": f"{head}\nCaption:"}
+    # a record without scenes: composition reads as full, scene as blind
+    for mode, same in (("full", "full"), ("composition", "full"), ("scene", "blind"), ("blind", "blind")):
+        assert PromptTemplate(mode=mode).render_text(clauses) == PromptTemplate(mode=same).render_text(clauses)
+    assert PromptTemplate(mode="scenes").problems() == ["prompt_mode 'scenes' is not one of full, composition, "
+                                                         "scene, blind"]
+    # through the examples: each image's prompt has its own scene line
+    scened = [with_scenes(r, [{"name": Path(r["image"]).stem.split("_")[0], "probability": 0.9}]) for r in records]
+    images, _ = build_image_examples(scened, capset, "train", PromptTemplate(mode="scene"))
+    assert all(im.prompt == f"{head}\nscene: {im.image.split('_')[0]} 90%\nCaption:" for im in images)
+
+
+@pytest.mark.parametrize("mode", ["composition", "scene"])
+def test_finetune_takes_the_new_prompt_modes(mode, tmp_path):
+    kw = parse(main, ["--compositions", "c.jsonl", "--captions", "d.json", "--out", str(tmp_path / "o"),
+                      "--prompt-mode", mode])
+    assert kw["prompt_mode"] == mode
+    with pytest.raises(ConfigError, match="expected one of full, composition, scene, blind"):
+        parse(main, ["--compositions", "c.jsonl", "--captions", "d.json", "--out", "o", "--prompt-mode", "scenes"])
 
 
 def test_captions_per_image_sample_and_fixed(records, capset):

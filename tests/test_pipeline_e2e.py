@@ -136,7 +136,7 @@ def test_whole_chain_then_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "prompt: " in r.stdout and (tmp_path / "overlay.png").stat().st_size > 0
     result = json.loads((tmp_path / "caption.json").read_text())
-    assert result[0]["composition"]["schema"] == "segcap.composition/1"
+    assert result[0]["composition"]["schema"] == "segcap.composition/2"
 
     # a second run finds every stage finished and does nothing
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

@@ -6,10 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
 from aerialdata.captionset import CaptionDataset
+from composition.extract import with_scenes
 from composition.schema import read_jsonl
 from llm.consensus import NGRAM_FILE, CiderD, document_frequencies
 from llm.examples import PromptTemplate, build_image_examples
@@ -18,6 +20,7 @@ from llm.generate import Captioner
 from llm.generate import main as generate
 from llm.retrieval import INDEX_FILE, CompositionIndex, consensus_order
 from pipeline import caption
+from pipeline.baselines import NearestNeighbour
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DataError
 from tests.test_llm_train import FAST as LLM_FAST
@@ -70,6 +73,38 @@ def test_index_round_trips_through_its_file(index, tmp_path):
     assert [[n.image for n in x] for x in a] == [[n.image for n in x] for x in b]
     assert all(n.captions == m.captions[:2] for x, y in zip(b, a, strict=True) for n, m in zip(x, y, strict=True))
     assert loaded.num_classes == index.num_classes
+
+
+def scened(records, scene_of=lambda r: Path(r["image"]).stem.split("_")[0]):
+    """The records as a scene head would have them: each sure of one scene (its category by default)."""
+    return [with_scenes(r, [{"name": scene_of(r), "probability": 0.9}, {"name": "meadow", "probability": 0.05}])
+            for r in records]
+
+
+def test_scenes_pick_the_same_scene_neighbour(tmp_path):
+    """A pond's composition that its scene head calls a river: without scenes its nearest training image is a pond
+    (the same composition); with scenes, a river. Both lookups of the nearest-neighbour baseline follow."""
+    names, records, captions = _split("train")
+    pond = records[0]  # pond_1
+    query = scened([{**pond, "image": "query.jpg"}], lambda r: "river")
+    plain = CompositionIndex(names, records, captions)
+    assert plain.neighbours(query, 1)[0][0].image == "pond_1.jpg"  # scenes in a query alone change nothing
+    index = CompositionIndex(names, scened(records), captions)
+    assert index.scenes == ["forest", "meadow", "parking", "pond", "river"]
+    near = index.neighbours(query, 2)[0]
+    assert [n.image.split("_")[0] for n in near] == ["river", "river"]
+    nn = NearestNeighbour(scened(records), captions, num_classes=10, names=names)
+    river_captions = {c for n, caps in zip(names, captions, strict=True) if n.startswith("river") for c in caps}
+    assert nn.caption(query, k=1)[0] in river_captions and nn.caption(query, k=2)[0] in river_captions
+    # the weight: a change of one sure scene to another (|p - q|^2 = 2) weighs as much as the compositions of two
+    # training images differ on average
+    comp = (index.x[:, : -len(index.scenes)][:, None, :] - index.x[None, :, : -len(index.scenes)]) ** 2
+    assert 2 * index.scene_weight**2 == pytest.approx(comp.sum(-1).mean(), rel=1e-4)
+    # saved and loaded with its scenes; an index without scenes writes the file as before (no scenes entry)
+    loaded = CompositionIndex.load(index.save(tmp_path / "scenes.npz"))
+    assert loaded.scenes == index.scenes and [n.image for n in loaded.neighbours(query, 2)[0]] == [n.image for n in near]
+    with np.load(plain.save(tmp_path / "plain.npz")) as z:
+        assert "scenes" not in z.files and plain.scenes == [] and plain.x.shape == (8, 6 * plain.num_classes)
 
 
 def test_unreadable_index_names_the_file(tmp_path):
