@@ -12,6 +12,11 @@ Library use (the pipeline's)::
     seg = load_segmenter("runs/segmentation")
     masks = seg.predict([rgb_uint8, ...])          # list of (H, W) uint8 group ids, same size as each input
     seg.table.names                                # what the ids mean
+    seg.scenes([rgb_uint8, ...])                   # top 3 scenes of each image by the scene head, or None without one
+
+A scene head (``python -m segmentation.scene``: a linear softmax over a caption set's categories on the encoder's
+pooled features) loads with the checkpoint when its folder holds ``scene_head.pt`` and ``scene_head.json``, or from
+the folder ``load_segmenter(..., scene_head=DIR)`` names; it must have been fitted on the same model.pt.
 
 ``predict`` keeps each image's aspect: it resizes by a ground-resolution factor ``scale`` (1.0 for images at the
 resolution the model was trained for, such as the caption set; the checkpoint's ``input.drone_scale``, e.g. 0.25,
@@ -37,7 +42,11 @@ The word ``imagenet`` always means smp's weights; a local file needs another nam
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import math
 import pickle
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -57,6 +66,10 @@ PAD_MULTIPLE = 32  # the UNet halves the size five times
 CONFIG_FORMAT = "segcap.segmentation/1"
 IMAGENET = "imagenet"  # encoder_weights keyword: smp's own ImageNet weights, through the Hugging Face cache
 SMP_WEIGHT_FILES = ("config.json", "model.safetensors")  # what smp 0.6's get_encoder downloads from the hub repo
+SCENE_HEAD_SCHEMA = "segcap.scene_head/1"
+SCENE_HEAD_FILES = ("scene_head.pt", "scene_head.json")  # a scene head's folder: its weights, then what it means
+SCENES_SCHEMA = "segcap.scenes/1"  # segmentation.predict's scenes.json beside the masks
+SCENE_TOP = 3  # scenes per image in records and scenes.json
 
 
 class CheckpointNotFoundError(SegcapError, FileNotFoundError):
@@ -197,6 +210,123 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> tuple[torc
     return x, h, w
 
 
+# ---------------------------------------------------------------- scene head
+class SceneHead(torch.nn.Module):
+    """A linear softmax over scene classes (a caption set's categories) on the encoder's pooled features.
+
+    ``python -m segmentation.scene`` fits it and writes it to a folder as :data:`SCENE_HEAD_FILES`; the segmenter
+    loads it with the checkpoint (:func:`load_segmenter`) and :meth:`Segmenter.scenes` applies it.
+
+    Args:
+        classes: scene names in index order.
+        features: which features it reads (:func:`scene_features`): ``strides``, the encoder stages (by stride) whose
+            channels are averaged over the image, and ``colour``, whether each RGB channel's mean and standard
+            deviation follow them.
+        dim: the length of those features (the standardisation's mean and std are buffers of this length).
+        encoder: an encoder of its own whose features it reads (``features["own_encoder"]``; its weights are saved
+            with the head), instead of the segmenter's: e.g. the ImageNet encoder the segmenter started from, when
+            fine-tuning on little labelled data has worn away what it knew of scenes. None: the segmenter's.
+    """
+
+    def __init__(self, classes: list[str], features: dict, dim: int, encoder: torch.nn.Module | None = None):
+        super().__init__()
+        self.classes = list(classes)
+        self.features = dict(features)
+        self.encoder = encoder
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.linear = torch.nn.Linear(dim, len(self.classes))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, dim) features -> (N, classes) logits."""
+        return self.linear((f - self.mean) / self.std)
+
+    @torch.inference_mode()
+    def top(self, f: torch.Tensor | np.ndarray, k: int = SCENE_TOP) -> list[list[dict]]:
+        """Each row's ``k`` most probable scenes, most probable first: ``[{"name", "probability"}, ...]`` (3 decimals)."""
+        f = torch.as_tensor(np.asarray(f, dtype=np.float32))
+        prob, idx = torch.softmax(self(f), 1).topk(min(k, len(self.classes)), 1)
+        return [[{"name": self.classes[i], "probability": round(float(q), 3)} for q, i in zip(p, ix, strict=True)]
+                for p, ix in zip(prob.tolist(), idx.tolist(), strict=True)]
+
+
+def scene_features(pools: dict[str, np.ndarray], features: dict) -> np.ndarray:
+    """(N, dim) float32: the pooled stages ``features["strides"]`` names (``pools["s16"]``, ...) side by side, then the
+    colour statistics when ``features["colour"]`` (:meth:`Segmenter.encoder_pools` gives ``pools``)."""
+    parts = [pools[f"s{int(s)}"] for s in features["strides"]] + ([pools["colour"]] if features.get("colour") else [])
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def weights_digest(path: str | Path) -> str:
+    """A digest of a weights file's bytes: a scene head records its checkpoint's, to refuse another encoder."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_scene_head(folder: str | Path, checkpoint: str | Path | None = None) -> SceneHead:
+    """The scene head in ``folder`` (:data:`SCENE_HEAD_FILES`), its ``info`` attribute the JSON beside it.
+
+    With ``checkpoint``, the head must have been fitted on that checkpoint's encoder (the digest of its model.pt,
+    recorded in the JSON): features of another encoder mean nothing to it. Every problem is a :class:`ConfigError`
+    that says how to fix it.
+    """
+    folder = Path(folder)
+    weights, meta = (folder / name for name in SCENE_HEAD_FILES)
+    fix = "fit one with python -m segmentation.scene --checkpoint CHECKPOINT --captions CAPTION_SET"
+    for f in (weights, meta):
+        if not f.is_file():
+            raise ConfigError(f"scene head {folder}: no {f.name} there; {fix}")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{meta}: not JSON ({e}); {fix} --overwrite") from e
+    if not isinstance(info, dict) or info.get("schema") != SCENE_HEAD_SCHEMA:
+        raise ConfigError(f"{meta}: not a scene head description (expected schema {SCENE_HEAD_SCHEMA}); {fix}")
+    classes, features = info.get("classes"), info.get("features") or {}
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)) \
+            or not isinstance(features.get("strides"), list) or not isinstance(features.get("dim"), int):
+        raise ConfigError(f"{meta}: needs classes (2 or more names) and features (strides, colour, dim); {fix}")
+    own = bool(features.get("own_encoder"))
+    if checkpoint is not None and not own:  # with an encoder of its own, the checkpoint's weights do not matter
+        want = (info.get("checkpoint") or {}).get("weights_digest")
+        have = weights_digest(Path(checkpoint) / "model.pt")
+        if want != have:
+            raise ConfigError(f"scene head {folder} was fitted on the encoder of another model.pt than "
+                              f"{Path(checkpoint) / 'model.pt'} (trained on {(info.get('checkpoint') or {}).get('folder')}); "
+                              f"fit it again: python -m segmentation.scene --checkpoint {checkpoint} --captions "
+                              f"{(info.get('trained_on') or {}).get('captions', 'CAPTION_SET')} --out {folder} --overwrite")
+    head = SceneHead(classes, features, features["dim"], encoder=scene_encoder(features) if own else None)
+    try:
+        head.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"{weights}: not the head {meta.name} describes ({str(e)[:200]}); {fix} --overwrite") from e
+    head.info = info
+    head.folder = folder
+    head.digest = weights_digest(weights)
+    return head.eval()
+
+
+def scene_encoder(features: dict, weights: str | Path | None = None) -> torch.nn.Module:
+    """An smp encoder (``features["encoder"]``, default mobilenet_v2) for a scene head of its own: random weights
+    (a saved head's are loaded over them), or ``weights`` as :func:`build_model` takes them (imagenet, a file)."""
+    arch = {**default_architecture(), "encoder_name": features.get("encoder", "mobilenet_v2")}
+    return build_model(arch, 2, encoder_weights=weights).encoder.eval()
+
+
+def _by_size(images: list[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the images grouped by (H, W); a :class:`ConfigError` for anything not (H, W, 3) uint8."""
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, im in enumerate(images):
+        im = np.asarray(im)
+        if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+            raise ConfigError(f"image {i}: expected an (H, W, 3) uint8 RGB array, got {im.dtype} {im.shape}")
+        by_size[im.shape[:2]].append(i)
+    return by_size
+
+
 class Segmenter:
     """A trained UNet with its class table: RGB uint8 images in, group-id masks out.
 
@@ -205,10 +335,13 @@ class Segmenter:
         table: the class table whose ids the network predicts.
         config: the checkpoint's config dict (normalisation and input scale are read from it).
         device: torch device for inference.
+        scene_head: a :class:`SceneHead` fitted on this network's encoder (:meth:`scenes`); None: no scenes.
     """
 
-    def __init__(self, model: torch.nn.Module, table: ClassTable, config: dict | None = None, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, table: ClassTable, config: dict | None = None, device: str = "cpu",
+                 scene_head: SceneHead | None = None):
         self.config = config or {}
+        self.scene_head = scene_head
         self.table = table
         self.device = torch.device(device)
         norm = self.config.get("normalisation", {})
@@ -340,13 +473,7 @@ class Segmenter:
         if scale <= 0:
             raise ConfigError(f"scale must be positive, got {scale}")
         out: list[np.ndarray | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, im in enumerate(images):
-            im = np.asarray(im)
-            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-                raise ConfigError(f"image {i}: expected an (H, W, 3) uint8 RGB array, got {im.dtype} {im.shape}")
-            by_size[im.shape[:2]].append(i)
-        for (h, w), idx in by_size.items():
+        for (h, w), idx in _by_size(images).items():
             sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             if max(sh, sw) > self.tile:  # one at a time, in bounded memory
@@ -370,6 +497,66 @@ class Segmenter:
                         p = cv2.resize(p, (w, h), interpolation=cv2.INTER_NEAREST)
                     out[i] = np.ascontiguousarray(p)
         return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def encoder_pools(self, images: list[np.ndarray], scale: float = 1.0, batch_size: int = 16,
+                      encoder: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
+        """What a scene head reads of each image: every encoder stage averaged over the image, and its colours.
+
+        Returns ``{"s2": (N, C2), "s4": ..., "s32": (N, C32), "colour": (N, 6)}``: ``sK`` is the encoder's output
+        at stride K (mobilenet_v2: 16, 24, 32, 96 and 1280 channels) averaged over the cells that cover the image
+        (the padding to 32 left out); ``colour`` the mean then the standard deviation of the R, G and B values (0-1).
+        Images are scaled by ``scale`` as in :meth:`predict` (the decoder does not run); one larger than ``tile`` px
+        after that is shrunk to fit it, aspect kept: a scene is judged on the whole image. ``encoder``: another
+        encoder of the same architecture in place of the network's (a scene head's own, :class:`SceneHead`).
+        """
+        if encoder is None:
+            encoder = self.model.encoder
+        else:  # on this device, in the layout the network has (no-ops after the first call)
+            encoder.to(self.device).eval()
+            if self.channels_last:
+                encoder.to(memory_format=torch.channels_last)
+        if scale <= 0:
+            raise ConfigError(f"scale must be positive, got {scale}")
+        rows: list[dict[str, np.ndarray] | None] = [None] * len(images)
+        for (h, w), idx in _by_size(images).items():
+            sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+            if max(sh, sw) > self.tile:
+                fit = self.tile / max(sh, sw)
+                sh, sw = max(1, round(sh * fit)), max(1, round(sw * fit))
+            interp = cv2.INTER_AREA if sh < h else cv2.INTER_LINEAR
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start : start + batch_size]
+                batch = [np.asarray(images[i]) for i in chunk]
+                if (sh, sw) != (h, w):
+                    batch = [cv2.resize(b, (sw, sh), interpolation=interp) for b in batch]
+                xp, _, _ = pad_to_multiple(self._to_tensor(batch))
+                if self.channels_last:
+                    xp = xp.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+                    stages = encoder(xp)  # [input, stride 2, 4, 8, 16, 32]
+                pooled = {}
+                for k, f in enumerate(stages[1:], start=1):
+                    stride = 2**k
+                    cells = f[..., : math.ceil(sh / stride), : math.ceil(sw / stride)]  # (n, C, h/stride, w/stride)
+                    pooled[f"s{stride}"] = cells.float().mean((2, 3)).cpu().numpy()
+                pix = np.stack(batch).reshape(len(batch), -1, 3).astype(np.float32) / 255  # (n, H*W, 3)
+                pooled["colour"] = np.concatenate([pix.mean(1), pix.std(1)], axis=1)
+                for j, i in enumerate(chunk):
+                    rows[i] = {k: v[j] for k, v in pooled.items()}
+        keys = list(rows[0]) if rows else []
+        return {k: np.stack([r[k] for r in rows]).astype(np.float32) for k in keys}  # type: ignore[index]
+
+    def scenes(self, images: list[np.ndarray], scale: float = 1.0, batch_size: int = 16, top: int = SCENE_TOP
+               ) -> list[list[dict]] | None:
+        """Each image's ``top`` most probable scenes by the scene head, most probable first:
+        ``[[{"name": "airplane", "probability": 0.931}, ...], ...]`` (3 decimals); None when there is no head."""
+        if self.scene_head is None:
+            return None
+        if not images:
+            return []
+        pools = self.encoder_pools(images, scale=scale, batch_size=batch_size, encoder=self.scene_head.encoder)
+        return self.scene_head.top(scene_features(pools, self.scene_head.features), top)
 
 
 def tile_overlap(tile: int) -> int:
@@ -422,8 +609,23 @@ def read_checkpoint_config(folder: str | Path) -> dict:
     return cfg
 
 
-def load_segmenter(folder: str | Path, device: str = "auto") -> Segmenter:
-    """Load a checkpoint folder (model.pt + config.yaml) as a :class:`Segmenter`; needs nothing but the folder."""
+def scene_head_folder(folder: str | Path, scene_head: str | Path | None = "auto") -> Path | None:
+    """Where the scene head of checkpoint ``folder`` is: ``auto``, the folder itself when it holds scene_head.pt (else
+    none); ``none`` or None, none; else the folder ``scene_head`` names."""
+    if scene_head is None or str(scene_head).lower() in ("none", "null", ""):
+        return None
+    if str(scene_head) == "auto":
+        return Path(folder) if (Path(folder) / SCENE_HEAD_FILES[0]).is_file() else None
+    return Path(scene_head)
+
+
+def load_segmenter(folder: str | Path, device: str = "auto", scene_head: str | Path | None = "auto") -> Segmenter:
+    """Load a checkpoint folder (model.pt + config.yaml) as a :class:`Segmenter`; needs nothing but the folder.
+
+    ``scene_head``: ``auto`` loads the scene head the checkpoint folder holds, if any (one fitted on another
+    model.pt is left out, with a note on stderr); a folder loads that one (a :class:`ConfigError` when it does not
+    fit); ``none`` or None loads none.
+    """
     folder = Path(folder)
     cfg = read_checkpoint_config(folder)
     table = class_table_from_dict(cfg["classes"], where=folder / "config.yaml")
@@ -447,5 +649,19 @@ def load_segmenter(folder: str | Path, device: str = "auto") -> Segmenter:
                           "model.pt and config.yaml of one training run together") from e
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Segmenter(model, table, cfg, device=device)
+    return Segmenter(model, table, cfg, device=device, scene_head=find_scene_head(folder, scene_head))
+
+
+def find_scene_head(folder: str | Path, scene_head: str | Path | None = "auto") -> SceneHead | None:
+    """The scene head for checkpoint ``folder`` as :func:`load_segmenter` takes it (``auto``, a folder, or none)."""
+    head_dir = scene_head_folder(folder, scene_head)
+    if head_dir is None:
+        return None
+    try:
+        return read_scene_head(head_dir, checkpoint=folder)
+    except ConfigError as e:
+        if str(scene_head) != "auto":
+            raise
+        print(f"note: scene head left out: {e}", file=sys.stderr, flush=True)
+        return None
 

@@ -6,6 +6,12 @@
         --overlays overlays/ --scale 0.25              # drone photos: bring them to the model's ground resolution
     python -m segmentation.predict ... --shard 0/4     # this machine does every 4th file, starting with the first
 
+When the checkpoint has a scene head (``scene_head.pt`` in its folder, or the folder ``--scene-head`` names; see
+``python -m segmentation.scene``), ``<out>/scenes.json`` holds each image's 3 most probable scenes, keyed by the mask's
+stem: ``{"schema": "segcap.scenes/1", "classes": [...], "head": {...}, "images": {"<stem>": [{"name": "airplane",
+"probability": 0.931}, ...]}}``; a rerun keeps the entries of the same head and adds the missing ones.
+``--scene-head null`` writes none (and removes a scenes.json of an earlier run).
+
 ``<out>/<stem>.png`` holds the group ids (a palette PNG that viewers show in the class colours; read it back with
 ``aerialdata.images.read_mask``). Masks already in ``out`` are skipped, so an interrupted run resumes where it
 stopped; ``--overwrite`` redoes them. A file that cannot be read is reported and skipped (``--strict``: stop, exit 2).
@@ -16,6 +22,7 @@ on stderr before the work (:mod:`segmentation.provenance`).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Literal
@@ -31,7 +38,7 @@ from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 from segcap.progress import Progress
 from segcap.workers import WorkerInit
-from segmentation.model import load_segmenter
+from segmentation.model import SCENES_SCHEMA, find_scene_head, load_segmenter
 from segmentation.plots import overlay_with_legend
 from segmentation.provenance import provenance_notice
 
@@ -55,8 +62,9 @@ def shard_files(files: list[Path], shard: str | None) -> list[Path]:
     return sorted(files)[i::n]
 
 
-class _Images(Dataset):
-    """Decodes images in loader workers; an unreadable file yields its error message instead of pixels."""
+class ImageFiles(Dataset):
+    """Decodes images in loader workers; an unreadable file yields its error message instead of pixels.
+    Items are ``(index, rgb or None, error or None)``; batch them with :func:`as_list` (sizes differ)."""
 
     def __init__(self, files: list[Path]):
         self.files = files
@@ -71,7 +79,7 @@ class _Images(Dataset):
             return i, None, str(e)
 
 
-def _collate(batch):
+def as_list(batch):
     return batch
 
 
@@ -80,6 +88,7 @@ def main(
     images: Path,
     out: Path,
     overlays: Path | None = None,
+    scene_head: str | None = "auto",
     scale: float = 1.0,
     batch_size: int = 16,
     shard: str | None = None,
@@ -97,6 +106,8 @@ def main(
         images: folder of images (jpg, png, tif...).
         out: folder for the masks (<stem>.png, palette PNG of group ids).
         overlays: optional folder for colour overlays with a legend (<stem>.jpg).
+        scene_head: folder of a scene head (segmentation.scene) whose top 3 scenes of each image go to
+            <out>/scenes.json; auto: the checkpoint folder's, when it has one; null: none.
         scale: resize factor before the network, aspect kept (1.0: images at the model's ground resolution, such as
             the caption set; the checkpoint's input.drone_scale for drone photos).
         batch_size: images per forward pass.
@@ -133,13 +144,18 @@ def main(
             raise ConfigError(f"{images}: {stems[f.stem].name} and {f.name} would both write {f.stem}.png; rename one")
         stems[f.stem] = f
     out = Path(out)
-    todo = [f for f in files if overwrite or not (out / f"{f.stem}.png").exists()]
-    skipped = len(files) - len(todo)
+    head = find_scene_head(checkpoint, scene_head)  # a head that does not fit the checkpoint stops here
+    scenes_path = out / "scenes.json"
+    scenes = _earlier_scenes(scenes_path, head) if head is not None and not overwrite else {}
+    need_mask = {f for f in files if overwrite or not (out / f"{f.stem}.png").exists()}
+    todo = [f for f in files if f in need_mask or (head is not None and f.stem not in scenes)]
+    skipped = len(files) - len(need_mask)
 
     # ---- model
     if threads:
         torch.set_num_threads(threads)
-    seg = load_segmenter(checkpoint, device=device)
+    seg = load_segmenter(checkpoint, device=device, scene_head=None)
+    seg.scene_head = head
     notice = provenance_notice(checkpoint, seg.config, files)  # a synthetic-only model on real photos: say so
     if notice:
         print(notice, file=sys.stderr, flush=True)
@@ -148,7 +164,7 @@ def main(
         Path(overlays).mkdir(parents=True, exist_ok=True)
 
     # ---- predict, batch by batch; decoding runs ahead in the workers
-    loader = DataLoader(_Images(todo), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+    loader = DataLoader(ImageFiles(todo), batch_size=batch_size, num_workers=workers, collate_fn=as_list,
                         prefetch_factor=4 if workers > 0 else None,
                         worker_init_fn=WorkerInit() if workers > 0 else None)  # workers end with this process
     failed: list[dict] = []
@@ -164,6 +180,10 @@ def main(
                 failed.append({"file": str(todo[i]), "error": err})
             else:
                 good.append((i, image))
+        if head is not None and good:
+            found = seg.scenes([im for _, im in good], scale=scale, batch_size=batch_size)
+            scenes.update((todo[i].stem, s) for (i, _), s in zip(good, found, strict=True))
+        good = [(i, im) for i, im in good if todo[i] in need_mask]  # the others only lacked their scenes
         if good:
             masks = seg.predict([im for _, im in good], scale=scale, batch_size=batch_size)
             for (i, image), mask in zip(good, masks, strict=True):
@@ -176,6 +196,14 @@ def main(
     bar.close()
     summary = {"images": len(files), "written": written, "skipped_existing": skipped, "failed": failed,
                "out": str(out), "shard": shard or "0/1"}
+    if head is not None:
+        on_disk = _earlier_scenes(scenes_path, head)  # another shard's, written meanwhile, are kept
+        write_json(scenes_path, {"schema": SCENES_SCHEMA, "classes": head.classes,
+                                 "head": {"folder": str(head.folder), "digest": head.digest},
+                                 "images": dict(sorted({**on_disk, **scenes}.items()))})
+        summary["scenes"] = str(scenes_path)
+    elif scenes_path.exists():
+        scenes_path.unlink()  # an earlier run's, of a head this run does not use: compositions must not read it
     if failed:
         write_json(out / "failed.json", failed)
     elif (out / "failed.json").exists():
@@ -183,6 +211,16 @@ def main(
     print(f"{written} masks written to {out}, {skipped} already there, {len(failed)} unreadable"
           + (f" (listed in {out / 'failed.json'})" if failed else ""), file=sys.stderr)
     return summary
+
+
+def _earlier_scenes(path: Path, head) -> dict[str, list[dict]]:
+    """The scenes an earlier run wrote to ``path`` with the same head (same weights), else {}."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    same = isinstance(doc, dict) and (doc.get("head") or {}).get("digest") == head.digest
+    return dict(doc.get("images") or {}) if same else {}
 
 
 def _write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, seg) -> None:

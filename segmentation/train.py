@@ -211,9 +211,13 @@ class ModelConfig:
 
     encoder_weights: Path | None
     decoder_channels: tuple[int, ...]
+    freeze_encoder: bool = False
 
     def problems(self) -> list[str]:
         out = []
+        if self.freeze_encoder and self.encoder_weights is None:
+            out.append("--freeze-encoder keeps the encoder's weights as loaded: give --encoder-weights (imagenet or a "
+                       "file), or leave the encoder trainable (random weights frozen learn nothing)")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels, default=0) < 1:
             out.append("--decoder-channels takes 5 positive numbers (one per decoder stage), e.g. 128 64 32 16 16 "
                        f"(got {' '.join(map(str, self.decoder_channels))})")
@@ -428,6 +432,7 @@ def main(
     caption_scale: float = 1.0,
     encoder_weights: Path | None = None,
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16),
+    freeze_encoder: bool = False,
     target_scale: float | None = None,
     scale_jitter: float = 1.25,
     crop_size: int = 160,
@@ -503,6 +508,10 @@ def main(
         resume: continue from out/last/ (same options).
         overwrite: replace an existing checkpoint folder.
         progress: show progress bars.
+        freeze_encoder: train the decoder only: the encoder keeps the weights it was loaded with (and its BatchNorm
+            statistics). With few labelled images and ImageNet weights this keeps the encoder's features for the
+            scene head (segmentation.scene): on UCM, 5 epochs on one LoveDA tile took a trainable ImageNet
+            encoder's scene accuracy from 0.91 to 0.68 (val).
     """
     # 1. validate: one typed, frozen configuration; every problem reported at once, before any work
     legacy = sources is None  # the one-drone-set form, with its defaults
@@ -518,7 +527,8 @@ def main(
             caption_gsd=caption_gsd,
         ),
         model=ModelConfig(encoder_weights=Path(encoder_weights) if encoder_weights else None,
-                          decoder_channels=tuple(int(c) for c in decoder_channels)),
+                          decoder_channels=tuple(int(c) for c in decoder_channels),
+                          freeze_encoder=freeze_encoder),
         optim=OptimConfig(batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
                           weight_decay=weight_decay, schedule=schedule, loss=loss),
         run=RunConfig(out=Path(out), eval_every=eval_every, seed=seed, device=device, precision=precision,
@@ -548,7 +558,7 @@ def main(
         loss_fn = build_loss(cfg.optim.loss)
 
         # 6. optimiser and schedule over the steps of every epoch, all prepared by accelerate
-        optim = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         model, optim, train_loader = acc.prepare(model, optim, data.train_loader)
         total_steps = cfg.optim.epochs * max(1, len(train_loader))
         if cfg.optim.max_steps:
@@ -736,6 +746,8 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
 def build_network(cfg: TrainConfig, table: ClassTable, acc: Accelerator) -> torch.nn.Module:
     model = build_model({"decoder_channels": list(cfg.model.decoder_channels)}, table.num_classes,
                         cfg.model.encoder_weights)
+    if cfg.model.freeze_encoder:
+        model.encoder.requires_grad_(False)
     if acc.device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU
     return model
@@ -804,6 +816,8 @@ def fit_epoch(cfg: TrainConfig, acc: Accelerator, model, optim, sched, loss_fn, 
               total_steps: int) -> dict:
     """One pass over this process's share of the crops (or until ``total_steps``); the mean loss of all processes."""
     model.train()
+    if cfg.model.freeze_encoder:  # its BatchNorm statistics stay those it was loaded with
+        acc.unwrap_model(model).encoder.eval()
     loader.set_epoch(epoch)  # the data order of this epoch (seed + epoch), the same in every process
     train_ds.set_epoch(epoch)  # the crops' scales and augmentation (seed + process + epoch)
     channels_last = acc.device.type == "cpu"

@@ -21,7 +21,7 @@ from pipeline import caption
 from pipeline import run as prun
 from segcap.cli import check_options, config_kwargs, parse, run
 from segcap.errors import ConfigError
-from segmentation import predict, train
+from segmentation import predict, scene, train
 from synthetic import generate as synth
 from synthetic import grid
 
@@ -37,12 +37,14 @@ COMMAND_OF = {
     "llm/llama2-7b-qlora.yaml": finetune.main,
     "pipeline/synthetic.yaml": prun.main,
     "pipeline/rsicd.yaml": prun.main,
+    "pipeline/ucm.yaml": prun.main,
+    "pipeline/ucm-imagenet.yaml": prun.main,
     **{f"captioners/{name}.yaml": captioners_train.main
-       for name in ("synthetic", "rsicd", "flickr8k", "vit-gpt2", "vit-gpt2-tiny", "blip")},
+       for name in ("synthetic", "rsicd", "ucm", "flickr8k", "vit-gpt2", "vit-gpt2-tiny", "blip")},
 }
 ENTRY_POINTS = [synth.main, grid.main, train.main, predict.main, extract.main, show.main, finetune.main, generate.main,
                 score.main, caption.main, prun.main, segmentation_train.main, evaluation_speed.main,
-                synthetic_speed.main, segmentation_predict.main]
+                synthetic_speed.main, segmentation_predict.main, scene.main]
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:

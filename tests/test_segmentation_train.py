@@ -364,3 +364,22 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert isinstance(m["best_val_miou"], float)
     assert (out / "model.pt").is_file() and train.resumable(out)
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (out / "last").iterdir()}
+
+
+def test_freeze_encoder_trains_the_decoder_only(tmp_path):
+    import torch
+    import torchvision
+
+    weights = tmp_path / "encoder.pth"
+    torch.manual_seed(1)
+    torch.save({k: v for k, v in torchvision.models.mobilenet_v2().state_dict().items()
+                if not k.startswith("classifier.")}, weights)
+    out = tmp_path / "frozen"
+    train.main(**{**TINY, "samples": 0}, out=out, epochs=1, max_steps=2, encoder_weights=weights, freeze_encoder=True)
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    given = torch.load(weights, map_location="cpu", weights_only=True)
+    enc = {k[len("encoder."):]: v for k, v in saved.items() if k.startswith("encoder.")}
+    assert enc and all(torch.equal(enc[k], given[k]) for k in given)  # BatchNorm statistics included
+    assert json.loads((out / "metrics.json").read_text())["train"]
+    with pytest.raises(ConfigError, match="freeze-encoder"):
+        train.main(**TINY, out=tmp_path / "x", freeze_encoder=True)
