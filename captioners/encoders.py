@@ -41,6 +41,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROBE_URL = "https://download.pytorch.org"
 PROBE_TIMEOUT = 3.0
+CALIBRATION_IMAGES = 256  # training images that estimate a random trunk's BatchNorm statistics (more change little)
 _RESNET_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 

@@ -50,7 +50,7 @@ from captioners.data import (
     open_caption_set,
     split_items,
 )
-from captioners.encoders import ENCODERS, calibrate_batchnorm, encoder_weights_problems
+from captioners.encoders import CALIBRATION_IMAGES, ENCODERS, calibrate_batchnorm, encoder_weights_problems
 from captioners.hf import (
     HFText,
     build_tiny_vit_gpt2,
@@ -68,7 +68,7 @@ from segcap.progress import Progress, quiet_library_bars
 
 SPLIT = Literal["train", "val", "test", "restval"]
 LEARNING_RATES = {"cnn-lstm": 4e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
-CALIBRATION = 256  # training images that estimate a random trunk's BatchNorm statistics (more change little)
+CALIBRATION = CALIBRATION_IMAGES  # training images that estimate a random trunk's BatchNorm statistics
 CNN_LSTM_ONLY = ("encoder", "encoder_weights", "encoder_stride", "attention_grid", "feature_dim", "embed_dim",
                  "hidden_dim", "attention_dim", "dropout", "alpha_c")
 

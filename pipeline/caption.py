@@ -9,6 +9,11 @@
         --consensus-pool 5     # the 5 closest training images' captions vote too; --explain lists them
     python -m pipeline.caption a.jpg --segmentation DIR --llm DIR --overlay a_overlay.png  # mask, circles, labels
     python -m pipeline.caption *.jpg --segmentation DIR --llm DIR --overlay overlays/ --json captions.json
+    python -m pipeline.caption a.jpg --segmentation DIR --scene-head runs/demo/scenes --llm DIR   # + top scenes
+
+A scene head (``python -m segmentation.scene``) in the segmentation folder, or the folder ``--scene-head`` names,
+puts each image's top scenes into its composition record (``"scenes"``), as segmentation.predict puts them into
+scenes.json for a whole caption set.
 
 Any size or mode of image is accepted (RGB, RGBA, grey, palette, 16-bit TIFF: see
 ``aerialdata.images.read_rgb``); an unreadable file is reported and skipped (``--strict``: stop, exit 2).
@@ -43,6 +48,7 @@ def main(
     overlay: Path | None = None,
     json: Path | None = None,
     scale: float = 1.0,
+    scene_head: str | None = "auto",
     num_beams: int = 1,
     consensus: int = 0,
     consensus_pool: int = 0,
@@ -60,6 +66,8 @@ def main(
         overlay: PNG of the mask, each class's circle and centre and labels; a folder when several images are given.
         json: write the results (image, caption, composition) to this JSON file.
         scale: resize factor before segmenting (ground resolution; 1.0 = the caption set's resolution).
+        scene_head: folder of a scene head (segmentation.scene) whose top scenes go into each record; auto: the
+            segmentation folder's, when it has one; null: none.
         num_beams: 1 for greedy decoding, more for beam search.
         consensus: N >= 2: the consensus of N beam candidates (the one with the highest CIDEr-D against the others,
             each weighted by the model's probability of it).
@@ -99,7 +107,7 @@ def main(
             atomic.check_writable(Path(overlay) / f"{Path(p).stem}.png", overwrite, "overlay")
 
     # 2. models
-    seg = load_segmenter(segmentation)
+    seg = load_segmenter(segmentation, scene_head=scene_head)
     notice = provenance_notice(segmentation, seg.config, images)  # a synthetic-only model on real photos: say so
     if notice:
         print(notice, file=sys.stderr, flush=True)
@@ -121,7 +129,8 @@ def main(
         if large:
             print(large, file=sys.stderr, flush=True)
         mask = seg.predict([rgb], scale=scale)[0]
-        records.append(extract(mask, seg.table, image=Path(path).name))
+        scenes = seg.scenes([rgb], scale=scale)  # None without a scene head
+        records.append(extract(mask, seg.table, image=Path(path).name, scenes=scenes[0] if scenes else None))
         pixels.append((path, rgb, mask))
     captions = captioner.caption(records, num_beams=num_beams, consensus=consensus,
                                  pool=consensus_pool) if records else []

@@ -6,6 +6,7 @@ imports the other's internals. A run folder holds::
     stages/<stage>.json           stamp of a finished stage: fingerprint, digest of its outputs, seconds, commands
     stages/<stage>.started.json   the fingerprint an unfinished stage started with (resume only with the same)
     segmentation/                 checkpoint folder (model.pt, config.yaml, metrics.json, figures), unless one is given
+    scenes/                       scene head (scene_head.pt, .json, .png) on the segmenter's encoder, when scene_head
     masks/                        predicted group-id masks of every caption-set image
     classes.yaml                  the checkpoint's class table, when it is stored in the checkpoint itself
     compositions/                 predicted.jsonl (from masks/), truth.jsonl (from the exact masks, when the set has them)
@@ -30,34 +31,46 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aerialdata.captionset import CaptionDataset
+from aerialdata.captionset import CaptionDataset, find_images_dir, find_json
 from aerialdata.classes import ClassTable, class_table_from_dict, load_class_table
-from segmentation.model import read_checkpoint_config
+from segmentation.model import SCENE_HEAD_FILES, read_checkpoint_config
 
-STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "captioners",
-          "captions", "score", "report")
+STAGES = ("data", "segmentation", "scenes", "masks", "compositions", "llm", "oracle", "blind", "rag", "rag_only",
+          "scene_only", "composition_only", "captioners", "captions", "score", "report")
 CHAIN_SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "nearest_consensus", "blind")
 # the chain with retrieval-augmented prompts and/or consensus decoding (pipeline_pool: with the neighbours' captions
 # as votes), and the retrieval-only ablation (issue 15)
 RETRIEVAL_SYSTEMS = ("pipeline_rag", "pipeline_mbr", "pipeline_pool", "pipeline_rag_mbr", "rag_only")
 END_TO_END = {"cnn_lstm": "cnn-lstm", "vit_gpt2": "vit-gpt2", "blip": "blip"}  # system -> captioners.train arch
-SYSTEMS = (*CHAIN_SYSTEMS, *RETRIEVAL_SYSTEMS, *END_TO_END)
-LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind", "rag": "pipeline_rag", "rag_only": "rag_only"}
+# references that bound a real benchmark (issue 23), no chain in them: the true class's most frequent training
+# caption (the ceiling of a scene classifier), and the nearest training image in the CNN+LSTM encoder's space
+REFERENCE_SYSTEMS = ("class_oracle", "image_nearest")
+# what the record's parts carry when it has a scene field (scene_head): the chain trained on the scene line alone, and
+# on the composition without it (pipeline reads both)
+ABLATION_SYSTEMS = ("pipeline_scene", "pipeline_composition")
+SYSTEMS = (*CHAIN_SYSTEMS, *RETRIEVAL_SYSTEMS, *REFERENCE_SYSTEMS, *ABLATION_SYSTEMS, *END_TO_END)
+LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind", "rag": "pipeline_rag", "rag_only": "rag_only",
+              "scene_only": "pipeline_scene", "composition_only": "pipeline_composition"}
+OPTIONAL_UPSTREAM = ("scenes", "scene_only", "composition_only")  # counted upstream only when they run (fingerprint)
 LLM_STAGES = tuple(LLM_FOLDER)  # the fine-tune stages; each writes its model to llm/<LLM_FOLDER[stage]>
 
 # What each stage reads from the stages before it: its fingerprint holds their digests.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "data": (),
     "segmentation": ("data",),
-    "masks": ("data", "segmentation"),
+    "scenes": ("data", "segmentation"),
+    "masks": ("data", "segmentation", "scenes"),  # scenes: only with the scene_head option (pipeline.run.fingerprint)
     "compositions": ("data", "segmentation", "masks"),
     "llm": ("data", "compositions"),
     "oracle": ("data", "compositions"),
     "blind": ("data", "compositions"),
     "rag": ("data", "compositions"),
     "rag_only": ("data", "compositions"),
+    "scene_only": ("data", "compositions"),
+    "composition_only": ("data", "compositions"),
     "captioners": ("data",),
-    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "captioners"),
+    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "scene_only",
+                 "composition_only", "captioners"),
     "score": ("data", "captions"),
     "report": STAGES[:-1],
 }
@@ -74,9 +87,15 @@ class Layout:
     run_dir: Path
     captions_root: Path
     drone_root: Path
-    captions_json: str = "dataset_rsicd.json"
-    images_dir: str = "RSICD_images"
+    captions_json: str | None = None  # None: found in captions_root (aerialdata.captionset.find_json)
+    images_dir: str | None = None  # None: found in captions_root (RSICD_images, imgs, UCM_images, images)
     checkpoint_given: Path | None = None
+
+    def __post_init__(self):
+        if self.captions_json is None:
+            object.__setattr__(self, "captions_json", find_json(self.captions_root))
+        if self.images_dir is None:
+            object.__setattr__(self, "images_dir", find_images_dir(self.captions_root))
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -117,6 +136,11 @@ class Layout:
     def checkpoint(self) -> Path:
         """The segmentation checkpoint the run uses: the given one, or the one it trains."""
         return self.checkpoint_given or self.trained_checkpoint
+
+    @property
+    def scenes(self) -> Path:
+        """The scene head's folder (never a given checkpoint's folder: the run writes only under run_dir)."""
+        return self.run_dir / "scenes"
 
     @property
     def masks(self) -> Path:
@@ -178,6 +202,8 @@ class Layout:
             return [self.references, self.images, self.truth_masks, *drone]
         if stage == "segmentation":
             return [self.checkpoint / name for name in CHECKPOINT_FILES]
+        if stage == "scenes":
+            return [self.scenes / name for name in SCENE_HEAD_FILES]
         if stage == "masks":
             return [self.masks]
         if stage == "compositions":

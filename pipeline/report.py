@@ -42,6 +42,12 @@ SYSTEM_NOTES = {
     "cnn_lstm": "end to end: CNN encoder + LSTM with soft attention, trained on the captions (greedy)",
     "vit_gpt2": "end to end: ViT encoder + GPT-2 decoder, trained on the captions (greedy)",
     "blip": "end to end: BLIP (greedy)",
+    "class_oracle": "the most frequent training caption of the image's true category, no model: the ceiling of a "
+                    "scene classifier",
+    "pipeline_scene": "ablation: the chain's LLM trained on the record's scene line alone (greedy)",
+    "pipeline_composition": "ablation: the chain's LLM trained on the composition without its scene line (greedy)",
+    "image_nearest": "caption of the training image nearest in the CNN+LSTM encoder's feature space (global average "
+                     "pool, cosine), chosen as nearest chooses",
 }
 
 
@@ -95,6 +101,16 @@ def ratios(scores: dict) -> list[str]:
         out.append(f"rag_only CIDEr / pipeline_rag CIDEr = {r:.2f} (" + (
             "clearly below 1: the composition text adds to the neighbours' captions)" if r < 0.95 else
             "not clearly below 1: given the neighbours' captions, the composition text adds little here)"))
+    if chain and cider.get("class_oracle"):  # against the true class's usual caption: a scene classifier's ceiling
+        best = max(chain, key=chain.get)
+        out.append(f"best chain system ({best}) CIDEr / class_oracle CIDEr = {chain[best] / cider['class_oracle']:.2f} "
+                   "(against the ceiling of a scene classifier)")
+    if cider.get("nearest") is not None and cider.get("image_nearest"):
+        out.append(f"nearest CIDEr / image_nearest CIDEr = {cider['nearest'] / cider['image_nearest']:.2f} (the same "
+                   "lookup: composition vector against the CNN+LSTM's image features)")
+    if cider.get("cnn_lstm") is not None and cider.get("image_nearest"):
+        out.append(f"cnn_lstm CIDEr / image_nearest CIDEr = {cider['cnn_lstm'] / cider['image_nearest']:.2f} (the "
+                   "decoder against a lookup in its own encoder's space)")
     for name in END_TO_END:  # the chain against a model that captions the pixels directly, both decodings alike
         for chain, other in (("pipeline", name), *((k, f"{name}{k[8:]}") for k in cider if k.startswith("pipeline_"))):
             if cider.get(chain) is not None and cider.get(other):
@@ -112,6 +128,25 @@ def _results_md(scores: dict) -> list[str]:
         base, _, beams = name.partition("_beam")
         note = f"as {base}, beam search ({beams} beams)" if beams else SYSTEM_NOTES.get(name, "")
         lines.append(f"| {name} | " + " | ".join(f"{s.get(m, float('nan')):.3f}" for m in metrics) + f" | {note} |")
+    return lines
+
+
+def per_class_md(scores: dict) -> list[str]:
+    """The per-category CIDEr of every system as a markdown table: one row per category (with its image count), one
+    column per system, the best system of each row in bold (human aside; none when all are equal); [] without
+    categories."""
+    per = scores.get("per_category") or {}
+    if not per:
+        return []
+    cols = list(scores["systems"])
+    lines = ["| category | images | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for cat, entry in per.items():
+        cider = {c: (entry.get("scores", {}).get(c) or {}).get("CIDEr") for c in cols}
+        found = [v for c, v in cider.items() if c != "human" and isinstance(v, (int, float))]
+        best = max(found) if len(set(found)) > 1 else None  # nothing in bold when all are equal
+        cells = ["n/a" if not isinstance(v, (int, float)) else f"**{v:.2f}**" if c != "human" and v == best
+                 else f"{v:.2f}" for c, v in cider.items()]
+        lines.append(f"| {cat} | {entry.get('images', '')} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -155,7 +190,7 @@ def write_examples(layout: Layout, split: str, path: Path, n: int = 4) -> Path |
         return None
     preds = {name: {p["image_id"]: p["caption"] for p in json.loads(Path(f).read_text())} for name, f in systems.items()}
     records = {Path(r["image"]).stem: r for r in read_jsonl(layout.predicted)}
-    test = CaptionDataset(layout.references, split=split)
+    test = CaptionDataset(layout.references, split=split, images_dir=layout.images_dir)
     # one image per category, spread over the split
     seen, chosen = set(), []
     for it in test:
@@ -214,7 +249,17 @@ def write_report(layout: Layout) -> Path:
         lines += [f"- {r}" for r in ratios(scores)] + [""]
         if (rd / "scores" / "scores.png").is_file():
             lines += ["![scores](scores/scores.png)", ""]
-        lines += ["Per-category scores: [scores/scores.md](scores/scores.md).", ""]
+        oracle = ((stamps.get("captions", {}).get("result") or {}).get("references") or {}).get("class_oracle") or {}
+        if oracle.get("degenerate"):
+            lines += [f"class_oracle here: {oracle['degenerate']} (its {oracle.get('categories')} categories are no "
+                      "scene classes).", ""]
+        per_class = per_class_md(scores)
+        if per_class:
+            lines += ["### CIDEr per class", "",
+                      "Each class scored on its own (CIDEr's IDF from that class's references, as a test set of that "
+                      "class alone would give; not comparable with the overall CIDEr). Best system of each row in "
+                      "bold.", "", *per_class, ""]
+        lines += ["Per-category scores, every metric: [scores/scores.md](scores/scores.md).", ""]
     ex = write_examples(layout, split, layout.examples) if split else None
     if ex:
         lines += ["## Examples", "", "![examples](examples.png)", ""]

@@ -12,7 +12,9 @@ are in :mod:`pipeline.layout`):
 =============  =========================================================================================
 data           synthetic.generate, only when the data is absent (or was generated with other options)
 segmentation   segmentation.train on the drone set (skipped when ``segmentation_checkpoint`` is given)
-masks          segmentation.predict on every caption-set image
+scenes         segmentation.scene: a scene head on the segmenter's encoder, fitted on the caption set's categories
+               (training split; the val split chooses its L2), into run_dir/scenes; only with ``scene_head: true``
+masks          segmentation.predict on every caption-set image (and their top scenes, with ``scene_head: true``)
 compositions   composition.extract of the predicted masks, and of the exact masks when the set has them
 llm            llm.finetune on the predicted compositions (the pipeline's captioner)
 oracle         llm.finetune on the exact-mask compositions (what perfect segmentation would give)
@@ -61,6 +63,7 @@ from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import load_class_table
 from captioners.encoders import encoder_weights_problems as captioner_weights_problems
 from captioners.generate import main as generate_end_to_end
+from captioners.nearest import image_nearest
 from captioners.train import main as train_captioner
 from composition.extract import main as extract_compositions
 from composition.schema import read_jsonl
@@ -69,12 +72,20 @@ from llm.finetune import OUTPUTS_VERSION as FINETUNE_OUTPUTS
 from llm.finetune import main as finetune_llm
 from llm.generate import main as generate_captions
 from llm.model import base_model_problems
-from pipeline.baselines import NearestNeighbour, template_caption
+from pipeline.baselines import (
+    NearestNeighbour,
+    categories_summary,
+    class_oracle,
+    neighbour_caption,
+    template_caption,
+)
 from pipeline.layout import (
+    ABLATION_SYSTEMS,
     CHAIN_SYSTEMS,
     CHECKPOINT_FILES,
     END_TO_END,
     LLM_FOLDER,
+    OPTIONAL_UPSTREAM,
     STAGES,
     SYSTEMS,
     UPSTREAM,
@@ -86,8 +97,9 @@ from segcap import atomic
 from segcap.cli import check_options, config_kwargs
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DatasetNotFoundError
-from segmentation.model import encoder_weights_problems
+from segmentation.model import encoder_weights_problems, read_checkpoint_config
 from segmentation.predict import main as predict_masks
+from segmentation.scene import main as train_scene_head
 from segmentation.train import form_problems, resumable
 from segmentation.train import main as train_segmenter
 from synthetic.generate import main as generate_synthetic
@@ -141,6 +153,8 @@ class Run:
     split: str
     progress: bool
     captioners: dict[str, dict] = dataclasses.field(default_factory=dict)
+    scene_head: bool = False
+    scene_encoder: str = "segmenter"
 
     def wants(self, system: str) -> bool:
         return system in self.systems
@@ -256,10 +270,33 @@ def stage_segmentation(run: Run, fresh: bool, commands: list[str]) -> dict:
             "best_val_miou": read_json(out / "metrics.json").get("best_val_miou")}
 
 
+def stage_scenes(run: Run, fresh: bool, commands: list[str]) -> dict:
+    """With ``scene_head``: segmentation.scene on the caption set's training split (its val split chooses the L2
+    strength), into run_dir/scenes, never into a given checkpoint's folder. Afresh each time: the features are cached
+    there, so a rerun reads no image unless the checkpoint or the scale changed."""
+    if not run.scene_head:
+        return {"status": "not asked for"}
+    lay = run.layout
+    weights = None
+    if run.scene_encoder == "pretrained":  # the weights the segmenter started from, as its config records them
+        weights = (read_checkpoint_config(lay.checkpoint).get("training") or {}).get("encoder_weights")
+        if not weights:
+            raise ConfigError(f"scene_encoder pretrained: the segmentation checkpoint {lay.checkpoint} started from "
+                              "random weights (its config.yaml records no training.encoder_weights); set the "
+                              "segmentation's encoder_weights (imagenet or a file), or scene_encoder: segmenter")
+    info = _call(commands, "scenes", train_scene_head, checkpoint=lay.checkpoint, captions=lay.references,
+                 images_dir=lay.images_dir, out=lay.scenes, scale=run.caption_scale, encoder_weights=weights,
+                 overwrite=True, progress=run.progress)
+    m = info["metrics"]
+    return {"scene_head": str(lay.scenes), "classes": len(info["classes"]),
+            **{k: m.get(k) for k in ("train_accuracy", "val_accuracy", "test_accuracy")}}
+
+
 def stage_masks(run: Run, fresh: bool, commands: list[str]) -> dict:
     lay = run.layout
     return _call(commands, "masks", predict_masks, checkpoint=lay.checkpoint, images=lay.images, out=lay.masks,
-                 scale=run.caption_scale, overwrite=fresh, progress=run.progress)
+                 scene_head=str(lay.scenes) if run.scene_head else None, scale=run.caption_scale, overwrite=fresh,
+                 progress=run.progress)
 
 
 def stage_compositions(run: Run, fresh: bool, commands: list[str]) -> dict:
@@ -296,6 +333,8 @@ LLM_SPECS: dict[str, LlmStage] = {
     "blind": LlmStage(False, "blind", False, ("blind",)),
     "rag": LlmStage(False, "full", True, ("pipeline_rag", "pipeline_rag_mbr")),
     "rag_only": LlmStage(False, "blind", True, ("rag_only",)),
+    "scene_only": LlmStage(False, "scene", False, ("pipeline_scene",)),
+    "composition_only": LlmStage(False, "composition", False, ("pipeline_composition",)),
 }
 
 
@@ -376,6 +415,9 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
             gen(name, lay.llm("pipeline_rag"), lay.predicted, consensus=mbr)
     if run.wants("rag_only"):
         gen("rag_only", lay.llm("rag_only"), lay.predicted)
+    for name in ABLATION_SYSTEMS:
+        if run.wants(name):
+            gen(name, lay.llm(name), lay.predicted)
     for system, entry in run.captioners.items():  # end-to-end: greedy, and beam search as the pipeline's
         model = entry["checkpoint"] if entry["zero_shot"] else lay.captioner(system)
         for beams in sorted({1, run.num_beams}):
@@ -387,21 +429,59 @@ def stage_captions(run: Run, fresh: bool, commands: list[str]) -> dict:
             written[name] = str(out)
 
     records = {Path(r["image"]).stem: r for r in read_jsonl(lay.predicted)}
-    test = CaptionDataset(lay.references, split=run.split)
+    test = CaptionDataset(lay.references, split=run.split, images_dir=lay.images_dir)
     test_recs = [records[Path(it.filename).stem] for it in test]
     if run.wants("template"):
         preds = [{"image_id": it.filename, "caption": template_caption(r)} for it, r in zip(test, test_recs, strict=True)]
         written["template"] = str(atomic.write_json(lay.predictions / "template.json", preds))
     lookups = [(name, k) for name, k in (("nearest", 1), ("nearest_consensus", run.retrieval_k)) if run.wants(name)]
     if lookups:  # one index of the training compositions for both
-        train = [it for it in CaptionDataset(lay.references, split="train") if Path(it.filename).stem in records]
+        train = [it for it in CaptionDataset(lay.references, split="train", images_dir=lay.images_dir)
+                 if Path(it.filename).stem in records]
         nn = NearestNeighbour([records[Path(it.filename).stem] for it in train], [it.sentences for it in train],
                               lay.class_table().num_classes, [it.filename for it in train])
     for name, k in lookups:
         preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, nn.caption(test_recs, k), strict=True)]
         written[name] = str(atomic.write_json(lay.predictions / f"{name}.json", preds))
+    references = {}  # the references that need no composition: every training image, whatever its record
+    if run.wants("class_oracle") or run.wants("image_nearest"):
+        train_all = list(CaptionDataset(lay.references, split="train", images_dir=lay.images_dir))
+    if run.wants("class_oracle"):  # the true class's most frequent training caption
+        preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, class_oracle(train_all, test), strict=True)]
+        written["class_oracle"] = str(atomic.write_json(lay.predictions / "class_oracle.json", preds))
+        references["class_oracle"] = categories_summary(train_all, list(test))
+    if run.wants("image_nearest"):  # the nearest training image in the cnn_lstm's encoder space, chosen as nearest
+        options = image_nearest_options(run)
+        caps = image_nearest(test, train_all, list(test), choose=neighbour_caption, **options, device=run_device(run))
+        preds = [{"image_id": it.filename, "caption": c} for it, c in zip(test, caps, strict=True)]
+        written["image_nearest"] = str(atomic.write_json(lay.predictions / "image_nearest.json", preds))
+        references["image_nearest"] = options
     atomic.write_json(lay.systems_json, written)
-    return {"split": run.split, "predictions": written}
+    return {"split": run.split, "predictions": written, **({"references": references} if references else {})}
+
+
+IMAGE_NEAREST_OPTIONS = ("encoder", "encoder_weights", "encoder_stride", "image_size", "seed")
+
+
+def _cnn_lstm_options(run: Run) -> dict:
+    """The cnn_lstm captioner's captioners.train options: its ``captioners:`` entry when the run has one, else the
+    default config (:data:`CAPTIONER_CONFIGS`), over captioners.train's defaults."""
+    entry = run.captioners.get("cnn_lstm")
+    merged = ({**entry["file"], **entry["options"]} if entry
+              else config_kwargs(train_captioner, CAPTIONER_CONFIGS["cnn_lstm"]))
+    defaults = {k: p.default for k, p in inspect.signature(train_captioner).parameters.items()}
+    return {**defaults, **merged}
+
+
+def image_nearest_options(run: Run) -> dict:
+    """The encoder options image_nearest searches with: the cnn_lstm captioner's (:func:`_cnn_lstm_options`)."""
+    options = _cnn_lstm_options(run)
+    return {k: options[k] for k in IMAGE_NEAREST_OPTIONS}
+
+
+def run_device(run: Run) -> str:
+    """The device the cnn_lstm captioner is set to (auto: CUDA when there is one); not part of any fingerprint."""
+    return str(_cnn_lstm_options(run)["device"])
 
 
 def stage_score(run: Run, fresh: bool, commands: list[str]) -> dict:
@@ -419,7 +499,7 @@ def stage_report(run: Run, fresh: bool, commands: list[str]) -> dict:
 
 StageFn = Callable[[Run, bool, list], dict]
 STAGE_FUNCS: dict[str, StageFn] = {
-    "data": stage_data, "segmentation": stage_segmentation, "masks": stage_masks,
+    "data": stage_data, "segmentation": stage_segmentation, "scenes": stage_scenes, "masks": stage_masks,
     "compositions": stage_compositions,
     **{name: functools.partial(stage_llm, stage=name) for name in LLM_SPECS},
     "captioners": stage_captioners, "captions": stage_captions, "score": stage_score, "report": stage_report,
@@ -441,8 +521,11 @@ def own_options(run: Run, stage: str) -> dict:
         return {"config": run.segmentation_file, "options": run.segmentation,
                 "classes": load_class_table(run.classes).to_dict(), "caption_scale": run.caption_scale,
                 "split": run.split}
-    if stage == "masks":
-        return {"caption_scale": run.caption_scale}
+    if stage == "scenes":
+        return ({"scene_head": run.scene_head, "caption_scale": run.caption_scale,
+                 "scene_encoder": run.scene_encoder} if run.scene_head else {})
+    if stage == "masks":  # scene_head only when on: without it, the fingerprint is as it was before the option
+        return {"caption_scale": run.caption_scale, **({"scene_head": True} if run.scene_head else {})}
     if stage == "compositions":
         return {"config": run.composition_file}
     if stage in LLM_SPECS:
@@ -452,21 +535,30 @@ def own_options(run: Run, stage: str) -> dict:
         return {system: {"file": e["file"], "options": e["options"], "zero_shot": e["zero_shot"]}
                 for system, e in run.captioners.items()}
     if stage == "captions":
+        image = {"image_nearest": image_nearest_options(run)} if run.wants("image_nearest") else {}
         return {"num_beams": run.num_beams, "systems": sorted(run.systems), "split": run.split,
                 "consensus": [run.consensus, run.consensus_candidates], "retrieval_k": run.retrieval_k,
-                "zero_shot": {s: e["checkpoint"] for s, e in run.captioners.items() if e["zero_shot"]}}
+                "zero_shot": {s: e["checkpoint"] for s, e in run.captioners.items() if e["zero_shot"]}, **image}
     if stage == "score":
         return {"split": run.split}
     return {}
 
 
 def fingerprint(run: Run, stage: str) -> str:
-    """A stage's fingerprint: its own options and the digests its upstream stages recorded, hashed."""
+    """A stage's fingerprint: its own options and the digests its upstream stages recorded, hashed. The optional
+    stages (the scenes stage, the scene-ablation LLMs) count upstream only when they run (:func:`_runs`)."""
     lay = run.layout
+    upstream = [u for u in UPSTREAM[stage] if u not in OPTIONAL_UPSTREAM or _runs(run, u)]
     blob = json.dumps({"stage": stage, "options": own_options(run, stage),
-                       "upstream": {u: lay.read_stamp(u).get("digest") for u in UPSTREAM[stage]}},
+                       "upstream": {u: lay.read_stamp(u).get("digest") for u in upstream}},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _runs(run: Run, stage: str) -> bool:
+    """Whether an optional stage (:data:`OPTIONAL_UPSTREAM`) does any work in this run: off, it writes nothing, and the
+    fingerprints of the stages after it are as they were before it existed."""
+    return run.scene_head if stage == "scenes" else _wanted(run, stage)
 
 
 def _forced(force: list[str] | None, from_stage: str | None, only: str | None = None) -> set[str]:
@@ -615,12 +707,13 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
 
 
 def make_run(
-    run_dir: Path, data_root: Path, drone_root: Path | None, captions_root: Path | None, captions_json: str,
-    images_dir: str, generate: bool, synthetic: dict | None, classes: str, segmentation_config: Path,
+    run_dir: Path, data_root: Path, drone_root: Path | None, captions_root: Path | None, captions_json: str | None,
+    images_dir: str | None, generate: bool, synthetic: dict | None, classes: str, segmentation_config: Path,
     segmentation_checkpoint: Path | None, segmentation: dict | None, caption_scale: float, composition_config: Path,
     llm_config: Path, llm: dict | None, num_beams: int, systems: Sequence[str], split: str, progress: bool,
     captioners: dict | None = None, sources: dict[str, str] | None = None, retrieval_k: int = 5,
-    retrieval_captions: int = 1, consensus: int = 5, consensus_candidates: str = "beam",
+    retrieval_captions: int = 1, consensus: int = 5, consensus_candidates: str = "beam", scene_head: bool = False,
+    scene_encoder: str = "segmenter",
 ) -> Run:
     """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run."""
     sources = {**section_sources([]), **(sources or {})}
@@ -681,7 +774,7 @@ def make_run(
         composition_file=comp_file, llm_config=Path(llm_config), llm_file=llm_file, llm=sections["llm"],
         num_beams=num_beams, retrieval_k=retrieval_k, retrieval_captions=retrieval_captions, consensus=consensus,
         consensus_candidates=consensus_candidates, systems=tuple(systems), split=split, progress=progress,
-        captioners=end_to_end,
+        captioners=end_to_end, scene_head=scene_head, scene_encoder=scene_encoder,
     )
 
 
@@ -690,8 +783,8 @@ def main(
     data_root: Path = Path("data/synthetic"),
     drone_root: Path | None = None,
     captions_root: Path | None = None,
-    captions_json: str = "dataset_rsicd.json",
-    images_dir: str = "RSICD_images",
+    captions_json: str | None = None,
+    images_dir: str | None = None,
     generate: bool = True,
     synthetic: dict | None = None,
     classes: str = "seed10",
@@ -709,6 +802,8 @@ def main(
     consensus_candidates: Literal["beam", "sample"] = "beam",
     systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     captioners: dict | None = None,
+    scene_head: bool = False,
+    scene_encoder: Literal["segmenter", "pretrained"] = "segmenter",
     split: Literal["test", "val"] = "test",
     force: list[str] | None = None,
     from_stage: str | None = None,
@@ -722,8 +817,10 @@ def main(
         data_root: folder holding drone/ and rsicd/ (written by synthetic.generate when absent and generate is on).
         drone_root: drone-format segmentation set (default: data_root/drone).
         captions_root: caption set in RSICD format (default: data_root/rsicd).
-        captions_json: name of the caption JSON inside captions_root.
-        images_dir: folder of the caption images inside captions_root.
+        captions_json: name of the caption JSON inside captions_root; null: found there (dataset_rsicd.json, else
+            the one dataset*.json, as UCM-captions' dataset_ucm.json).
+        images_dir: folder of the caption images inside captions_root; null: found there (the first of RSICD_images,
+            imgs, UCM_images, images).
         generate: write the synthetic sets to data_root when they are absent.
         synthetic: options of synthetic.generate (seed, drone_images, caption_images, ...), in the YAML config.
         classes: class table for segmentation and composition (seed10, aerial10, or a YAML path).
@@ -742,13 +839,21 @@ def main(
         consensus_candidates: where the candidates come from: beam (the N best of a beam search) or sample.
         systems: what to compare: the chain (pipeline, pipeline_beam), its references (oracle, template, nearest,
             nearest_consensus, blind), the chain with retrieval and/or consensus decoding (pipeline_rag, pipeline_mbr,
-            pipeline_pool, pipeline_rag_mbr) and the retrieval-only ablation (rag_only), and end-to-end captioners (cnn_lstm,
-            vit_gpt2, blip), each captioned greedy and with num_beams.
+            pipeline_pool, pipeline_rag_mbr) and the retrieval-only ablation (rag_only), the references without a
+            chain (class_oracle: the true class's most frequent training caption; image_nearest: the nearest
+            training image in the cnn_lstm encoder's space), the scene ablations (pipeline_scene: an LLM trained on
+            the scene line alone; pipeline_composition: on the composition without it), and end-to-end captioners
+            (cnn_lstm, vit_gpt2, blip), each captioned greedy and with num_beams.
         captioners: per end-to-end system, captioners.train options (config: a YAML of them; zero_shot: true to
             caption with a pretrained checkpoint untrained), in the YAML config.
+        scene_head: fit a scene head on the segmenter's encoder (the caption set's categories; stage scenes, into
+            run_dir/scenes) and put each image's top scenes into its composition record.
+        scene_encoder: whose features the scene head reads: segmenter (the trained segmenter's encoder) or
+            pretrained (the encoder weights the segmenter started from, frozen and saved with the head; on
+            UCM-captions 0.91 validation accuracy against 0.68 for a segmenter fine-tuned on 2 LoveDA tiles).
         split: split of the caption set to caption and score (and to measure the segmenter on).
-        force: stages to run again afresh (data, segmentation, masks, compositions, llm, oracle, blind, rag,
-            rag_only, captioners, captions, score, report); the stages reading their outputs run again too.
+        force: stages to run again afresh (data, segmentation, scenes, masks, compositions, llm, oracle, blind, rag,
+            rag_only, scene_only, composition_only, captioners, captions, score, report); the stages reading their outputs run again too.
         from_stage: run this stage and every later one again.
         only: run just this stage (its inputs must exist).
         progress: show progress bars.
@@ -760,7 +865,7 @@ def main(
         segmentation=segmentation, caption_scale=caption_scale, composition_config=composition_config,
         llm_config=llm_config, llm=llm, num_beams=num_beams, systems=systems, split=split, progress=progress,
         captioners=captioners, retrieval_k=retrieval_k, retrieval_captions=retrieval_captions, consensus=consensus,
-        consensus_candidates=consensus_candidates,
+        consensus_candidates=consensus_candidates, scene_head=scene_head, scene_encoder=scene_encoder,
     )
     return _main(options, force, from_stage, only)
 
