@@ -13,6 +13,7 @@ import numpy as np
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.images import read_mask, read_rgb
+from composition.evidence import evidence, evidence_md, load_caption_words
 from composition.health import DOMINANT_IMAGES, DOMINANT_PERCENT, FEW_ORDERS, MIN_IMAGES, flags_text, health
 from composition.schema import read_jsonl
 from composition.text import to_prompt
@@ -228,6 +229,43 @@ def write_examples(layout: Layout, split: str, path: Path, n: int = 4) -> Path |
     return path
 
 
+def scenes_md(layout: Layout) -> list[str]:
+    """The scene head's figures (stage scenes): classes, accuracy on the caption set's splits, its confusion matrix."""
+    head = read_json(layout.scenes / "scene_head.json")
+    if not head:
+        return []
+    m = head.get("metrics") or {}
+    acc = ", ".join(f"{split} {m[f'{split}_accuracy']:.3f}" for split in ("train", "val", "test")
+                    if isinstance(m.get(f"{split}_accuracy"), (int, float)))
+    feats = head.get("features") or {}
+    out = ["## Scenes", "",
+           f"A linear scene head on the segmenter's encoder ({feats.get('encoder', '?')}, pooled at strides "
+           f"{feats.get('strides')}{' + colour' if feats.get('colour') else ''}), trained on the caption set's training "
+           f"split over its {len(head.get('classes', []))} categories; the val split chose its L2 strength. Accuracy: "
+           f"{acc}. Each record's top scenes go into its prompt.", ""]
+    if (layout.scenes / "scene_head.png").is_file():
+        out += [f"![scene head confusion]({_rel(layout.scenes / 'scene_head.png', layout.run_dir)})", ""]
+    return out
+
+
+def evidence_section(layout: Layout) -> list[str]:
+    """Per scene class, what the predicted compositions hold beside what the captions name (composition.evidence)."""
+    if not layout.predicted.is_file() or not layout.references.is_file():
+        return []
+    try:
+        ds = CaptionDataset(layout.references, images_dir=layout.images_dir)
+        figures = evidence(read_jsonl(layout.predicted), ds.references(), ds.categories(), load_caption_words())
+    except (DataError, OSError):
+        return []
+    table = evidence_md(figures)
+    if not table or len(figures["classes"]) < 2:
+        return []
+    return ["## What the segmenter sees, beside what the captions say", "",
+            "Over every image of the caption set: the mean share of each group in the predicted compositions, and the "
+            "share of captions that name it (caption words to groups: configs/classes/caption_words.yaml).", "",
+            *table, ""]
+
+
 def write_report(layout: Layout) -> Path:
     """Write ``report.md`` (and ``examples.png``) from the run folder: scores, checkpoint metrics, stamps."""
     rd = layout.run_dir
@@ -306,6 +344,7 @@ def write_report(layout: Layout) -> Path:
         for name, h in rows:
             lines.append(f"| {name} | " + " | ".join(str(h.get(k, "")) for k in keys) + f" | {flags_text(h)} |")
         lines.append("")
+    lines += scenes_md(layout) + evidence_section(layout)
 
     # 4. language models
     llm_rows = []

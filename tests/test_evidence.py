@@ -38,3 +38,42 @@ def test_evidence_skips_records_outside_the_references():
     fig = evidence([_rec("9.png", {"water": 100.0})], {"1.tif": ["water ."]}, {"1.tif": "river"}, words)
     assert fig["classes"] == {} and fig["named_found"] is None
     assert evidence_md(fig) == []
+
+
+def test_report_sections_scenes_and_evidence(tmp_path):
+    import json
+
+    from pipeline.layout import Layout
+    from pipeline.report import evidence_section, scenes_md
+
+    caps = tmp_path / "caps"
+    (caps / "imgs").mkdir(parents=True)
+    (caps / "txtclasses_ucm").mkdir()
+    (caps / "txtclasses_ucm" / "forest.txt").write_text("1.tif\n")
+    (caps / "txtclasses_ucm" / "river.txt").write_text("2.tif\n")
+    images = [{"filename": f"{i}.tif", "imgid": i, "split": "train",
+               "sentences": [{"raw": raw}] * 5} for i, raw in ((1, "green trees ."), (2, "a river with trees ."))]
+    (caps / "dataset_ucm.json").write_text(json.dumps({"images": images, "dataset": "other"}))
+    lay = Layout(run_dir=tmp_path / "run", captions_root=caps, drone_root=tmp_path / "drone")
+    assert lay.images_dir == "imgs" and lay.captions_json == "dataset_ucm.json"
+    assert scenes_md(lay) == [] and evidence_section(lay) == []
+    lay.predicted.parent.mkdir(parents=True)
+    import numpy as np
+
+    from aerialdata.classes import load_class_table
+    from composition.extract import extract
+
+    table = load_class_table("aerial10")
+    forest = np.full((10, 10), table.names.index("vegetation"), dtype=np.uint8)
+    river = forest.copy()
+    river[:6] = table.names.index("water")
+    lay.predicted.write_text("\n".join(json.dumps(extract(m, table, image=f"{i}.png"))
+                                       for i, m in ((1, forest), (2, river))))
+    md = "\n".join(evidence_section(lay))
+    assert "| river | 1 | water 60%, vegetation 40% | water 100%, vegetation 100% |" in md
+    lay.scenes.mkdir(parents=True)
+    (lay.scenes / "scene_head.json").write_text(json.dumps({
+        "classes": ["forest", "river"], "features": {"encoder": "mobilenet_v2", "strides": [16, 32], "colour": True},
+        "metrics": {"train_accuracy": 1.0, "val_accuracy": 0.9, "test_accuracy": 0.85}}))
+    md = "\n".join(scenes_md(lay))
+    assert "## Scenes" in md and "val 0.900, test 0.850" in md and "2 categories" in md
