@@ -200,29 +200,32 @@ def write_examples(layout: Layout, split: str, path: Path, n: int = 4) -> Path |
             chosen.append(it)
     chosen = chosen[:n]
     table = layout.class_table()
-    row_inches = max(4.1, 0.17 * (len(systems) + 9))  # every system's caption fits beside its image
-    fig, axes = plt.subplots(len(chosen), 3, figsize=(15, row_inches * len(chosen)),
+    texts = []
+    for it in chosen:
+        rec = records.get(Path(it.filename).stem)
+        text = [textwrap.shorten(f"composition: {to_prompt(rec) if rec else '?'}", 330, placeholder=" ..."), ""]
+        for name in systems:
+            text.append(textwrap.shorten(f"{name}: {preds[name].get(it.filename, '')}", 140, placeholder=" ..."))
+        text.append(f"reference: {it.sentences[0]}")
+        texts.append("\n".join(textwrap.fill(t, 78, subsequent_indent="    ") for t in text))
+    lines = max(t.count("\n") + 1 for t in texts)
+    row_inches = max(4.1, 0.16 * lines + 0.5)  # every caption, wrapped, fits beside its image
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(15, row_inches * len(chosen) + 0.6),
                              gridspec_kw={"width_ratios": [1, 1, 2.3]})
     axes = np.atleast_2d(axes)
-    for row, it in zip(axes, chosen, strict=True):
+    for row, it, text in zip(axes, chosen, texts, strict=True):
         img = read_rgb(test.image_path(it.filename))
         mask = read_mask(layout.masks / f"{Path(it.filename).stem}.png")
         row[0].imshow(img)
         row[0].set_title(it.filename, fontsize=10)
         row[1].imshow(table.colors[np.minimum(mask, table.num_classes - 1)])
         row[1].set_title("predicted mask", fontsize=10)
-        rec = records.get(Path(it.filename).stem)
-        text = [textwrap.shorten(f"composition: {to_prompt(rec) if rec else '?'}", 330, placeholder=" ..."), ""]
-        for name in systems:
-            text.append(textwrap.shorten(f"{name}: {preds[name].get(it.filename, '')}", 140, placeholder=" ..."))
-        text.append(f"reference: {it.sentences[0]}")
-        row[2].text(0, 1, "\n".join(textwrap.fill(t, 78, subsequent_indent="    ") for t in text), va="top",
-                    ha="left", fontsize=9, family="monospace", transform=row[2].transAxes)
+        row[2].text(0, 1, text, va="top", ha="left", fontsize=9, family="monospace", transform=row[2].transAxes)
         for ax in row:
             ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=table.colors[i] / 255) for i in range(table.num_classes)]
     fig.legend(handles, table.names, loc="lower center", ncol=5, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.99))
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 0.99))  # 0.6 in at the bottom for the legend
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
@@ -289,8 +292,8 @@ def write_report(layout: Layout) -> Path:
             lines += ["![scores](scores/scores.png)", ""]
         oracle = ((stamps.get("captions", {}).get("result") or {}).get("references") or {}).get("class_oracle") or {}
         if oracle.get("degenerate"):
-            lines += [f"class_oracle here: {oracle['degenerate']} (its {oracle.get('categories')} categories are no "
-                      "scene classes).", ""]
+            lines += [f"class_oracle here: {oracle['degenerate']} (its {oracle.get('categories')} "
+                      f"categor{'y is' if oracle.get('categories') == 1 else 'ies are'} no scene classes).", ""]
         per_class = per_class_md(scores)
         if per_class:
             lines += ["### CIDEr per class", "",
@@ -308,7 +311,7 @@ def write_report(layout: Layout) -> Path:
         lines += ["## Segmentation", ""]
         val, cap, train = seg.get("val", {}), seg.get("captions") or {}, seg.get("train", {})
         if isinstance(val.get("miou"), (int, float)):
-            lines.append(f"- val mIoU on the drone set: {val['miou']:.3f} (pixel accuracy {val['pixel_accuracy']:.3f}), "
+            lines.append(f"- val mIoU on the segmentation sources' val split: {val['miou']:.3f} (pixel accuracy {val['pixel_accuracy']:.3f}), "
                          f"best epoch {seg.get('best_epoch')}, {_minutes(train.get('train_minutes'))} min of training")
         if isinstance(cap.get("miou"), (int, float)):
             lines.append(f"- mIoU on the caption set's {cap.get('split', 'test')} split, after the scale gap "

@@ -96,10 +96,11 @@ from pipeline.report import health_line, results_rows, write_report
 from segcap import atomic
 from segcap.cli import check_options, config_kwargs
 from segcap.cli import run as run_cli
-from segcap.errors import ConfigError, DatasetNotFoundError
+from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 from segmentation.model import encoder_weights_problems, read_checkpoint_config
 from segmentation.predict import main as predict_masks
 from segmentation.scene import main as train_scene_head
+from segmentation.scene import scene_classes
 from segmentation.train import form_problems, resumable
 from segmentation.train import main as train_segmenter
 from synthetic.generate import main as generate_synthetic
@@ -767,6 +768,12 @@ def make_run(
         drone_root=Path(drone_root) if drone_root else Path(data_root) / "drone",
         captions_json=captions_json, images_dir=images_dir, checkpoint_given=given,
     )
+    if scene_head and layout.references.is_file():  # the categories the scene head learns, before any stage runs
+        try:
+            scene_classes(CaptionDataset(layout.references, split="train", images_dir=layout.images_dir),
+                          layout.references, "train")
+        except (DataError, ConfigError) as e:
+            raise ConfigError(f"scene_head: {e}; or set scene_head: false") from e
     return Run(
         layout=layout, data_root=Path(data_root), generate=generate, synthetic=sections["synthetic"],
         classes=classes, segmentation_config=Path(segmentation_config), segmentation_file=seg_file,

@@ -153,7 +153,7 @@ def main(
             sets["test"] = CaptionDataset(captions, split=test_split, images_dir=images_dir)
         except ConfigError:  # no such split in this set: nothing to report
             pass
-    classes, left_out = _classes(sets["train"], captions, split)
+    classes, left_out = scene_classes(sets["train"], captions, split)
 
     # ---- features of every image (the cache first)
     if threads:
@@ -243,7 +243,7 @@ def main(
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _classes(train: CaptionDataset, captions: Path, split: str) -> tuple[list[str], dict]:
+def scene_classes(train: CaptionDataset, captions: Path, split: str) -> tuple[list[str], dict]:
     """The scene names (sorted) of the training split, and how many of its images have none; one DataError when
     the split has fewer than 2 categories or most of its images read ``unknown``."""
     cats = [it.category for it in train]

@@ -1,6 +1,8 @@
 """The whole chain on real files (slow): ``configs/pipeline/rsicd.yaml`` with only its paths changed trains a segmenter
 on the LoveDA sample tiles (and the drone fixture), captions the real RSICD samples with a QLoRA-tuned LM and scores
 them; its segmenter and LM then caption the real UCM samples, which are scored against UCM's references.
+``configs/pipeline/ucm.yaml``, with its paths on the samples and CI-sized epochs, runs to the report on the 9 UCM
+photos (one class: without the scene head, which refuses them).
 
 The real samples live in ``../shared/real-samples`` (see its SOURCES.md): the test skips cleanly where that folder is
 absent (a clean clone). Nothing is fetched: the ImageNet encoder weights the config names come from a Hugging Face
@@ -48,9 +50,9 @@ def _tiny_base_model(folder: Path) -> Path:
     return folder
 
 
-def _run(args: list[str], env: dict, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def _run(args: list[str], env: dict, cwd: Path = REPO, code: int = 0) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=1500)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == code, r.stderr[-3000:]
     return r
 
 
@@ -111,3 +113,66 @@ def test_rsicd_config_with_only_paths_changed_runs_on_real_samples(tmp_path):
           "--split", "test", "--out", str(tmp_path / "ucm_scores")], env)
     ucm_scores = json.loads((tmp_path / "ucm_scores" / "scores.json").read_text())
     assert 0 <= ucm_scores["overall"]["ucm_preds"]["CIDEr"]
+
+
+def test_ucm_config_runs_on_real_samples_to_the_report(tmp_path):
+    """configs/pipeline/ucm.yaml with its paths on the samples and CI-sized epochs: the 9 UCM photos are one class
+    (agricultural), so the scene head refuses them (exit 2, after the segmentation); without it the rerun reuses the
+    segmenter and writes every system's captions, the scores and the report, whose examples read UCM_images/."""
+    config = yaml.safe_load((REPO / "configs" / "pipeline" / "ucm.yaml").read_text())
+    changes = {
+        "run_dir": tmp_path / "run", "captions_root": UCM, "data_root": tmp_path / "data",
+        # CI size: a few optimizer steps, one epoch of each LM and of the CNN+LSTM
+        "segmentation": {**config["segmentation"], "sources": [{**config["segmentation"]["sources"][0],
+                                                                "root": str(LOVEDA)}],
+                         "epochs": 1, "max_steps": 2, "batch_size": 4},
+        "llm": {**(config.get("llm") or {}), "epochs": 1},
+        "captioners": {"cnn_lstm": {**config["captioners"]["cnn_lstm"], "epochs": 1}},
+        # config files named relative to the repository (the run's cwd is tmp_path)
+        **{k: REPO / config[k] for k in ("segmentation_config", "composition_config", "llm_config")},
+    }
+    changes["captioners"]["cnn_lstm"]["config"] = str(REPO / config["captioners"]["cnn_lstm"]["config"])
+    assert config["scene_head"] is True and config["segmentation"]["sources"][0]["kind"] == "loveda"
+    config.update({k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
+    path = tmp_path / "ucm.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
+           "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+    command = ["pipeline.run", "--config", str(path), "--no-progress"]
+    run = tmp_path / "run"
+
+    # 1. as shipped (scene_head: true): one category is no scene classification; exit 2, one clear line, before
+    #    the first stage
+    r = _run(command, env, cwd=tmp_path, code=2)
+    assert "scene head needs scene categories" in r.stderr, r.stderr[-3000:]
+    assert not (run / "stages").exists()
+
+    # 2. scene_head: false, the one change a user makes next: every stage runs
+    config["scene_head"] = False
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    r = _run(command, env, cwd=tmp_path)
+    assert not (run / "scenes").exists()
+    expected = {f"{s}{config['num_beams']}" if s == "pipeline_beam" else s for s in config["systems"]}
+    expected.add(f"cnn_lstm_beam{config['num_beams']}")
+    assert {"class_oracle", "image_nearest", "pipeline_scene", "pipeline_composition"} <= expected
+    written = json.loads((run / "predictions" / "systems.json").read_text())
+    assert set(written) == expected
+    test = [it.filename for it in CaptionDataset(UCM, json_name="dataset_ucm.json", images_dir="UCM_images",
+                                                 split="test")]
+    for name in expected:
+        preds = json.loads((run / "predictions" / f"{name}.json").read_text())
+        assert sorted(p["image_id"] for p in preds) == sorted(test), name
+    scores = json.loads((run / "scores" / "scores.json").read_text())
+    assert expected | {"human"} <= set(scores["overall"])
+    assert all(v["CIDEr"] >= 0 for v in scores["overall"].values())
+    report = (run / "report.md").read_text()
+    # one category (agricultural): scores per category only from two on (evaluation.report), so no per-class table;
+    # the report still points at scores.md and says why class_oracle is degenerate here
+    assert scores["per_category"] == {} and "### CIDEr per class" not in report
+    assert "Per-category scores, every metric: [scores/scores.md](scores/scores.md)" in report
+    assert "class_oracle here: one category (agricultural)" in report
+    assert "## Composition health" in report
+    # the examples figure read the photos from UCM_images/ (not RSICD_images/)
+    assert "![examples](examples.png)" in report
+    assert (run / "examples.png").stat().st_size > 0
+    assert json.loads((run / "stages" / "report.json").read_text())["result"]["report"] == str(run / "report.md")

@@ -249,3 +249,15 @@ def test_scene_ablation_stages_only_count_when_asked_for(fitted, tmp_path):
     assert prun.LLM_SPECS["scene_only"].prompt_mode == "scene"
     assert prun.LLM_SPECS["composition_only"].prompt_mode == "composition"
     assert asked.layout.llm(LLM_FOLDER["scene_only"]).name == "pipeline_scene"
+
+
+def test_pipeline_refuses_a_scene_head_without_categories_before_any_stage(tmp_path):
+    caps = tmp_path / "caps"
+    (caps / "RSICD_images").mkdir(parents=True)
+    images = [{"filename": f"field_{i}.jpg", "imgid": i, "split": "train", "sentences": [{"raw": "a field ."}]}
+              for i in range(4)]
+    (caps / "dataset_rsicd.json").write_text(json.dumps({"images": images}))
+    opts = _options(tmp_path, captions_root=caps, generate=False, scene_head=True)
+    with pytest.raises(ConfigError, match="scene_head: scene head needs scene categories"):
+        prun.make_run(**opts)
+    assert prun.make_run(**{**opts, "scene_head": False}).scene_head is False
