@@ -388,7 +388,7 @@ def test_existing_outputs_are_kept(tmp_path, capsys, cnn_model):
 
 
 # ------------------------------------------------------------------------------------------------ configs
-CONFIG_COMMANDS = {name: train.main for name in ("synthetic.yaml", "rsicd.yaml", "flickr8k.yaml",
+CONFIG_COMMANDS = {name: train.main for name in ("synthetic.yaml", "rsicd.yaml", "ucm.yaml", "flickr8k.yaml",
                                                  "vit-gpt2-tiny.yaml", "vit-gpt2.yaml", "blip.yaml")}
 
 
