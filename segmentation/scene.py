@@ -122,24 +122,8 @@ def main(
     """
     # ---- options and data, before the model loads
     out = Path(out) if out is not None else Path(checkpoint)
-    problems = []
-    if batch_size < 1:
-        problems.append(f"--batch-size must be at least 1 (got {batch_size})")
-    if scale <= 0:
-        problems.append(f"--scale must be positive (got {scale})")
-    if workers < 0:
-        problems.append(f"--workers must be 0 (decode in this process) or more (got {workers})")
-    if threads is not None and threads < 1:
-        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
-    bad = [s for s in strides if s not in (2, 4, 8, 16, 32)]
-    if not strides or bad:
-        problems.append(f"--strides {' '.join(map(str, strides))}: each must be one of 2, 4, 8, 16, 32 (the encoder's "
-                        "stages by stride), at least one")
-    if not l2 or any(v < 0 for v in l2):
-        problems.append(f"--l2 {' '.join(map(str, l2))}: give one or more strengths >= 0")
-    if len({split, val_split, test_split} - {None}) < len([s for s in (split, val_split, test_split) if s]):
-        problems.append(f"--split {split}, --val-split {val_split} and --test-split {test_split} must differ")
-    problems += [f"--encoder-weights: {p}" for p in encoder_weights_problems(encoder_weights)]
+    problems = option_problems(batch_size, scale, workers, threads, strides, l2, split, val_split, test_split,
+                               encoder_weights)
     if problems:
         raise ConfigError(problems)
     if not (Path(checkpoint) / "model.pt").is_file():
@@ -243,6 +227,30 @@ def main(
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def option_problems(batch_size: int, scale: float, workers: int, threads: int | None, strides, l2, split: str,
+                    val_split: str, test_split: str | None, encoder_weights) -> list[str]:
+    """Every problem with :func:`main`'s options (empty when they are fine), checked before any data is read."""
+    problems: list[str] = []
+    if batch_size < 1:
+        problems.append(f"--batch-size must be at least 1 (got {batch_size})")
+    if scale <= 0:
+        problems.append(f"--scale must be positive (got {scale})")
+    if workers < 0:
+        problems.append(f"--workers must be 0 (decode in this process) or more (got {workers})")
+    if threads is not None and threads < 1:
+        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
+    bad = [s for s in strides if s not in (2, 4, 8, 16, 32)]
+    if not strides or bad:
+        problems.append(f"--strides {' '.join(map(str, strides))}: each must be one of 2, 4, 8, 16, 32 (the encoder's "
+                        "stages by stride), at least one")
+    if not l2 or any(v < 0 for v in l2):
+        problems.append(f"--l2 {' '.join(map(str, l2))}: give one or more strengths >= 0")
+    if len({split, val_split, test_split} - {None}) < len([s for s in (split, val_split, test_split) if s]):
+        problems.append(f"--split {split}, --val-split {val_split} and --test-split {test_split} must differ")
+    problems += [f"--encoder-weights: {p}" for p in encoder_weights_problems(encoder_weights)]
+    return problems
+
+
 def scene_classes(train: CaptionDataset, captions: Path, split: str) -> tuple[list[str], dict]:
     """The scene names (sorted) of the training split, and how many of its images have none; one DataError when
     the split has fewer than 2 categories or most of its images read ``unknown``."""
