@@ -46,7 +46,7 @@ def run(run_dir: Path, captions: Path, out: Path, scale: float = 1.0) -> dict:
         predictions[name] = atomic.write_json(out / f"{name}.json", [
             {"image_id": Path(r["image"]).name, "caption": r["caption"]} for r in results])
     cnn = run_dir / "captioners" / "cnn_lstm"
-    if (cnn / "model.pt").is_file() or any(cnn.glob("*.pt")):
+    if (cnn / "model.pt").is_file():
         for name, beams in (("cnn_lstm", 1), ("cnn_lstm_beam3", 3)):
             predictions[name] = generate_end_to_end(model=cnn, captions=refs / ds.json_name, out=out / f"{name}.json",
                                                     split="test", num_beams=beams, progress=False, overwrite=True)
