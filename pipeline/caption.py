@@ -15,8 +15,17 @@ A scene head (``python -m segmentation.scene``) in the segmentation folder, or t
 puts each image's top scenes into its composition record (``"scenes"``), as segmentation.predict puts them into
 scenes.json for a whole caption set.
 
-Any size or mode of image is accepted (RGB, RGBA, grey, palette, 16-bit TIFF: see
-``aerialdata.images.read_rgb``); an unreadable file is reported and skipped (``--strict``: stop, exit 2).
+Any size or mode of image is accepted (RGB, RGBA, grey, palette, 16-bit and 12-bit data, multi-band TIFF: see
+``aerialdata.images``, which says how values are scaled to 8 bits and which bands are read); ``--bands`` chooses the
+bands of a multi-band file, numbered from 1 as in GDAL::
+
+    python -m pipeline.caption bgr.tif --segmentation DIR --llm DIR --bands 3 2 1    # bands stored blue, green, red
+    python -m pipeline.caption scene.tif --segmentation DIR --llm DIR --bands 4 3 2  # false colour: band 4 as red
+    python -m pipeline.caption sar.tif --segmentation DIR --llm DIR --bands 1        # band 1 of 2, as grey
+
+An unreadable file is reported and skipped (``--strict``: stop, exit 2); when every image given fails, the command
+exits 2 with one line saying how many. An image smaller than :data:`MIN_SIDE` px a side (after ``--scale``) is
+captioned with a note on stderr: the segmenter pads it to 32 px and sees mostly padding, so its caption is a guess.
 When the segmenter was trained on synthetic scenes only, one note on stderr says so before the work: its classes on
 real photos will be wrong (:mod:`segmentation.provenance`).
 """
@@ -27,17 +36,18 @@ import math
 import sys
 from pathlib import Path
 
-from aerialdata.images import read_rgb
+from aerialdata.images import band_problems, read_rgb, scaled_size
 from composition.extract import extract
 from composition.show import draw_overlay, table_text
 from llm.generate import Captioner, consensus_problems
 from segcap import atomic
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
-from segmentation.model import load_segmenter
+from segmentation.model import PAD_MULTIPLE, load_segmenter
 from segmentation.provenance import provenance_notice
 
 LARGE_PIXELS = 24_000_000  # beyond this (after --scale), say that segmenting takes minutes and what --scale does
+MIN_SIDE = PAD_MULTIPLE  # below this many px a side (after --scale), the segmenter sees mostly its zero padding
 
 
 def main(
@@ -52,6 +62,7 @@ def main(
     num_beams: int = 1,
     consensus: int = 0,
     consensus_pool: int = 0,
+    bands: list[int] | None = None,
     strict: bool = False,
     overwrite: bool = False,
 ) -> list[dict]:
@@ -73,7 +84,10 @@ def main(
             each weighted by the model's probability of it).
         consensus_pool: K > 0: every caption of the K training images with the closest compositions votes too
             (weighted the same way); needs --consensus. --explain lists those images.
-        strict: stop at the first unreadable image instead of skipping it.
+        bands: which bands of each image make the picture, numbered from 1 as in GDAL: three (red green blue, e.g.
+            4 3 2) or one (grey); null: the first three, or the one band of a grey image (aerialdata.images).
+        strict: stop at the first unreadable image instead of skipping it; without it, a run in which every image
+            fails exits 2 all the same.
         overwrite: replace existing overlay or JSON files.
     """
 
@@ -85,6 +99,7 @@ def main(
         problems += list(missing.values())
     for why in missing.values() if not problems else []:
         print(f"skipped: {why}", file=sys.stderr)
+    given = len(images)
     images = [p for p in images if Path(p).is_file()]
     if not (Path(segmentation) / "model.pt").is_file():
         problems.append(f"--segmentation {segmentation}: no model.pt there; give a segmentation.train output folder")
@@ -95,6 +110,7 @@ def main(
     if num_beams < 1:
         problems.append(f"--num-beams must be at least 1 (got {num_beams})")
     problems += consensus_problems(consensus, consensus_pool)
+    problems += band_problems(bands)
     if problems:
         raise ConfigError(problems)
     overlay_dir = overlay is not None and (len(images) > 1 or Path(overlay).suffix == "" or Path(overlay).is_dir())
@@ -119,21 +135,25 @@ def main(
     results, records, pixels = [], [], []
     for path in images:
         try:
-            rgb = read_rgb(path)
+            rgb = read_rgb(path, bands=bands)
         except DataError as e:
             if strict:
                 raise
             print(f"skipped: {e}", file=sys.stderr)
             continue
-        large = _large_note(path, rgb.shape[1], rgb.shape[0], scale, seg.tile)
-        if large:
-            print(large, file=sys.stderr, flush=True)
+        for note in (_large_note(path, rgb.shape[1], rgb.shape[0], scale, seg.tile),
+                     _small_note(path, rgb.shape[1], rgb.shape[0], scale)):
+            if note:
+                print(note, file=sys.stderr, flush=True)
         mask = seg.predict([rgb], scale=scale)[0]
         scenes = seg.scenes([rgb], scale=scale)  # None without a scene head
         records.append(extract(mask, seg.table, image=Path(path).name, scenes=scenes[0] if scenes else None))
         pixels.append((path, rgb, mask))
+    if not records:  # every image given was missing or unreadable: each is named above
+        raise DataError(f"all {given} image{'s' if given != 1 else ''} given failed (each named above as skipped), "
+                        "so nothing was captioned; give readable image files (JPEG, PNG, TIFF)")
     captions = captioner.caption(records, num_beams=num_beams, consensus=consensus,
-                                 pool=consensus_pool) if records else []
+                                 pool=consensus_pool)
     near = captioner.neighbours(records)
     voters = captioner.neighbours(records, consensus_pool) if consensus_pool else [[] for _ in records]
 
@@ -171,6 +191,19 @@ def _large_note(path: Path, width: int, height: int, scale: float, tile: int) ->
             f"in {tiles} tiles of {tile} px, which takes minutes on a CPU. If its ground resolution is finer than "
             "the caption set's (a drone photo), pass --scale <its metres per pixel / the caption set's> (the "
             "checkpoint's input.drone_scale for drone-set photos, e.g. 0.25): 1/16 of the time at 0.25")
+
+
+def _small_note(path: Path, width: int, height: int, scale: float) -> str | None:
+    """A note for an image too small for the segmenter to say much: under :data:`MIN_SIDE` px a side after --scale."""
+    w, h = scaled_size((width, height), scale)
+    if min(w, h) >= MIN_SIDE:
+        return None
+    at = f" ({w}x{h} at --scale {scale:g})" if scale != 1 else ""
+    fix = (f"a larger --scale (at --scale 1 it is {width}x{height})" if min(width, height) >= MIN_SIDE
+           else "the full image, not a thumbnail or a crop")
+    return (f"note: {path} is {width}x{height} px{at}, smaller than {MIN_SIDE} px a side: the segmenter pads it to "
+            f"{PAD_MULTIPLE} px and sees mostly padding, so its mask, and the caption, rest on a few pixels: read the "
+            f"caption as a guess from its colours, not a description; give {fix}")
 
 
 if __name__ == "__main__":
