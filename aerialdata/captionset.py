@@ -21,6 +21,12 @@ the single ``txtclasses*`` folder. So each set reads in the layout it is downloa
     Sydney-captions  <root>/dataset.json         <root>/imgs/N.tif      N = 1..613, 500x500, 0.5 m/px
     (copies)         <root>/dataset_ucm.json     <root>/UCM_images/ or <root>/images/
 
+**Blank captions.** A caption with no letter or digit (``""``, ``"  "``, ``"."``) is *blank* (:func:`is_blank`): it
+teaches a model to write nothing. The reader keeps them (scoring refuses them where it meets them); the training entry
+points screen each split with :func:`screen_blank_captions`: blank captions are left out with one note (how many,
+the first few), an image left without a caption is left out with them, and a split with no caption left is refused
+(one message, exit code 2, before any work).
+
 **UCM-captions categories.** Its filenames (``N.tif``) say nothing of the class; when the JSON's ``"dataset"`` is
 ``ucm`` (any case, or ``ucm-captions``) the category of ``N.tif``, 1 <= N <= 2100, is its UC Merced class
 (:func:`ucm_source`: classes in alphabetical order, 100 photos each; ``../shared/benchmarks/ucm-captions/SOURCES.md``).
@@ -32,8 +38,10 @@ file: its categories come from a class folder (``python -m aerialdata.prepare sy
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +71,52 @@ class CaptionImage:
     sentences: list[str]
     category: str = ""
     extra: dict = field(default_factory=dict, repr=False)
+
+
+def is_blank(caption: str) -> bool:
+    """True for a caption with no letter or digit: empty, spaces only, or punctuation only (``"."``)."""
+    return not any(ch.isalnum() for ch in caption)
+
+
+def screen_blank_captions(items: Sequence[CaptionImage], where: str, option: str = "split", shown: int = 3
+                          ) -> tuple[list[CaptionImage], str | None, str | None]:
+    """Leave out the blank captions (:func:`is_blank`) of ``items`` (the images of one split).
+
+    Returns ``(kept, note, problem)``: ``kept`` holds copies of the images with their blank captions removed (an image
+    left without a caption is left out); ``note`` says what was left out (None when nothing was); ``problem`` is set
+    when no caption at all is left (the split cannot be trained on: the caller refuses it). ``where`` names the split
+    in messages, e.g. ``"data/rsicd/dataset_rsicd.json, train split"``; ``option`` the flag that chooses the split,
+    for the fix (``--train-split``).
+    """
+    kept: list[CaptionImage] = []
+    blank: list[tuple[int, int, str]] = []  # (sentence index, image index, "pond_1.jpg sentences[0] ''")
+    emptied: list[str] = []  # images left without a caption
+    total = 0
+    for i, it in enumerate(items):
+        good = [s for s in it.sentences if not is_blank(s)]
+        blank += [(j, i, f"{it.filename} sentences[{j}] {s!r}") for j, s in enumerate(it.sentences) if is_blank(s)]
+        total += len(it.sentences)
+        if good:
+            kept.append(it if len(good) == len(it.sentences) else dataclasses.replace(it, sentences=good))
+        else:
+            emptied.append(it.filename)
+    if kept and not blank and not emptied:
+        return kept, None, None
+    first = [text for _, _, text in sorted(blank)[:shown]]  # several images' first blank caption before a second one
+    examples = ", ".join(first) + (f" and {len(blank) - shown} more" if len(blank) > shown else "")
+    if not kept:
+        what = (f"all {total} captions of its {len(items)} images are blank (empty, or no letter or digit), e.g. "
+                f"{examples}" if total else f"its {len(items)} images have no captions (empty sentences lists)")
+        return [], None, (f"{where}: {what}; a model cannot learn to caption from them: fill in the images' "
+                          f"sentences[].raw in the caption file, or choose another {option}")
+    parts = []
+    if blank:
+        parts.append(f"{len(blank)} of {total} captions are blank (empty, or no letter or digit) and left out, "
+                     f"e.g. {examples}")
+    if emptied:
+        few = ", ".join(emptied[:shown]) + (f" and {len(emptied) - shown} more" if len(emptied) > shown else "")
+        parts.append(f"{len(emptied)} of {len(items)} images are left out, having no caption left ({few})")
+    return kept, f"note: {where}: " + "; ".join(parts), None
 
 
 def category_from_filename(filename: str) -> str:

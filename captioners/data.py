@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from aerialdata.captionset import CaptionDataset, CaptionImage
-from aerialdata.images import read_rgb
+from aerialdata.images import image_size, read_rgb
 from segcap.errors import DataError
 
 CACHE_BYTES = 1 << 30  # images resized for training are kept in memory up to this size, else read each time
@@ -59,6 +59,31 @@ def missing_images_problem(ds: CaptionDataset, splits: dict[str, Sequence[Captio
     where = f"{folder} does not exist" if not folder.is_dir() else f"not found in {folder}"
     return (f"{len(missing)} of the {total} {names} images of {ds.json_path} are missing ({where}): {shown}; "
             "pass --images with the folder that holds them (relative to the JSON's folder, or absolute)")
+
+
+def unreadable_images_problem(ds: CaptionDataset, splits: dict[str, Sequence[CaptionImage]]) -> str | None:
+    """One message naming the images of ``splits`` that exist but are no readable image (an empty file, another kind
+    of file: each header is opened, no pixel decoded), with how many of the split's images they are; None when all
+    are readable. Missing files are :func:`missing_images_problem`'s."""
+    bad: list[str] = []
+    total = 0
+    for items in splits.values():
+        total += len(items)
+        for it in items:
+            path = ds.image_path(it.filename)
+            if not path.is_file():
+                continue
+            try:
+                image_size(path)
+            except DataError as e:
+                bad.append(str(e))
+    if not bad:
+        return None
+    names = " and ".join(s for s, items in splits.items() if items)
+    every = "all " if len(bad) == total else ""
+    shown = "; ".join(bad[:SHOWN]) + (f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
+    return (f"{every}{len(bad)} of the {total} {names} images of {ds.json_path} are not readable images: {shown}; "
+            "replace them with the original image files (JPEG, PNG or TIFF)")
 
 
 def check_image(image: np.ndarray, index: int = 0) -> np.ndarray:

@@ -9,7 +9,10 @@
 ``--model`` is a folder written by ``captioners.train``, or a BLIP / VisionEncoderDecoder checkpoint as it is
 (zero-shot), as a folder or a hub id (Hugging Face cache first; offline and not cached: one message saying what to
 download). Writes ``[{"image_id": "<filename>", "caption": "..."}]`` atomically; nothing is written when an input is
-wrong (exit code 2, one message).
+wrong (exit code 2, one message): a missing or unreadable image of the split (every image needs a caption to be
+scored), a model whose word vocabulary holds no word. A captioner never writes an empty caption: when the model
+leaves any image without a word, nothing is written and the run exits 2 naming how many and which (scoring refuses
+empty captions; such a model learnt nothing to say: retrain it).
 
 Library::
 
@@ -25,13 +28,21 @@ from typing import Literal
 
 import torch
 
+from aerialdata.captionset import is_blank
 from aerialdata.images import read_rgb
-from captioners.base import ARCHS, Arch, Device, resolve_device
-from captioners.data import empty_split_problem, missing_images_problem, open_caption_set, split_items
+from captioners.base import ARCHS, CONFIG_FILE, Arch, Device, read_config, resolve_device
+from captioners.data import (
+    empty_split_problem,
+    missing_images_problem,
+    open_caption_set,
+    split_items,
+    unreadable_images_problem,
+)
 from captioners.model import load_captioner, model_arch
+from captioners.text import SPECIALS, VOCAB_FILE, Vocabulary
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
-from segcap.errors import ConfigError, SegcapError
+from segcap.errors import ConfigError, DataError, SegcapError
 from segcap.progress import Progress, quiet_library_bars
 
 
@@ -84,6 +95,7 @@ def main(
         if arch is not None and found != arch:
             problems.append(f"model {model} holds a {found} captioner, not {arch}; pass a {arch} model, or --arch "
                             f"{found} (or no --arch)")
+        problems += _vocabulary_problems(Path(model))
     except SegcapError as e:
         problems.append(str(e))
     items = []
@@ -99,18 +111,21 @@ def main(
         items = split_items(ds, split)
         if not items:
             problems.append(empty_split_problem(ds, split, "split"))
-        gone = missing_images_problem(ds, {split: items})
-        if gone:
-            problems.append(gone)
+        problems += [p for p in (missing_images_problem(ds, {split: items}), unreadable_images_problem(ds, {split: items}))
+                     if p]
     try:
         dev = resolve_device(device)
     except ConfigError as e:
         problems.extend(e.problems)
     if Path(out).is_dir():
         problems.append(f"out {out} is a folder; pass the predictions file to write (e.g. {Path(out) / 'preds.json'})")
+    else:
+        try:  # a file on the way, a read-only or full disk, a pseudo file system, an existing file
+            check_writable(out, overwrite, "predictions file")
+        except SegcapError as e:
+            problems.append(str(e))
     if problems:
         raise ConfigError(problems)
-    check_writable(out, overwrite, "predictions file")
     if num_threads > 0:
         torch.set_num_threads(num_threads)
 
@@ -127,12 +142,39 @@ def main(
             captions_out.extend(cap.caption(batch, num_beams=num_beams, batch_size=batch_size, max_length=max_length))
             bar.update(len(batch))
     dt = time.perf_counter() - t0
+    _check_not_blank(model, names, captions_out, out)
 
     # 3. the predictions, atomically
     write_json(out, [{"image_id": n, "caption": c} for n, c in zip(names, captions_out, strict=True)])
     print(f"wrote {out}: {len(names)} captions in {dt:.1f} s ({len(names) / max(dt, 1e-9):.1f} captions/s, "
           f"{cap.arch}, beams={num_beams})", flush=True)
     return Path(out)
+
+
+def _vocabulary_problems(model: Path) -> list[str]:
+    """A model folder whose word vocabulary (vocab.json: cnn-lstm) holds no word can write nothing but empty
+    captions (it was trained on blank captions, or with a min_count above every word's count)."""
+    if not (model / CONFIG_FILE).is_file() or not (model / VOCAB_FILE).is_file():
+        return []
+    read_config(model)
+    if len(Vocabulary.load(model / VOCAB_FILE)) > len(SPECIALS):
+        return []
+    return [f"model {model}: its vocabulary ({VOCAB_FILE}) holds no word, only {', '.join(SPECIALS)}: every caption "
+            "it writes would be empty (it was trained on blank captions, or with a min_count above every word's "
+            "count); train it again with captioners.train, which refuses such caption sets"]
+
+
+def _check_not_blank(model: Path, names: list[str], captions: list[str], out: Path) -> None:
+    """A DataError (nothing written) when the model left any image without a word: scoring refuses empty captions,
+    and a captioner that writes one has learnt nothing to say for that image."""
+    blank = [n for n, c in zip(names, captions, strict=True) if is_blank(c)]
+    if not blank:
+        return
+    shown = ", ".join(blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+    every = "every one" if len(blank) == len(names) else f"{len(blank)}"
+    raise DataError(f"model {model} wrote an empty caption for {every} of the {len(names)} images ({shown}); "
+                    f"nothing written to {out}. Such a model has learnt nothing to say for them: train it longer "
+                    "or on a caption set with real captions (check its sentences[].raw)")
 
 
 __all__ = ["main", "ARCHS"]

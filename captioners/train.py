@@ -13,7 +13,9 @@ Real data, torchvision's ImageNet weights (online once, or the file in torch's c
     python -m captioners.train --config configs/captioners/blip.yaml --checkpoint /models/blip-image-captioning-base \\
         --captions /data/RSICD --out runs/captioners/blip-rsicd
 
-Every option is checked before any work (one message, exit code 2, nothing written). The model folder is written
+Every option, input and the output folder are checked before any work (one message, exit code 2, nothing written):
+a caption set's blank captions (empty, or no letter or digit) are left out with a note on stderr, and a split left
+without any caption is refused, as is a ``min_count`` that leaves the word vocabulary empty. The model folder is written
 at the end, all at once (a temporary folder renamed onto ``--out``): ``captioner.yaml`` (arch and options),
 the weights (``model.pt`` + ``vocab.json``, or a transformers checkpoint with its tokenizer and image processor),
 ``metrics.json`` (losses per epoch, best epoch, times), ``history.csv`` and ``history.png`` (train and val loss).
@@ -29,6 +31,7 @@ import io
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +42,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from aerialdata.captionset import CaptionDataset, CaptionImage
+from aerialdata.captionset import CaptionDataset, CaptionImage, screen_blank_captions
 from captioners.base import CONFIG_FILE, Arch, Device, resolve_device, write_config
 from captioners.cnn_lstm import WEIGHTS_FILE, CnnLstm, CnnLstmOptions, pixels
 from captioners.data import (
@@ -49,6 +52,7 @@ from captioners.data import (
     missing_images_problem,
     open_caption_set,
     split_items,
+    unreadable_images_problem,
 )
 from captioners.encoders import CALIBRATION_IMAGES, ENCODERS, calibrate_batchnorm, encoder_weights_problems
 from captioners.hf import (
@@ -60,8 +64,8 @@ from captioners.hf import (
     processor_size,
     tiny_problems,
 )
-from captioners.text import PAD_ID, VOCAB_FILE, Vocabulary
-from segcap.atomic import atomic_path, write_json, write_text
+from captioners.text import PAD_ID, SPECIALS, VOCAB_FILE, Vocabulary, words
+from segcap.atomic import atomic_path, check_writable, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError, SegcapError
 from segcap.progress import Progress, quiet_library_bars
@@ -175,6 +179,7 @@ def main(
             ds = open_caption_set(captions, images)
         except SegcapError as e:
             problems.append(str(e))
+    notes: list[str] = []
     if ds is not None:
         train_items = split_items(ds, train_split)
         val_items = split_items(ds, val_split) if val_split != "none" else []
@@ -182,9 +187,22 @@ def main(
             problems.append(empty_split_problem(ds, train_split, "train_split"))
         if val_split != "none" and not val_items:
             problems.append(empty_split_problem(ds, val_split, "val_split"))
-        gone = missing_images_problem(ds, {train_split: train_items, val_split: val_items})
-        if gone:
-            problems.append(gone)
+        # blank captions are left out (noted); a split left without any caption is refused
+        for split, items in ((train_split, train_items), (val_split, val_items)):
+            if not items:
+                continue
+            option = "--train-split" if split == train_split else "--val-split (or none)"
+            kept, note, problem = screen_blank_captions(items, f"{ds.json_path}, {split} split", option)
+            problems += [problem] if problem else []
+            notes += [note] if note else []
+            if split == train_split:
+                train_items = kept
+            else:
+                val_items = kept
+        splits = {train_split: train_items, val_split: val_items}
+        problems += [p for p in (missing_images_problem(ds, splits), unreadable_images_problem(ds, splits)) if p]
+        if train_items and (arch == "cnn-lstm" or (arch == "vit-gpt2" and checkpoint is None)):
+            problems += _vocabulary_problems(train_items, min_count)
     try:
         dev = resolve_device(device)
     except ConfigError as e:
@@ -195,6 +213,8 @@ def main(
         raise ConfigError(problems)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(out, "model folder")
+    for note in notes:
+        print(note, file=sys.stderr, flush=True)
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     quiet_library_bars()  # in a log, no bars for saving and loading weights
@@ -321,12 +341,35 @@ def _defaults() -> dict[str, Any]:
 
 
 def _out_problems(out: Path, overwrite: bool) -> list[str]:
+    """Why the model folder cannot be written (empty: it can), before any work: a file in its place or on its path,
+    a read-only or full disk, a pseudo file system (:func:`segcap.atomic.check_writable`), a folder of someone
+    else's that --overwrite would delete."""
     if out.is_file():
         return [f"out {out} is a file; pass a folder for the model"]
+    try:
+        check_writable(out, overwrite, "model folder", folder=True)
+    except SegcapError as e:
+        return [str(e)]
     if overwrite and out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
         return [f"--overwrite refuses to delete {out}: it was not written by captioners.train (no {CONFIG_FILE}); "
                 "choose another --out"]
     return []
+
+
+def _vocabulary_problems(train: list[CaptionImage], min_count: int) -> list[str]:
+    """A word vocabulary (cnn-lstm, tiny vit-gpt2) built from ``train`` that would hold no word: every caption the
+    model writes would be empty."""
+    if len(Vocabulary.build((s for it in train for s in it.sentences), min_count)) > len(SPECIALS):
+        return []
+    counts: dict[str, int] = {}
+    for it in train:
+        for s in it.sentences:
+            for w in words(s):
+                counts[w] = counts.get(w, 0) + 1
+    top = max(counts.values(), default=0)
+    return [f"min_count {min_count}: no word of the {sum(len(it.sentences) for it in train)} training captions is "
+            f"seen that often (the most frequent, {top} times), so the vocabulary would hold no word and every "
+            f"caption written would be empty; lower --min-count (e.g. {max(1, top)})"]
 
 
 def _default_lr(arch: str, checkpoint: str | None) -> float:

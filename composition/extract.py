@@ -418,7 +418,7 @@ def main(
     by_stem = _scenes_of(files, masks, scenes)
 
     work = partial(_one, table=table, source_ids=source_ids, image_suffix=image_suffix, cfg=cfg)
-    records, bad = [], []
+    records, bad, errors = [], [], []
     bar = Progress(total=len(files), desc="compositions", unit="mask")
     pool = None
     try:
@@ -435,6 +435,7 @@ def main(
                 if strict:
                     raise DataError(f"{error} (stopped by --strict; {len(records)} masks done, nothing written)")
                 bad.append(path)
+                errors.append(error)
                 bar.write(f"skipped: {error}")
                 continue
             records.append(record if by_stem is None else with_scenes(record, by_stem[path.stem], str(path)))
@@ -442,8 +443,9 @@ def main(
         bar.close()
         if pool is not None:
             pool.terminate()
-    if not records:
-        raise DataError(f"no readable mask in {masks} ({len(bad)} bad files); nothing written")
+    if not records:  # every mask failed: a batch with nothing done is an error (exit 2), not an empty file
+        raise DataError(f"all {len(bad)} masks in {masks} failed, e.g. {errors[0]}; nothing written to {out}. "
+                        "Pass a folder of single-channel PNG masks (segmentation.predict writes them)")
     write_jsonl(out, records)
     print(f"wrote {len(records)} records to {out}" + (f"; skipped {len(bad)} bad masks" if bad else "")
           + ("" if by_stem is None else "; with scenes"), file=sys.stderr)

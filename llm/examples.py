@@ -2,7 +2,8 @@
 
 A composition record (``segcap.composition/1`` or ``/2``, one JSON line per image) is joined with the caption set's image of the
 same filename **stem** (``pond_12.jpg`` and ``pond_12.png`` both join ``pond_12``). Each of the image's captions is a
-training target; exact duplicate (prompt, caption) pairs are dropped, as the seed did.
+training target, except blank ones (no letter or digit); exact duplicate (prompt, caption) pairs are dropped, as the
+seed did.
 
 The prompt is the configured template (``{instruction}``, ``{composition}``, ``{neighbours}``) with the composition
 text from :func:`composition.text.to_prompt`. ``prompt_mode="blind"`` renders the same template with the composition
@@ -35,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from aerialdata.captionset import CaptionDataset
+from aerialdata.captionset import CaptionDataset, is_blank
 from composition.text import split_prompt, to_prompt
 from llm.retrieval import CompositionIndex
 from segcap.errors import ConfigError, DataError
@@ -226,6 +227,9 @@ def build_image_examples(
 
     With a retrieving ``template``, ``index`` gives each image's neighbours (never the image itself).
 
+    Blank captions (:func:`aerialdata.captionset.is_blank`) are no examples; an image without another caption is
+    left out.
+
     Returns:
         (images, dropped): the images that keep at least one caption, and how many pairs were dropped as duplicates.
     """
@@ -241,7 +245,7 @@ def build_image_examples(
         kept = []
         for raw in item.sentences:
             cap = normalise_caption(raw, lowercase)
-            if not cap:
+            if is_blank(cap):  # empty, or no letter or digit: llm.finetune notes them (and refuses a split of them)
                 continue
             if (prompt, cap) in seen:
                 dropped += 1

@@ -24,7 +24,10 @@ A real run (local Llama-2 checkpoint, QLoRA), on one or several GPUs::
     accelerate launch --num_processes 2 -m llm.finetune --config configs/llm/llama2-7b-qlora.yaml ...
     torchrun --nproc_per_node 2 -m llm.finetune --config configs/llm/tiny.yaml ...   # also several CPU processes (gloo)
 
-An interrupted run continues from its last epoch checkpoint with ``--resume`` (same command otherwise).
+An interrupted run continues from its last epoch checkpoint with ``--resume`` (same command otherwise). Options,
+inputs and the output folder are checked before anything is written: blank captions (empty, or no letter or digit)
+are left out with a note on stderr, and a split left without any caption is refused (exit code 2). A fresh run that
+fails before its first checkpoint removes what it wrote, so the next run is not refused.
 
 The output folder loads with ``from_pretrained``: a full model (``config.json`` + weights) or a LoRA adapter
 (``adapter_config.json`` records the base model path; the tiny base lives in ``base_model/``), the tokenizer beside
@@ -39,8 +42,10 @@ import inspect
 import json
 import math
 import shutil
+import sys
 import time
 import typing
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +55,7 @@ import yaml
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from aerialdata.captionset import CaptionDataset
+from aerialdata.captionset import CaptionDataset, is_blank, screen_blank_captions
 from composition.schema import read_jsonl
 from composition.text import PROMPT_VERSION
 from llm.consensus import NGRAM_FILE, document_frequencies
@@ -84,7 +89,7 @@ from llm.tokenizer import (
 )
 from segcap.atomic import check_writable, folder_lock, write_json
 from segcap.cli import resume_changes, run
-from segcap.errors import ConfigError, DatasetNotFoundError, OutputExistsError
+from segcap.errors import ConfigError, DataError, DatasetNotFoundError, OutputExistsError
 from segcap.progress import Progress, is_terminal, quiet_library_bars
 
 RUN_FILE = "run.json"  # the options of the run, written first: marks the folder as ours and lets --resume check them
@@ -260,14 +265,20 @@ def main(
     from transformers import PrinterCallback, Trainer
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
+    if state.is_main_process:
+        for note in data.notes:
+            print(note, file=sys.stderr, flush=True)
 
     bars = progress and is_terminal()  # the Trainer's tqdm bar on a terminal; in a log, one line per epoch instead
     quiet_library_bars()  # in a log, no bar for each checkpoint's weight shards either
     args = _training_arguments(options, out, eval_on=eval_pairs is not None, bars=bars)
 
-    # 4. output folder: one writer at a time; created (or cleared with --overwrite) only now
-    with folder_lock(out, "LLM output folder", enabled=state.is_main_process):
+    # 4. output folder: one writer at a time; created (or cleared with --overwrite) only now, and cleared again if
+    #    this run fails before it has anything to keep
+    with (folder_lock(out, "LLM output folder", enabled=state.is_main_process),
+          _cleared_on_failure(out, resume, state.is_main_process) as kept):
         _prepare_out(out, options, resume, overwrite, state)
+        kept["prepared"] = True
 
         # 5. tokenizer: trained on the training text (tiny) or the checkpoint's; saved into out first (resume reuses it)
         from transformers import AutoTokenizer
@@ -321,6 +332,7 @@ def main(
 
         # 9. save: model or adapter + tokenizer, curves, then segcap_llm.json last
         trainer.save_model(str(out))
+        kept["model"] = True
         if state.is_main_process:
             tok.save_pretrained(str(out))
             rows = loss_rows(trainer.state.log_history)
@@ -381,6 +393,7 @@ class _Examples:
     eval_pairs: CaptionExamples | None
     train_refs: list[list[str]]
     index: CompositionIndex
+    notes: list[str]  # what was left out of the caption set (blank captions), for stderr
 
 
 def _read_examples(compositions: Path, captions: Path, train_split: str, eval_split: str, template: PromptTemplate,
@@ -390,8 +403,25 @@ def _read_examples(compositions: Path, captions: Path, train_split: str, eval_sp
     capset = CaptionDataset(captions)
     if not any(it.split == train_split for it in capset.items):
         raise DatasetNotFoundError(f"{capset.json_path}: no images in split {train_split!r}; check --train-split")
-    train_joined = join_records(records, capset, [train_split], compositions, allow_missing)
-    train_refs = [[normalise_caption(c, lowercase) for c in it.sentences] for _, it in train_joined]
+    # blank captions (no letter or digit) are no examples: noted; a split with no caption left is refused
+    notes, problems = [], []
+    for split in (train_split, eval_split):
+        items = [it for it in capset.items if it.split == split]
+        if items:
+            option = "--train-split" if split == train_split else "--eval-split (or none)"
+            _, note, problem = screen_blank_captions(items, f"{capset.json_path}, {split} split", option)
+            notes += [note] if note else []
+            problems += [problem] if problem else []
+    if problems:
+        raise DataError(problems[0] if len(problems) == 1 else
+                        f"{len(problems)} problems with the caption set:\n" + "\n".join(f"  - {p}" for p in problems))
+    train_joined = [(rec, it) for rec, it in join_records(records, capset, [train_split], compositions, allow_missing)
+                    if not all(is_blank(c) for c in it.sentences)]
+    train_refs = [[c for c in (normalise_caption(c, lowercase) for c in it.sentences) if not is_blank(c)]
+                  for _, it in train_joined]
+    if not train_joined:  # every image with a caption lacks its composition (--allow-missing)
+        raise DataError(f"{compositions} and {capset.json_path}: no training example in split {train_split!r}: no "
+                        "image has both a composition and a caption; check that both come from the same images")
     # the training images' compositions and captions: retrieval prompts show *other* images' captions; saved with
     # every model for llm.generate's consensus pool
     index = CompositionIndex([it.filename for _, it in train_joined], [r for r, _ in train_joined], train_refs)
@@ -406,7 +436,7 @@ def _read_examples(compositions: Path, captions: Path, train_split: str, eval_sp
         )
     return _Examples(train_images, train_dropped, eval_images, eval_dropped,
                      CaptionExamples(train_images, captions_per_image, seed),
-                     CaptionExamples(eval_images, "all", seed) if eval_images else None, train_refs, index)
+                     CaptionExamples(eval_images, "all", seed) if eval_images else None, train_refs, index, notes)
 
 
 def _training_arguments(o: dict[str, Any], out: Path, eval_on: bool, bars: bool):
@@ -547,6 +577,28 @@ def _prepare_out(out: Path, options: dict, resume: bool, overwrite: bool, state)
         write_json(run_file, record)
         (out / META_FILE).unlink(missing_ok=True)  # not finished until this run writes it again
     state.wait_for_everyone()
+
+
+@contextmanager
+def _cleared_on_failure(out: Path, resume: bool, is_main: bool):
+    """A fresh run that fails (or is interrupted) before it has anything to keep (no epoch checkpoint, no saved model:
+    the body sets ``kept["model"]``) removes what it wrote into ``out`` (run.json, the tokenizer, base_model/, an empty
+    checkpoints/), and ``out`` itself when it created it, so that the next run is not refused. A fresh run's folder
+    holds nothing else: it was empty, absent, or cleared by --overwrite (the body sets ``kept["prepared"]`` once
+    :func:`_prepare_out` has made it so; before, the folder is not this run's to clear)."""
+    existed = out.is_dir()
+    kept = {"prepared": False, "model": False}
+    try:
+        yield kept
+    except BaseException:
+        checkpoints = out / "checkpoints"
+        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        if is_main and not resume and kept["prepared"] and not kept["model"] and last is None and out.is_dir():
+            for p in out.iterdir():
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            if not existed:
+                out.rmdir()
+        raise
 
 
 def _tensorboard(out: Path) -> TrainerCallback:

@@ -32,7 +32,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import ClassTable
-from aerialdata.images import read_mask, read_rgb_scaled, resize_mask
+from aerialdata.images import image_size, open_image, read_mask, read_rgb_scaled, resize_mask
 from aerialdata.sources import LabelledSource
 from segcap.errors import DataError, DatasetNotFoundError
 from segmentation.metrics import IGNORE_INDEX
@@ -149,6 +149,35 @@ class ScaledCropDataset(Dataset):
         image, mask = self._load(i, self.draw_scale())
         out = self.augment(image=image, mask=mask)
         return to_tensors(out["image"], out["mask"])
+
+
+def unreadable_pairs(image_paths: list[Path], mask_paths: list[Path], indices: list[int]) -> list[str]:
+    """What is wrong with the image and mask files of ``indices``, read from their headers only (no pixel decoded, so
+    a whole source is checked in seconds before training): an empty or non-image file, a mask that is not
+    single-channel, a mask of another size than its image. One line per bad pair, naming the file."""
+    bad = []
+    for i in indices:
+        try:
+            size = image_size(image_paths[i])
+            with open_image(mask_paths[i], "mask") as im:
+                if im.mode not in ("L", "P", "I", "I;16", "1"):
+                    raise DataError(f"{mask_paths[i]}: mask has mode {im.mode}; expected a single-channel PNG of "
+                                    "class ids (mode L or P), not a colour rendering")
+                if im.size != size:
+                    raise DataError(f"{mask_paths[i]}: mask is {im.size[0]}x{im.size[1]} but its image "
+                                    f"{image_paths[i].name} is {size[0]}x{size[1]}")
+        except DataError as e:
+            bad.append(str(e))
+    return bad
+
+
+def unreadable_problem(bad: list[str], total: int, what: str, shown: int = 3) -> str | None:
+    """One message for the bad pairs of :func:`unreadable_pairs` among ``total`` of ``what`` (None when none)."""
+    if not bad:
+        return None
+    few = "; ".join(bad[:shown]) + (f"; and {len(bad) - shown} more" if len(bad) > shown else "")
+    return (f"{'all ' if len(bad) == total else ''}{len(bad)} of the {total} images of {what} cannot be used: {few}; "
+            "replace or remove them")
 
 
 class CaptionMaskSet:

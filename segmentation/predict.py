@@ -14,7 +14,8 @@ stem: ``{"schema": "segcap.scenes/1", "classes": [...], "head": {...}, "images":
 
 ``<out>/<stem>.png`` holds the group ids (a palette PNG that viewers show in the class colours; read it back with
 ``aerialdata.images.read_mask``). Masks already in ``out`` are skipped, so an interrupted run resumes where it
-stopped; ``--overwrite`` redoes them. A file that cannot be read is reported and skipped (``--strict``: stop, exit 2).
+stopped; ``--overwrite`` redoes them. A file that cannot be read is reported and skipped (``--strict``: stop, exit 2);
+when every image to segment fails, the run exits 2 naming how many (listed in ``<out>/failed.json``).
 Images are decoded in DataLoader workers while the network runs; images of the same size are batched.
 A checkpoint trained on synthetic scenes only (or one that does not record its training data) is named in one note
 on stderr before the work (:mod:`segmentation.provenance`).
@@ -208,6 +209,10 @@ def main(
         write_json(out / "failed.json", failed)
     elif (out / "failed.json").exists():
         (out / "failed.json").unlink()  # from an earlier run; nothing failed this time
+    if files and len(failed) == len(files):  # every image failed: nothing done is an error (exit 2), not a success
+        where = f"{images} (shard {shard})" if shard else f"{images}"
+        raise DataError(f"all {len(failed)} images in {where} are unreadable (listed in {out / 'failed.json'}), e.g. "
+                        f"{failed[0]['error']}; no mask written. Pass --images a folder of JPEG, PNG or TIFF images")
     print(f"{written} masks written to {out}, {skipped} already there, {len(failed)} unreadable"
           + (f" (listed in {out / 'failed.json'})" if failed else ""), file=sys.stderr)
     return summary

@@ -41,6 +41,11 @@ The output folder is the checkpoint folder (``load_segmenter(out)`` and ``segmen
     tensorboard/       with --tensorboard: train loss, learning rate, val and caption-set mIoU per epoch
     history.png, confusion_val.png, confusion_captions.png, samples_val.png, samples_captions.png
 
+Everything is checked before the folder is made: the options, the output folder, every image and mask the run will
+read (from their headers: an empty file, a non-image, a colour mask, a mask of another size), the encoder weights
+(loaded). A fresh run that still fails before its first epoch is saved removes what it wrote (config.yaml, and the
+folder when it made it); a saved epoch is kept for --resume.
+
 Devices, mixed precision (bf16 or fp16 on CUDA), DDP and the saved state are accelerate's. Under ``torchrun`` every
 process trains on its share of each epoch, the metric counts are summed across processes, and only the main process
 writes. ``batch_size`` is per process.
@@ -73,7 +78,7 @@ from aerialdata.drone import DroneDataset
 from aerialdata.sources import LabelledSource, SourceSpec, open_source
 from segcap.atomic import atomic_path, check_writable, folder_lock, write_json, write_text
 from segcap.cli import resume_changes, run
-from segcap.errors import ConfigError, OutputExistsError
+from segcap.errors import ConfigError, DataError, OutputExistsError
 from segcap.progress import Progress, is_terminal
 from segcap.workers import WorkerInit
 from segmentation.data import (
@@ -84,6 +89,8 @@ from segmentation.data import (
     crops_per_image_for,
     pad_collate,
     source_split,
+    unreadable_pairs,
+    unreadable_problem,
 )
 from segmentation.metrics import IGNORE_INDEX, ConfusionMatrix, block_share
 from segmentation.model import (
@@ -543,19 +550,22 @@ def main(
 
     # 2. processes, device, mixed precision, seeds (accelerate)
     acc = make_accelerator(cfg)
-    held = ExitStack()  # the folder's lock, from step 4 to the end
+    held = ExitStack()  # the folder's lock, from step 5 to the end
+    existed: bool | None = None  # whether --out was there before this run prepared it (None: not prepared yet)
     try:
         # 3. data: each source split (published val split, else by file) into scaled training crops and whole val
-        #    images; the caption set for the figure that matters
+        #    images, every file's header read; the caption set for the figure that matters
         data = build_data(cfg, acc, table, opened)
 
-        # 4. output folder: one writer at a time; fresh, --overwrite or --resume (options checked), created only now
-        held.enter_context(folder_lock(cfg.run.out, "checkpoint folder", enabled=acc.is_main_process))
-        prepare_out(cfg, acc)
-
-        # 5. model, loss
+        # 4. model (its encoder weights loaded: a file that does not fit stops here), loss
         model = build_network(cfg, data.table, acc)
         loss_fn = build_loss(cfg.optim.loss)
+
+        # 5. output folder: one writer at a time; fresh, --overwrite or --resume (options checked), created only now
+        held.enter_context(folder_lock(cfg.run.out, "checkpoint folder", enabled=acc.is_main_process))
+        was_there = cfg.run.out.is_dir()
+        prepare_out(cfg, acc)
+        existed = was_there
 
         # 6. optimiser and schedule over the steps of every epoch, all prepared by accelerate
         optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -605,6 +615,10 @@ def main(
                   + f", caption-set mIoU {_fmt(state.best['captions'])}; wrote {cfg.run.out}", flush=True)
         acc.wait_for_everyone()
         return metrics
+    except BaseException:
+        if existed is not None:
+            clear_unfinished(cfg, acc, existed)
+        raise
     finally:
         held.close()
         acc.end_training()  # closes TensorBoard, destroys the process group under torchrun
@@ -681,6 +695,19 @@ def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
     acc.wait_for_everyone()
 
 
+def clear_unfinished(cfg: TrainConfig, acc: Accelerator, existed: bool) -> None:
+    """After a fresh run failed (or was interrupted) before its first epoch was saved: remove what it wrote into
+    --out (config.yaml, tensorboard/, a half-written state), and --out itself when this run created it and nothing
+    else is in it, so that no debris suggests a checkpoint. A run with a saved state keeps it (--resume goes on)."""
+    out = cfg.run.out
+    if not acc.is_main_process or cfg.run.resume or resumable(out) or not out.is_dir():
+        return
+    for p in (out / n for n in ("config.yaml", "model.pt", "metrics.json", TENSORBOARD_DIR, f"{STATE_DIR}.tmp")):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if not existed and not any(out.iterdir()):
+        out.rmdir()
+
+
 def open_sources(cfg: TrainConfig, table: ClassTable) -> list[tuple[str, LabelledSource]]:
     """The labelled sources, each with its label: the one drone set of the legacy form, or each of ``sources``
     through its reader. Every source must state its ground resolution (the legacy form's need not: its scale is
@@ -710,7 +737,7 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
     """
     d = cfg.data
     bs, eval_bs = cfg.optim.batch_size, max(1, cfg.optim.batch_size // 2)
-    runs, parts = [], []
+    runs, parts, problems = [], [], []
     for k, (label, src) in enumerate(opened):
         scale = d.target_scale if cfg.legacy else src.gsd / d.caption_gsd
         train_idx, val_idx = source_split(src, d.val_fraction, cfg.run.seed, d.limit)
@@ -718,6 +745,11 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
         if not train_idx or (d.val_fraction > 0 and not published and not val_idx):
             raise ConfigError(f"{src.root}: {len(train_idx) + len(val_idx)} usable image(s) in the {label} source; "
                               "need at least 2 to hold some out for validation (or --val-fraction 0)")
+        # every file it will read, from its header: a bad file found in epoch 3 would waste the first two
+        used = train_idx + val_idx
+        bad = unreadable_problem(unreadable_pairs(src.image_paths, src.mask_paths, used), len(used),
+                                 f"the {label} source {src.root}")
+        problems += [bad] if bad else []
         cpi = d.crops_per_image if cfg.legacy else crops_per_image_for(src, train_idx, scale, d.crop_size,
                                                                        d.crops_per_image)
         parts.append(ScaledCropDataset(src, train_idx, d.crop_size, scale, d.scale_jitter, cpi,
@@ -736,7 +768,14 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
     cap_ds = None
     if d.eval_captions:
         caps = CaptionMaskSet(d.eval_captions, table, split=d.eval_split)
-        cap_ds = EvalDataset(caps, list(range(len(caps))), d.caption_scale)
+        every = list(range(len(caps)))
+        bad = unreadable_problem(unreadable_pairs(caps.image_paths, caps.mask_paths, every), len(every),
+                                 f"the caption set {d.eval_captions}, {d.eval_split} split")
+        problems += [bad] if bad else []
+        cap_ds = EvalDataset(caps, every, d.caption_scale)
+    if problems:
+        raise DataError(problems[0] if len(problems) == 1 else
+                        f"{len(problems)} problems with the data:\n" + "\n".join(f"  - {p}" for p in problems))
     return Data(
         table=table, sources=runs, train_ds=train_ds, train_loader=train_loader, cap_ds=cap_ds,
         cap_loader=_eval_loader(cap_ds, acc, max(eval_bs, 16), d.num_workers) if cap_ds else None,
