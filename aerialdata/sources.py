@@ -37,6 +37,7 @@ that names the root and how to get the data); OpenEarthMap's GeoTIFFs need no GD
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -58,15 +59,23 @@ from aerialdata.labelled import (
 )
 from aerialdata.loveda import LoveDA
 from aerialdata.openearthmap import OpenEarthMap
-from segcap.errors import ConfigError
+from segcap.errors import ConfigError, SegcapError
 
 __all__ = [
     "CLASS_MAP_DIR", "IGNORE", "KINDS", "SYNTHETIC_MARKER", "ClassMap", "LabelledSource", "PairedSource", "SourceSpec",
-    "class_map_path", "load_class_map", "open_source", "read_synthetic_marker",
+    "as_spec", "class_map_path", "load_class_map", "open_source", "read_synthetic_marker", "source_problems",
 ]
 
 Kind = Literal["drone", "loveda", "openearthmap", "folder"]
 KINDS: tuple[str, ...] = ("drone", "loveda", "openearthmap", "folder")
+
+
+_LAYOUT_HINT = {  # what a source's root holds, for the message about a root that is a file
+    "drone": " (original_images/ and label_images_semantic/)",
+    "loveda": " (Train/ and Val/, as LoveDA's zips unpack)",
+    "openearthmap": " (one folder per region, each with images/ and labels/)",
+    "folder": " (images/ and masks/)",
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,33 @@ class LabelledSource(Protocol):
         ...
 
 
+def as_spec(item: SourceSpec | dict | object) -> SourceSpec:
+    """A ``sources`` item as a :class:`SourceSpec`: as given, or from the mapping a config holds (a typed check
+    gives a namespace with ``as_dict``). Its keys are checked before (:func:`segcap.cli.check_options`)."""
+    if isinstance(item, SourceSpec):
+        return item
+    raw = item.as_dict() if hasattr(item, "as_dict") else dict(item)  # type: ignore[call-overload]
+    return SourceSpec(kind=raw["kind"], root=Path(raw["root"]), gsd=raw.get("gsd"),
+                      class_map=Path(raw["class_map"]) if raw.get("class_map") else None)
+
+
+def source_problems(items, table: ClassTable | str | Path) -> list[str]:
+    """Every problem with the files of the sources listed (``sources[k]: ...``), as training would meet them: a root
+    that is missing or a file, a layout without its folders, a class map that does not load, no ground resolution.
+    Each source is opened (its files listed, no image decoded): a caller checks them all before any work."""
+    out = []
+    for k, item in enumerate(items or []):
+        try:
+            src = open_source(as_spec(item), table)
+        except SegcapError as e:
+            out.append(f"sources[{k}]: {e}")
+            continue
+        if src.gsd is None:
+            out.append(f"sources[{k}]: {src.name} ({src.root}) states no ground resolution; give gsd (metres per "
+                       f"pixel) in its entry, e.g. {{kind: {src.name}, root: {src.root}, gsd: 0.05}}")
+    return out
+
+
 def open_source(spec: SourceSpec, table: ClassTable | str | Path) -> LabelledSource:
     """Open the source ``spec`` declares, its masks mapped to ``table``'s groups.
 
@@ -127,6 +163,16 @@ def open_source(spec: SourceSpec, table: ClassTable | str | Path) -> LabelledSou
     """
     table = table if isinstance(table, ClassTable) else load_class_table(table)
     where = f"source {spec.kind} {spec.root}"
+    if spec.kind not in KINDS:
+        close = difflib.get_close_matches(str(spec.kind), KINDS, n=1)
+        raise ConfigError(f"source kind {spec.kind!r} is unknown; use one of {', '.join(KINDS)}"
+                          + (f" (did you mean {close[0]}?)" if close else ""))
+    if spec.root.exists() and not spec.root.is_dir():
+        raise ConfigError(f"{where}: root {spec.root} is a file, not a folder; give the folder that holds the "
+                          f"{spec.kind} set in its published layout{_LAYOUT_HINT.get(spec.kind, '')}")
+    if spec.class_map is not None and spec.class_map.is_dir():
+        raise ConfigError(f"{where}: class_map {spec.class_map} is a folder, not a file; give a class map YAML "
+                          f"(e.g. {CLASS_MAP_DIR}/example_folder.yaml), or leave class_map out for the shipped one")
     if spec.kind == "drone":
         if spec.class_map is not None:
             raise ConfigError(f"{where}: class_map {spec.class_map} is not used: the drone set maps its 24 classes "
@@ -138,4 +184,4 @@ def open_source(spec: SourceSpec, table: ClassTable | str | Path) -> LabelledSou
         return OpenEarthMap(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
     if spec.kind == "folder":
         return FolderSource(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
-    raise ConfigError(f"source kind {spec.kind!r} is unknown; use one of {', '.join(KINDS)}")
+    raise AssertionError(f"source kind {spec.kind!r} has no reader")  # KINDS lists every kind above

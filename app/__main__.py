@@ -10,7 +10,9 @@ usage statistics are off.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -38,6 +40,42 @@ def command(settings: Settings, port: int = 8501, address: str = "localhost") ->
             "--client.toolbarMode", "minimal", "--global.developmentMode", "false", "--", *page_args]
 
 
+def address_problems(address: str, port: int) -> list[str]:
+    """Why the server could not listen on ``address``:``port`` (empty: it can): a name that does not resolve, an
+    address of no interface of this machine, a port another program holds or that needs privileges. Each address the
+    name resolves to is tried as Streamlit's server binds it (SO_REUSEADDR: a port in TIME_WAIT is free)."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        why = e.strerror if isinstance(e, socket.gaierror) and e.strerror else str(e)
+        return [f"--address {address} does not resolve ({why}); give a host name or IP address of this machine: "
+                "localhost (this machine only) or 0.0.0.0 (every interface)"]
+    problems: list[str] = []
+    for family, kind, proto, _, sockaddr in dict.fromkeys((i[0], i[1], i[2], None, i[4]) for i in infos):
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as e:
+            host = sockaddr[0]
+            if e.errno == errno.EADDRINUSE:
+                problems.append(f"--port {port}: already in use on {host} (another app or server listens there); "
+                                f"stop it, or choose another port (--port {port + 1})")
+            elif e.errno == errno.EADDRNOTAVAIL:
+                problems.append(f"--address {address} ({host}) is not an address of this machine; give localhost, "
+                                "0.0.0.0 (every interface) or one of this machine's own addresses")
+            elif e.errno in (errno.EACCES, errno.EPERM):
+                problems.append(f"--port {port}: this user may not listen on it (ports below 1024 need privileges); "
+                                "choose a port from 1024 up (default 8501)")
+            elif e.errno == errno.EAFNOSUPPORT:
+                continue  # e.g. IPv6 off: Streamlit listens on the other addresses
+            else:
+                problems.append(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --address or "
+                                "--port")
+            break
+    return problems
+
+
 def main(
     segmentation: Path = Settings.segmentation,
     llm: Path = Settings.llm,
@@ -49,7 +87,8 @@ def main(
     port: int = 8501,
     address: str = "localhost",
 ) -> None:
-    """Serve the web app until interrupted (Ctrl-C).
+    """Serve the web app until interrupted (Ctrl-C). The address and port are checked before the app starts (a name
+    that does not resolve, a port in use: one message, exit code 2).
 
     Args:
         segmentation: segmentation checkpoint folder (segmentation.train --out).
@@ -70,6 +109,8 @@ def main(
     problems = settings.problems()
     if not 0 < port < 65536:
         problems.append(f"--port must be 1..65535 (got {port})")
+    else:
+        problems += address_problems(address, port)
     if problems:
         raise ConfigError(problems)
     env = dict(os.environ)

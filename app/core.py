@@ -240,7 +240,8 @@ class Models:
             if beams > 1:
                 out[beam_name(beams)] = self.captioner.caption([record], num_beams=beams)[0]
             if self.pools:
-                out[POOL] = self.captioner.caption([record], consensus=POOL_CANDIDATES, pool=POOL_NEIGHBOURS)[0]
+                pool = min(POOL_NEIGHBOURS, len(self.captioner.index))  # a tiny training set has fewer images
+                out[POOL] = self.captioner.caption([record], consensus=POOL_CANDIDATES, pool=pool)[0]
         if self.nearest is not None:
             out[NEAREST] = self.nearest.caption([record])[0]
         out[TEMPLATE] = template_caption(record)

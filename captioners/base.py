@@ -23,7 +23,7 @@ import yaml
 
 from captioners.data import check_image
 from segcap.atomic import write_text
-from segcap.errors import ConfigError, DataError
+from segcap.errors import ConfigError, DataError, one_line
 from segcap.progress import Progress
 
 ARCHS = ("cnn-lstm", "vit-gpt2", "blip")
@@ -57,7 +57,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({e}); the model folder is damaged, train it again") from e
+        raise DataError(f"{path}: not valid YAML ({one_line(e)}); the model folder is damaged, train it again") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DataError(f"{path}: not a segcap captioner file (expected format: {FORMAT})")
     if doc.get("arch") not in ARCHS:

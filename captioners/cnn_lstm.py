@@ -18,6 +18,7 @@ Decoding is greedy or beam search (:func:`beam_search`; width 1 gives greedy's c
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from captioners.base import Captioner
 from captioners.data import resize
 from captioners.encoders import IMAGENET_MEAN, IMAGENET_STD, build_trunk
 from captioners.text import END_ID, PAD_ID, START_ID, UNK_ID, VOCAB_FILE, Vocabulary
-from segcap.errors import DataError
+from segcap.errors import DataError, one_line, weights_file_problem
 
 WEIGHTS_FILE = "model.pt"
 NEG = float("-inf")
@@ -253,12 +254,18 @@ class CnnLstmCaptioner(Captioner):
         path = folder / WEIGHTS_FILE
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
         except FileNotFoundError as e:
-            raise DataError(f"{path}: weights not found; the model folder is incomplete, train it again") from e
-        except (RuntimeError, OSError, ValueError) as e:
-            raise DataError(f"{path}: weights do not fit the cnn-lstm that captioner.yaml describes ({e}); the "
-                            "folder is damaged, train it again") from e
+            raise DataError(f"{path}: weights not found; the model folder is incomplete: copy the whole folder "
+                            "again, or train it again (python -m captioners.train)") from e
+        except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
+            raise DataError(f"{path}: not a readable weights file: {weights_file_problem(e, path.stat().st_size)}; "
+                            "copy the model folder again, or train it again (python -m captioners.train)") from e
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, ValueError, TypeError, AttributeError) as e:
+            raise DataError(f"{path}: the weights do not fit the cnn-lstm that captioner.yaml describes "
+                            f"({one_line(e)}); keep the model.pt and captioner.yaml of one training run together, "
+                            "or train it again") from e
         return cls(model, vocab, folder, device)
 
     @property

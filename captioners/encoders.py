@@ -33,7 +33,7 @@ import torchvision
 from torch import nn
 
 from segcap import hub
-from segcap.errors import ConfigError
+from segcap.errors import ConfigError, one_line, weights_file_problem
 
 ENCODERS = ("mobilenet_v2", "resnet50", "vgg16")
 STRIDES = (4, 8, 16, 32)
@@ -142,8 +142,10 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(f"encoder_weights {path}: not a readable weights file ({e.__class__.__name__}: {e}); pass a "
-                          "torchvision state dict (.pt, .pth or .safetensors)") from e
+        size = path.stat().st_size if path.is_file() else None
+        raise ConfigError(f"encoder_weights {path}: not a readable weights file: {weights_file_problem(e, size)}; "
+                          "pass a torchvision state dict (.pt, .pth or .safetensors), or leave encoder_weights empty "
+                          "for random weights") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -167,8 +169,8 @@ def build_trunk(encoder: str, stride: int, weights: str | Path | None = None) ->
         try:
             model.load_state_dict(w.get_state_dict(progress=False, check_hash=True))
         except (OSError, RuntimeError, urllib.error.URLError) as e:
-            raise ConfigError(f"encoder_weights {weights}: torchvision could not load {w.url} ({e}); download it "
-                              f"to {_cached_path(w.url)} or pass the file as encoder_weights") from e
+            raise ConfigError(f"encoder_weights {weights}: torchvision could not load {w.url} ({one_line(e)}); "
+                              f"download it to {_cached_path(w.url)} or pass the file as encoder_weights") from e
         source = f"torchvision {encoder} {w.name}"
     trunk = cut_at_stride(trunk_of(encoder, model), stride)
     if weights is not None and source == "random":

@@ -86,6 +86,27 @@ class JavaNotFoundError(SegcapError):
             super().__init__(JAVA_INSTALL_HINT + f" (needed for {needed_for})")
 
 
+class JavaRunError(SegcapError):
+    """Java starts (``java -version`` works) but a scorer's Java program fails in it (the PTB tokenizer, METEOR)."""
+
+    def __init__(self, program: str, exe: str, said: str, jar: Path | None = None):
+        version = java_version() or "version unknown"
+        jar_text = f", and that {jar} is intact (pip install --force-reinstall pycocoevalcap)" if jar else ""
+        super().__init__(
+            f"Java ({exe}, {version}) starts, but {program} failed in it ({said}). Check that this java is a complete "
+            f"Java runtime (8 or later){jar_text}, or put another java first on PATH; free memory if it ran out"
+        )
+
+
+def _java_said(returncode: int | None, stderr: str) -> str:
+    """One line of what a failed Java program said: its first exception or error line, else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.strip().startswith("at ")]
+    pick = next((line for line in lines if "Exception" in line or "Error" in line), lines[-1] if lines else "")
+    pick = pick if len(pick) <= 200 else pick[:197] + "..."
+    code = f"exit code {returncode}" if returncode is not None else "it stopped"
+    return f"{code}: {pick}" if pick else f"{code}, no error output"
+
+
 def _package_dir() -> Path:
 
     return Path(next(iter(pycocoevalcap.__path__)))
@@ -173,16 +194,27 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
         proc = subprocess.run(cmd, capture_output=True)
     finally:
         os.unlink(tmp)
+    program = "pycocoevalcap's Stanford PTB tokenizer"
     if proc.returncode != 0:
-        raise RuntimeError(f"PTB tokenizer failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')}")
-    lines = proc.stdout.decode().split("\n")
+        raise JavaRunError(program, java, _java_said(proc.returncode, proc.stderr.decode(errors="replace")), jar)
+    lines = proc.stdout.decode(errors="replace").split("\n")
     if len(lines) < len(texts):
-        raise RuntimeError(f"PTB tokenizer returned {len(lines)} lines for {len(texts)} captions")
+        raise JavaRunError(program, java, f"it returned {len(lines)} lines for {len(texts)} captions", jar)
     # 3. drop punctuation tokens, as PTBTokenizer does
     return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS) for line in lines[: len(texts)]]
 
 
 # ---------------------------------------------------------------------------------------------- METEOR
+def _close_pipes(p: subprocess.Popen) -> None:
+    """Close a process's pipes, ignoring a pipe that the process broke by stopping."""
+    for stream in (p.stdin, p.stdout, p.stderr):
+        if stream is not None and not stream.closed:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 class _MeteorProcess:
     """pycocoevalcap's ``Meteor`` (its JVM and protocol), started in the background and closed explicitly."""
 
@@ -195,7 +227,15 @@ class _MeteorProcess:
 
         t0 = time.perf_counter()
         m = Meteor()
-        m._stat("ready", ["ready"])  # answered once the JVM has loaded its paraphrase table
+        try:
+            m._stat("ready", ["ready"])  # answered once the JVM has loaded its paraphrase table
+        except (ValueError, OSError) as e:  # the JVM stopped at once: say what it said, leave no pipe to break
+            p = m.meteor_p
+            if p.poll() is None:
+                p.kill()
+            err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+            _close_pipes(p)
+            raise JavaRunError("pycocoevalcap's METEOR", str(p.args[0]), _java_said(p.wait(), err)) from e
         self.start_seconds = time.perf_counter() - t0
         return m
 
@@ -207,8 +247,10 @@ class _MeteorProcess:
             # the JVM died (out of memory, killed...): its readline returned nothing
             m.meteor_p.kill()
             err = m.meteor_p.stderr.read().decode(errors="replace") if m.meteor_p.stderr else ""
+            _close_pipes(m.meteor_p)
             m.lock = threading.Lock()  # compute_score left its lock held; let Meteor.__del__ finish
-            raise RuntimeError(f"METEOR's Java process failed ({e}); its error output: {err.strip()[-2000:]}") from e
+            said = _java_said(m.meteor_p.wait(), err)
+            raise JavaRunError("pycocoevalcap's METEOR", str(m.meteor_p.args[0]), said) from e
         return float(score)
 
     def close(self) -> None:
@@ -218,9 +260,7 @@ class _MeteorProcess:
             m = None
         if m is not None:
             p = m.meteor_p
-            for stream in (p.stdin, p.stdout, p.stderr):
-                if stream is not None and not stream.closed:
-                    stream.close()
+            _close_pipes(p)
             if p.poll() is None:
                 p.kill()
             p.wait()

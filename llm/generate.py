@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from aerialdata.captionset import CaptionDataset
@@ -150,6 +151,8 @@ class Captioner:
             raise ConfigError(f"pool must be >= 0 training images (got {pool})")
         if pool and consensus < 2:
             raise ConfigError(f"a consensus pool needs consensus >= 2 candidates (got {consensus})")
+        if pool and len(self.require_index("a consensus pool")) < pool:
+            raise ConfigError(pool_problem(pool, len(self.index), str(self.model_dir / INDEX_FILE), "pool"))
         prompts = self.prompts(records)  # once: the candidates and their weights read the same prompts
         if consensus < 2:
             sets = self._generate(prompts, 1, "beam", num_beams, batch_size, max_new_tokens, progress, seed)
@@ -283,8 +286,13 @@ class Captioner:
         return out
 
 
-def consensus_problems(consensus: int, pool: int = 0) -> list[str]:
-    """What is wrong with ``--consensus`` / ``--consensus-pool`` (llm.generate and pipeline.caption check alike)."""
+def consensus_problems(consensus: int, pool: int = 0, train_images: int | None = None,
+                       where: str = "the model's index") -> list[str]:
+    """What is wrong with ``--consensus`` / ``--consensus-pool`` (llm.generate and pipeline.caption check alike).
+
+    ``train_images``: how many training images the pool is drawn from (:func:`index_images`), when known: a pool
+    larger than that is refused, not quietly cut (every training image's captions would vote, and the consensus
+    compares every pair of votes: minutes per image on a real caption set)."""
     problems = []
     if consensus < 0 or consensus == 1:
         problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
@@ -292,7 +300,29 @@ def consensus_problems(consensus: int, pool: int = 0) -> list[str]:
         problems.append(f"--consensus-pool must be >= 0 training images (got {pool})")
     elif pool and consensus < 2:
         problems.append(f"--consensus-pool {pool} needs --consensus N (N >= 2 candidates) to choose among")
+    if pool > 0 and train_images is not None and pool > train_images:
+        problems.append(pool_problem(pool, train_images, where))
     return problems
+
+
+def pool_problem(pool: int, train_images: int, where: str, option: str = "--consensus-pool") -> str:
+    """The message for a consensus pool of more training images than there are."""
+    return (f"{option} {pool} is more than the {train_images} training images its votes come from ({where}); "
+            f"give at most {train_images}: each image's consensus compares every pair of the pool's captions, so "
+            f"its time grows with the square of the pool (the measured setting is 5)")
+
+
+def index_images(model_dir: str | Path) -> int | None:
+    """How many training images the index beside a model holds (the most a consensus pool can draw from); None when
+    the model folder has no index (or it cannot be read: the Captioner says why)."""
+    path = Path(model_dir) / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["names"].shape[0])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def clean_caption(text: str) -> str:
@@ -348,7 +378,8 @@ def main(
     problems = []
     if num_beams < 1:
         problems.append(f"--num-beams must be >= 1 (got {num_beams})")
-    problems += consensus_problems(consensus, consensus_pool)
+    problems += consensus_problems(consensus, consensus_pool, index_images(model) if consensus_pool > 0 else None,
+                                   str(Path(model) / INDEX_FILE))
     if batch_size < 1:
         problems.append(f"--batch-size must be >= 1 (got {batch_size})")
     if max_new_tokens < 1:

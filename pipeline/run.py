@@ -30,6 +30,17 @@ report         report.md: results, segmentation and composition figures, example
 Every option is checked before the first stage runs: the pipeline's own, the entry points' YAML configs and the
 per-stage sections (``synthetic:``, ``segmentation:``, ``llm:``, one ``captioners:`` entry per end-to-end system), by the same typed check as command-line flags
 (:func:`segcap.cli.check_options`), so a typo in the ``llm:`` section fails at once, not after the segmentation.
+So is every input of the stages that will run, with the options they will read it with (:func:`input_problems`):
+the caption set (its JSON, its images folder, found in captions_root or named by images_dir, every image the JSON
+names, the first one opened, the splits to train on and to caption, the exact masks of that split), the drone set
+or each labelled source of the segmentation (opened), the weights files stages load (encoder weights read into the
+network, a given segmentation checkpoint loaded, a zero-shot captioner's folder) and the training images that
+retrieval_k draws on. The report's examples and the app read the same images folder. All problems are reported
+together, in one message, and nothing is written.
+
+Once the compositions exist, their health flags (composition.health: one class dominant, few class orders) are
+printed, and a run that stops in a later stage prints them again with its summary (the stages finished, the one
+that failed), before its error.
 
 Each stamp holds the stage's *fingerprint*, a hash of every option the stage reads (the checked values of its
 config files and section, the pipeline settings it uses, the class table) and of the *digests* of the upstream
@@ -59,10 +70,16 @@ from typing import Any, Literal
 
 import yaml
 
-from aerialdata.captionset import CaptionDataset
+from aerialdata.captionset import IMAGE_DIRS, CaptionDataset
 from aerialdata.classes import load_class_table
+from aerialdata.drone import DroneDataset
+from aerialdata.images import image_size
+from aerialdata.sources import source_problems
+from captioners.encoders import build_trunk, is_weights_name
 from captioners.encoders import encoder_weights_problems as captioner_weights_problems
 from captioners.generate import main as generate_end_to_end
+from captioners.hf import is_hub_id
+from captioners.model import model_arch
 from captioners.nearest import image_nearest
 from captioners.train import main as train_captioner
 from composition.extract import main as extract_compositions
@@ -71,6 +88,7 @@ from evaluation.score import main as score_captions
 from llm.finetune import OUTPUTS_VERSION as FINETUNE_OUTPUTS
 from llm.finetune import main as finetune_llm
 from llm.generate import main as generate_captions
+from llm.generate import pool_problem
 from llm.model import base_model_problems
 from pipeline.baselines import (
     NearestNeighbour,
@@ -96,8 +114,14 @@ from pipeline.report import health_line, results_rows, write_report
 from segcap import atomic
 from segcap.cli import check_options, config_kwargs
 from segcap.cli import run as run_cli
-from segcap.errors import ConfigError, DataError, DatasetNotFoundError
-from segmentation.model import encoder_weights_problems, read_checkpoint_config
+from segcap.errors import ConfigError, DataError, DatasetNotFoundError, SegcapError
+from segmentation.model import (
+    build_model,
+    encoder_weights_problems,
+    is_imagenet,
+    load_segmenter,
+    read_checkpoint_config,
+)
 from segmentation.predict import main as predict_masks
 from segmentation.scene import main as train_scene_head
 from segmentation.scene import scene_classes
@@ -220,17 +244,18 @@ def _trains_on_sources(run: Run) -> bool:
     return {**run.segmentation_file, **run.segmentation}.get("sources") is not None
 
 
-def stage_data(run: Run, fresh: bool, commands: list[str]) -> dict:
-    """The data must be there; with ``generate`` on, the synthetic sets are written when absent or written with
-    other options. Generation is deterministic (the same options give the same bytes), so ``fresh`` changes nothing
-    here, and data that synthetic.generate did not write is never replaced."""
+def data_plan(run: Run) -> Literal["present", "generate"]:
+    """What the data stage will do: keep the data that is there (``present``), or write the synthetic sets
+    (``generate``: with ``generate`` on, when they are absent or were written with other options); a
+    :class:`DatasetNotFoundError` when it can do neither (the data is missing and generate is off, or data_root holds
+    files that synthetic.generate did not write, which are never replaced)."""
     lay = run.layout
     have_captions = lay.references.is_file()
     have_drone = lay.drone_images.is_dir() or lay.checkpoint_given is not None or _trains_on_sources(run)
     wanted = _synthetic_options(run) if run.generate else None
     written_with = _generated_with(run)
     if have_captions and have_drone and (not run.generate or written_with is None or written_with == wanted):
-        return {"status": "present", "captions": str(lay.references)}
+        return "present"
     if not run.generate:
         missing = lay.references if not have_captions else lay.drone_images
         raise DatasetNotFoundError(
@@ -243,6 +268,18 @@ def stage_data(run: Run, fresh: bool, commands: list[str]) -> dict:
             f"{missing} not found, and data_root {run.data_root} holds files that synthetic.generate did not write; "
             "set data_root to a new folder for the synthetic sets, or point captions_root/drone_root at your data"
         )
+    return "generate"
+
+
+def stage_data(run: Run, fresh: bool, commands: list[str]) -> dict:
+    """The data must be there; with ``generate`` on, the synthetic sets are written when absent or written with
+    other options (:func:`data_plan`). Generation is deterministic (the same options give the same bytes), so
+    ``fresh`` changes nothing here, and data that synthetic.generate did not write is never replaced."""
+    lay = run.layout
+    if data_plan(run) == "present":
+        return {"status": "present", "captions": str(lay.references)}
+    written_with = _generated_with(run)
+    wanted = _synthetic_options(run)
     summary = _call(commands, "data", generate_synthetic, out=run.data_root, progress=run.progress,
                     overwrite=written_with is not None, user=run.synthetic)
     atomic.write_json(run.data_root / GENERATED, {"options": wanted})
@@ -581,19 +618,27 @@ def _why(stage: str, forced: set[str], before: dict, fingerprint_now: str, start
 
 
 def execute(run: Run, force: list[str] | None = None, from_stage: str | None = None,
-            only: str | None = None) -> list[dict]:
+            only: str | None = None, rows: list[dict] | None = None) -> list[dict]:
     """Run the chain in order, stamping each stage when done; returns one summary row per stage.
 
     A stage is skipped when it is not forced, its stamp holds its current fingerprint (computed now, from the
     digests the stages before it recorded) and its outputs still have the digest it recorded. ``only`` runs that
     one stage and no other. A stage that runs does so afresh (replacing its outputs) when forced or when it did not
     start with its current fingerprint; otherwise it resumes an interrupted attempt.
+
+    The rows are appended to ``rows`` (when given) as the stages go, a stage that raises with status ``failed`` (or
+    ``interrupted``), so that a caller can summarise a run that stopped. Once the compositions exist, their health
+    flags (composition.health) are printed, when there are any.
     """
     lay = run.layout
     lay.stamps.mkdir(parents=True, exist_ok=True)
     forced = _forced(force, from_stage, only)
-    rows = []
+    rows = [] if rows is None else rows
     for stage in STAGES:
+        if stage == "llm" and (not only or only == "compositions"):  # the compositions are there: any flags now
+            warning = health_line(lay)
+            if warning:
+                print(f"\n{warning}", flush=True)
         before = lay.read_stamp(stage)
         if only and stage != only:
             rows.append({"stage": stage, "status": "done before" if before else "not run",
@@ -611,7 +656,12 @@ def execute(run: Run, force: list[str] | None = None, from_stage: str | None = N
         print(f"\n=== stage {stage} ({_why(stage, forced, before, now, started, fresh)}) ===", flush=True)
         commands: list[str] = []
         t0 = time.perf_counter()
-        result = STAGE_FUNCS[stage](run, fresh, commands)
+        try:
+            result = STAGE_FUNCS[stage](run, fresh, commands)
+        except BaseException as e:
+            rows.append({"stage": stage, "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            raise
         seconds = round(time.perf_counter() - t0, 1)
         atomic.write_json(lay.stamp(stage), {"stage": stage, "fingerprint": now, "digest": lay.digest(stage),
                                              "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -625,16 +675,17 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def summary_table(rows: list[dict], layout: Layout) -> str:
-    """The console summary: each stage's status and time, then the results (read from the run folder), and one
-    warning line when the predicted compositions are degenerate (composition.health's flags)."""
+def summary_table(rows: list[dict], layout: Layout, results: bool = True) -> str:
+    """The console summary: each stage's status and time, then the results (read from the run folder; ``results``
+    false leaves them out, as for a run that stopped before its scores), and one warning line when the predicted
+    compositions are degenerate (composition.health's flags)."""
     lines = [f"{'stage':<14}{'status':<14}{'seconds':>9}"]
     for r in rows:
         sec = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(f"{r['stage']:<14}{r['status']:<14}{sec:>9}")
-    results = results_rows(layout)
+    scores = results_rows(layout) if results else []
     warning = health_line(layout)
-    return "\n".join(lines + ([""] + results if results else []) + (["", warning] if warning else []))
+    return "\n".join(lines + ([""] + scores if scores else []) + (["", warning] if warning else []))
 
 
 def _checked(problems: list[str], fn: Callable[..., Any], options: dict, source: str) -> dict:
@@ -785,6 +836,175 @@ def make_run(
     )
 
 
+# ---------------------------------------------------------------------------------------------------- inputs
+# Checked once the options are: every file a stage will read, with the options it will read it with, so that a run
+# does not stop at its last stage for want of a file it could have looked at before its first (a caption set whose
+# images are elsewhere cost one 46-minute run its report).
+RETRIEVAL_USERS = ("pipeline_rag", "pipeline_rag_mbr", "rag_only", "nearest_consensus", "pipeline_pool")
+SHOWN = 5  # file names shown in a message
+
+
+def may_run(run: Run, force: list[str] | None = None, from_stage: str | None = None,
+            only: str | None = None) -> set[str]:
+    """The stages that may run now (:func:`execute` decides each in turn): ``only``'s, or those forced, those not
+    finished with their current fingerprint and outputs, and every stage reading one of these."""
+    if only:
+        return {only}
+    lay, forced, out = run.layout, _forced(force, from_stage), set()
+    for stage in STAGES:
+        upstream = [u for u in UPSTREAM[stage] if u not in OPTIONAL_UPSTREAM or _runs(run, u)]
+        before = lay.read_stamp(stage)
+        if (stage in forced or any(u in out for u in upstream) or before.get("fingerprint") != fingerprint(run, stage)
+                or before.get("digest") != lay.digest(stage)):
+            out.add(stage)
+    return out
+
+
+def input_problems(run: Run, stages: set[str] | None = None) -> list[str]:
+    """Every problem with the inputs of the stages that may run (``stages``; None: all), before the first one runs
+    (empty: none found).
+
+    The caption set (its JSON, the images folder, every image the JSON names, the splits the stages train and
+    caption on: the masks, captioners and captions stages, the report's examples and the app read them all), the
+    segmentation's training data (the drone set, or each of ``sources``), the weights files that stages load (the
+    segmenter's and the CNN+LSTM's encoder weights, a given segmentation checkpoint, a zero-shot captioner) and the
+    number of training images that ``retrieval_k`` draws on. Data that the data stage will generate is not there yet:
+    then only data_root is checked (writable)."""
+    stages = set(STAGES) if stages is None else stages
+    problems: list[str] = []
+    plan = "present"
+    if "data" in stages:
+        try:
+            plan = data_plan(run)
+        except DatasetNotFoundError as e:
+            return [str(e)]
+        if plan == "generate":
+            try:
+                atomic.check_writable(run.data_root, False, "data_root (for the synthetic sets)", folder=True)
+            except OSError as e:
+                problems.append(str(e))
+    if plan == "present" and stages - {"data"}:  # every other stage reads the caption set (or its masks)
+        problems += caption_set_problems(run)
+    return problems + segmentation_input_problems(run, plan, stages) + captioner_input_problems(run, stages)
+
+
+def caption_set_problems(run: Run) -> list[str]:
+    """The caption set as the stages read it: the JSON, the images folder found in captions_root (or images_dir),
+    every image the JSON names there (the first opened), a split to train on and the split to caption."""
+    lay = run.layout
+    try:
+        ds = CaptionDataset(lay.references, images_dir=lay.images_dir)
+    except (DataError, DatasetNotFoundError, ConfigError) as e:
+        return [f"captions: {e}"]
+    if not lay.images.is_dir():
+        return [f"captions: {lay.captions_root} has no images folder {lay.images_dir}/ (images_dir, or else the first "
+                f"of {', '.join(IMAGE_DIRS)} there); set images_dir to the folder of the caption images inside "
+                "captions_root"]
+    problems = []
+    missing = [it.filename for it in ds if not (lay.images / it.filename).is_file()]
+    if missing:
+        shown = ", ".join(missing[:SHOWN]) + (f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else "")
+        problems.append(f"captions: {len(missing)} of the {len(ds)} images that {lay.references} names are not in "
+                        f"{lay.images}: {shown}; copy them there, or set images_dir to the folder that holds them")
+    elif len(ds):
+        try:
+            image_size(lay.images / ds[0].filename)
+        except DataError as e:
+            problems.append(f"captions: {e}")
+    if lay.has_truth_masks():  # the segmenter's caption-set mIoU and the oracle's compositions read them
+        no_mask = [it.filename for it in ds if it.split == run.split and not ds.mask_path(it.filename).is_file()]
+        if no_mask:
+            shown = ", ".join(no_mask[:SHOWN]) + (f" and {len(no_mask) - SHOWN} more" if len(no_mask) > SHOWN else "")
+            problems.append(f"captions: {len(no_mask)} images of split {run.split} have no exact mask in "
+                            f"{lay.truth_masks}: {shown}; add their <stem>.png masks, or remove that folder (the "
+                            "run then measures no caption-set mIoU and trains no oracle)")
+    splits = {it.split for it in ds}
+    present = ", ".join(sorted(splits)) or "none"
+    if "train" not in splits:
+        problems.append(f"captions: {lay.references} has no images in split 'train' (splits present: {present}); "
+                        "the language models and captioners train on it: give the caption set a training split")
+    if run.split not in splits:
+        problems.append(f"split: {lay.references} has no images in split {run.split!r} (splits present: {present});"
+                        f" set split to one of {', '.join(s for s in ('test', 'val') if s in splits) or 'test, val'}")
+    train = sum(it.split == "train" for it in ds)
+    users = [s for s in RETRIEVAL_USERS if run.wants(s)]
+    if users and 0 < train < run.retrieval_k:
+        problems.append(f"{pool_problem(run.retrieval_k, train, f'{lay.references}, split train', 'retrieval_k')}; "
+                        f"it is used by {', '.join(users)}")
+    return problems
+
+
+def segmentation_input_problems(run: Run, plan: str, stages: set[str]) -> list[str]:
+    """What the segmentation stages will read: a given checkpoint (loaded), or the training data (the drone set, or
+    each source, opened) and the encoder weights file (loaded into the network)."""
+    lay = run.layout
+    if lay.checkpoint_given is not None:
+        if not stages & {"scenes", "masks"}:
+            return []
+        try:
+            load_segmenter(lay.checkpoint_given, device="cpu", scene_head="none")
+        except SegcapError as e:
+            return [f"segmentation_checkpoint: {e}"]
+        if run.scene_head and run.scene_encoder == "pretrained":
+            weights = (read_checkpoint_config(lay.checkpoint_given).get("training") or {}).get("encoder_weights")
+            if not weights:
+                return [f"scene_encoder pretrained: the segmentation checkpoint {lay.checkpoint_given} started from "
+                        "random weights (its config.yaml records no training.encoder_weights); set scene_encoder: "
+                        "segmenter, or give a checkpoint trained from imagenet or a weights file"]
+            return [f"scene_encoder pretrained: {p}" for p in encoder_weights_problems(weights)]
+        return []
+    seg = {**run.segmentation_file, **run.segmentation}
+    problems = []
+    if run.scene_head and run.scene_encoder == "pretrained" and not seg.get("encoder_weights") and "scenes" in stages:
+        problems.append("scene_encoder pretrained: the segmenter trains from random weights (its encoder_weights is "
+                        "empty), so there are no pretrained weights to read; set the segmentation's encoder_weights "
+                        "(imagenet or a file), or scene_encoder: segmenter")
+    if "segmentation" not in stages:
+        return problems
+    if seg.get("sources") is not None:
+        problems += [f"segmentation: {p}" for p in source_problems(seg["sources"], run.classes)]
+    elif plan == "present":
+        try:
+            DroneDataset(lay.drone_root, run.classes)
+        except SegcapError as e:
+            problems.append(f"drone_root: {e}")
+    weights = seg.get("encoder_weights")
+    if weights and not is_imagenet(weights) and Path(weights).is_file():
+        try:  # the file is read and matched against the encoder now, not after the data stage
+            build_model({}, 2, weights)
+        except ConfigError as e:
+            problems += [f"segmentation: {p}" for p in e.problems]
+    return problems
+
+
+def captioner_input_problems(run: Run, stages: set[str]) -> list[str]:
+    """What the end-to-end captioners will load: each CNN+LSTM's encoder weights file (the image_nearest reference's
+    too), and each zero-shot checkpoint folder."""
+    problems = []
+    encoders = {s: {**e["file"], **e["options"]} for s, e in run.captioners.items()
+                if END_TO_END[s] == "cnn-lstm" and not e["zero_shot"] and "captioners" in stages}
+    if run.wants("image_nearest") and "cnn_lstm" not in encoders and "captions" in stages:
+        encoders["image_nearest"] = _cnn_lstm_options(run)
+    defaults = inspect.signature(train_captioner).parameters
+    for system, options in encoders.items():
+        encoder, weights = (options.get(k, defaults[k].default) for k in ("encoder", "encoder_weights"))
+        if weights is None or is_weights_name(encoder, str(weights)) or not Path(weights).expanduser().is_file():
+            continue  # a torchvision name (checked with the options) or no file (ditto)
+        try:
+            build_trunk(encoder, options.get("encoder_stride", defaults["encoder_stride"].default), weights)
+        except ConfigError as e:
+            problems += [f"captioners.{system}: {p}" for p in e.problems]
+    for system, entry in run.captioners.items():
+        checkpoint = entry["checkpoint"]
+        if (entry["zero_shot"] or system == "blip") and checkpoint and not is_hub_id(checkpoint) and \
+                stages & {"captioners", "captions"}:
+            try:
+                model_arch(checkpoint)
+            except SegcapError as e:
+                problems.append(f"captioners.{system}: {e}")
+    return problems
+
+
 def main(
     run_dir: Path = Path("runs/demo"),
     data_root: Path = Path("data/synthetic"),
@@ -892,14 +1112,26 @@ def _main(options: dict[str, Any], force: list[str] | None, from_stage: str | No
         problems += e.problems
     if problems:
         raise ConfigError(problems)
+    problems = input_problems(run, may_run(run, force, from_stage, only))  # what the stages read, before them
+    if problems:
+        raise ConfigError(problems)
 
     atomic.check_writable(run.layout.run_dir, False, "run folder", folder=True)
     if only:
         _check_inputs(run.layout, only)
     t0 = time.perf_counter()
-    with atomic.folder_lock(run.layout.run_dir, "run folder"):  # one pipeline.run per run folder at a time
-        run.layout.run_dir.mkdir(parents=True, exist_ok=True)
-        rows = execute(run, force, from_stage, only)
+    rows: list[dict] = []
+    try:
+        with atomic.folder_lock(run.layout.run_dir, "run folder"):  # one pipeline.run per run folder at a time
+            run.layout.run_dir.mkdir(parents=True, exist_ok=True)
+            execute(run, force, from_stage, only, rows)
+    except BaseException:  # an error or Ctrl-C in a stage: what finished, and the health flags, before the error
+        if rows:
+            where = ("in" if rows[-1]["status"] in ("failed", "interrupted") else "after") + f" stage {rows[-1]['stage']}"
+            print("\n" + summary_table(rows, run.layout, results=False), flush=True)
+            print(f"\nthe run stopped {where}; the stages finished before it are kept: rerun the same command to go on "
+                  "from there", flush=True)
+        raise
     print("\n" + summary_table(rows, run.layout))
     print(f"\nrun folder: {run.layout.run_dir}  ({time.perf_counter() - t0:.0f} s)  report: {run.layout.report}")
     return rows

@@ -24,15 +24,23 @@ is a :class:`segcap.errors.ConfigError` naming the file (or ``command line``), t
 prints it on one line and exits with code 2.
 
 Command-line forms: ``--batch-size 3`` or ``--batch_size=3``; a ``bool`` is ``--overwrite`` / ``--no-overwrite``
-(or ``--overwrite=false``); a ``list``/``tuple`` takes several values (``--names a b``); ``null`` clears an optional
-option (``--eval-captions null``; ``eval_captions: null`` in YAML); ``positional`` names parameters given without a
-flag; ``aliases`` adds flags (``{"from_stage": ["--from"]}``). The docstring is the ``--help``.
+(or ``--overwrite=false``); a ``list``/``tuple`` takes several values (``--names a b``) or one YAML/JSON list
+(``--names '[a, b]'``); a list of mappings, such as segmentation.train's ``sources``, is written as in the YAML config,
+one YAML/JSON list (``--sources '[{kind: loveda, root: /data/LoveDA}, {kind: drone, root: data/drone, gsd: 0.05}]'``)
+or one mapping per value (``--sources '{kind: loveda, root: /data/LoveDA}' '{kind: drone, ...}'``); ``null`` clears
+an optional option (``--eval-captions null``; ``eval_captions: null`` in YAML); ``positional`` names parameters given
+without a flag; ``aliases`` adds flags (``{"from_stage": ["--from"]}``). The docstring is the ``--help``.
+
+A value that does not fit is named down to its part: ``sources[0].kind 'lovedaa' is not one of drone, loveda,
+openearthmap, folder (did you mean loveda?)``, ``sources[0]: unknown key clas_map (did you mean class_map?)``,
+``sources[0].gsd 'fine' is invalid; expected a number or null``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -49,7 +57,7 @@ import yaml
 from docstring_parser import parse as parse_docstring
 
 from segcap.atomic import WRITE_ERRNOS, write_failure_message
-from segcap.errors import ConfigError, SegcapError
+from segcap.errors import ConfigError, SegcapError, one_line
 
 if typing.TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -60,8 +68,9 @@ COMMAND_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TOKENIZERS_PARALLELISM": "false
 
 COMMAND_LINE = "command line"
 _EPILOG = ("--config FILE.yaml sets any option (keys are the names above, dashes or underscores); flags override it. "
-           "A switch is --x / --no-x; a list takes several values (--x a b); 'null' clears an optional value "
-           "(--x null, or x: null in YAML).")
+           "A switch is --x / --no-x; a list takes several values (--x a b) or one YAML/JSON list (--x '[a, b]'); "
+           "a list of mappings is one YAML/JSON list (--sources '[{kind: loveda, root: /data/LoveDA}]'); 'null' "
+           "clears an optional value (--x null, or x: null in YAML).")
 
 
 # ---------------------------------------------------------------- the typed check (jsonargparse)
@@ -155,7 +164,8 @@ def _check(fn: Callable[..., Any], options: dict[str, Any], source: str, flags: 
         try:
             ns = parser.parse_object({name: copy.deepcopy(value)}, defaults=False)
         except (ArgumentError, TypeError, ValueError, KeyError):
-            problems.append(f"{source}: {label} {shown} is invalid; {expected}")
+            parts = _explain(value, tp, label) if _structured(tp) else []
+            problems += [f"{source}: {p}" for p in parts] or [f"{source}: {label} {shown} is invalid; {expected}"]
             continue
         values[name] = ns[name]
     if unknown:
@@ -167,6 +177,100 @@ def _check(fn: Callable[..., Any], options: dict[str, Any], source: str, flags: 
             what.append(u + hint)
         problems.append(f"{source}: unknown option(s) {', '.join(what)}; valid options: {', '.join(shown_names)}")
     return values, problems
+
+
+def _structured(tp: Any) -> bool:
+    """Whether values of ``tp`` have parts to name when one is wrong: lists, mappings, dataclasses."""
+    tp = _non_none(tp)
+    return _is_sequence(tp) or tp is dict or typing.get_origin(tp) is dict or dataclasses.is_dataclass(tp)
+
+
+def _did_you_mean(value: Any, choices: Sequence[Any]) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _fits_scalar(value: Any, tp: Any) -> bool:
+    """Whether a scalar ``value`` (as YAML or the command line gives it) can be a ``tp``; unknown types pass."""
+    if isinstance(value, (list, dict)):
+        return tp in (Any, list, dict)
+    if tp is bool:
+        return isinstance(value, bool) or str(value).lower() in ("true", "false")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, (int, float)):
+            return tp is float or float(value).is_integer()
+        try:
+            (int if tp is int else float)(str(value))
+        except ValueError:
+            return False
+        return True
+    if tp in (str, Path):
+        return isinstance(value, (str, os.PathLike))
+    return True
+
+
+def _explain(value: Any, tp: Any, where: str) -> list[str]:
+    """Which parts of ``value`` do not fit ``tp``, each named by its place (``sources[0].kind``) with what is allowed
+    there; empty when no part can be blamed (the caller then says the whole value is invalid)."""
+    if hasattr(value, "as_dict"):  # jsonargparse's Namespace
+        value = value.as_dict()
+    if value is None:
+        return [] if _allows_none(tp) else [f"{where} cannot be null; expected {_describe(tp)}"]
+    inner = _non_none(tp)
+    if len([a for a in _union_args(inner) if a is not type(None)]) > 1:
+        return []  # a union of several types: no one type to blame the value against
+    origin = typing.get_origin(inner)
+    if origin is typing.Literal:
+        allowed = typing.get_args(inner)
+        if value in allowed:
+            return []
+        return [f"{where} {value!r} is not one of {', '.join(map(str, allowed))}{_did_you_mean(value, allowed)}"]
+    if _is_sequence(inner):
+        if isinstance(value, str):
+            value = _yaml_value(value)
+        if not isinstance(value, (list, tuple)):
+            return [f"{where} {value!r} is not a list; expected {_describe(tp)}"]
+        items = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        if len(items) != 1:
+            return []
+        return [p for k, item in enumerate(value) for p in _explain(item, items[0], f"{where}[{k}]")]
+    if dataclasses.is_dataclass(inner):
+        return _explain_fields(value, inner, where)
+    if inner is dict or origin is dict:
+        return [] if isinstance(value, dict) else [f"{where} {value!r} is not a mapping; expected {{key: value}}"]
+    if not _fits_scalar(value, inner):
+        return [f"{where} {value!r} is invalid; expected {_describe(tp)}"]
+    return []
+
+
+def _explain_fields(value: Any, cls: type, where: str) -> list[str]:
+    """:func:`_explain` for a dataclass written as a mapping: unknown and missing keys, then each key's value."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    form = "{" + ", ".join(f"{n}: ..." for n in fields) + "}"
+    if isinstance(value, str):
+        value = _yaml_value(value)
+    if not isinstance(value, dict):
+        return [f"{where} {value!r} is not a mapping; write {form}"]
+    out = [f"{where}: unknown key {key}{_did_you_mean(key, list(fields))}; the keys are {', '.join(fields)}"
+           for key in value if key not in fields]
+    for name, f in fields.items():
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                out.append(f"{where}: {name} is missing; expected {_describe(hints[name])}")
+            continue
+        out += _explain(value[name], hints[name], f"{where}.{name}")
+    return out
+
+
+def _yaml_value(text: str) -> Any:
+    """A command-line string read as YAML (JSON is YAML); the string itself when it is not valid YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _show_default(value: Any) -> str:
@@ -212,7 +316,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        raise ConfigError(f"{path}: not valid YAML ({one_line(e)})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
     return data
@@ -299,10 +403,36 @@ def _split_argv(fn: Callable[..., Any], args: Sequence[str], positional: Sequenc
         problems.append(f"{COMMAND_LINE}: unexpected argument(s) {' '.join(stray)}; options are given as --name value")
     if unknown:
         problems.extend(_check(fn, dict.fromkeys(unknown), COMMAND_LINE, flags=True)[1])
-    for name, value in raw.items():  # `--names null` clears a list option
-        if isinstance(value, list) and value == ["null"] and name not in positional:
+    hints = _hints(fn)
+    for name, value in list(raw.items()):
+        if not isinstance(value, list) or name in positional:
+            continue
+        if value == ["null"]:  # `--names null` clears a list option
             raw[name] = "null"
+        elif len(value) == 1 and value[0].lstrip().startswith("["):  # one YAML/JSON list: `--sources '[{...}]'`
+            try:
+                raw[name] = yaml.safe_load(value[0])
+            except yaml.YAMLError as e:
+                raw.pop(name)
+                problems.append(f"{COMMAND_LINE}: {_flag(name)} {value[0]} is not a valid YAML/JSON list "
+                                f"({_yaml_problem(e)}); write it as in the YAML config, e.g. "
+                                f"{_flag(name)} '[{{key: value, ...}}, ...]'")
+        elif _maps(hints.get(name, Any)):  # one mapping per value: `--sources '{kind: loveda, root: ...}'`
+            raw[name] = [_yaml_value(v) if v.lstrip().startswith("{") else v for v in value]
     return config, raw, problems
+
+
+def _maps(tp: Any) -> bool:
+    """Whether ``tp`` is a list whose items are mappings or dataclasses (written ``{key: value}``)."""
+    items = [a for a in typing.get_args(_non_none(tp)) if a is not Ellipsis]
+    return (_is_sequence(tp) and len(items) == 1
+            and (dataclasses.is_dataclass(items[0]) or items[0] is dict or typing.get_origin(items[0]) is dict))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{what} at character {mark.column + 1}" if mark is not None else what
 
 
 def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),

@@ -51,3 +51,34 @@ class OutputNotWritableError(SegcapError, PermissionError):
 
 class FolderLockedError(SegcapError):
     """Another process is writing the same run or checkpoint folder."""
+
+
+def one_line(e: BaseException, limit: int = 160) -> str:
+    """A library's exception as one short line for a message of ours: its type and the first sentence of its first
+    line (libraries write paragraphs of advice, tracebacks of their own, links; a user message names the cause)."""
+    mark = getattr(e, "problem_mark", None)  # YAML's errors: the problem and where, instead of a drawing of it
+    if mark is not None and getattr(e, "problem", None):
+        return f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    text = " ".join(str(e).strip().splitlines()[:1]).strip()
+    first = text.split(". ")[0].rstrip(".")
+    if len(first) > limit:
+        first = first[: limit - 3].rstrip() + "..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def weights_file_problem(e: BaseException, size: int | None = None) -> str:
+    """Why ``torch.load`` (``weights_only``) or safetensors could not read a weights file, in words of ours: truncated
+    or corrupt, pickled Python objects that a weights-only load refuses, or not a weights file at all. ``size``: the
+    file's size in bytes, when known."""
+    text = str(e)
+    size_text = f"{size:,} bytes, " if size is not None else ""
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = next((line.split("GLOBAL", 1)[1].split()[0] for line in text.splitlines() if "GLOBAL" in line), "")
+        what = f" ({found})" if found else ""
+        return (f"it holds pickled Python objects{what}, not only tensors, which a weights-only torch.load refuses "
+                "to run; save the state dict alone (torch.save(model.state_dict(), path))")
+    corrupt = ("central directory", "zip archive", "corrupted", "unexpected EOF", "Ran out of input",
+               "incomplete", "truncated", "invalid load key", "Error while deserializing header")
+    if isinstance(e, EOFError) or any(c in text for c in corrupt):
+        return f"{size_text}truncated or corrupt (an interrupted copy or save?)"
+    return f"{size_text}not a PyTorch (.pt/.pth) or safetensors weights file ({one_line(e, 100)})"

@@ -58,7 +58,7 @@ import yaml
 
 from aerialdata.classes import ClassTable, class_table_from_dict
 from segcap import hub
-from segcap.errors import ConfigError, SegcapError
+from segcap.errors import ConfigError, SegcapError, one_line, weights_file_problem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -157,7 +157,7 @@ def build_model(architecture: dict, num_classes: int, encoder_weights: str | Pat
             with hub.cache_only() if cached else contextlib.nullcontext():
                 return smp.Unet(encoder_weights=IMAGENET, **kwargs)  # smp's loader: hf_hub_download, then load_file
         except hub.DOWNLOAD_ERRORS as e:  # the network went away during the download, a proxy refused it...
-            raise ConfigError(_imagenet_unavailable(arch["encoder_name"], f"{e.__class__.__name__}: {e}")) from e
+            raise ConfigError(_imagenet_unavailable(arch["encoder_name"], one_line(e))) from e
     model = smp.Unet(encoder_weights=None, **kwargs)
     if encoder_weights is not None and str(encoder_weights):
         load_encoder_weights(model, encoder_weights)
@@ -176,6 +176,13 @@ def read_state_dict(path: Path) -> dict:
     return state
 
 
+def _size(path: Path) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
+
+
 def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load a local encoder weights file into ``model.encoder``; clear error when it does not fit."""
     path = Path(path)
@@ -184,8 +191,9 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
     try:
         state = read_state_dict(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ConfigError(f"{path}: not a readable state dict (.pth/.pt through torch.load, or .safetensors) "
-                          f"({e.__class__.__name__}: {e})") from e
+        raise ConfigError(f"encoder_weights {path}: not a readable state dict: {weights_file_problem(e, _size(path))}; "
+                          "pass a mobilenet_v2 state dict (.pth/.pt, or .safetensors), or leave encoder_weights empty "
+                          "for random weights") from e
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
     if any(k.startswith("encoder.") for k in state):
@@ -302,7 +310,7 @@ def read_scene_head(folder: str | Path, checkpoint: str | Path | None = None) ->
     try:
         head.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise ConfigError(f"{weights}: not the head {meta.name} describes ({str(e)[:200]}); {fix} --overwrite") from e
+        raise ConfigError(f"{weights}: not the head {meta.name} describes ({one_line(e)}); {fix} --overwrite") from e
     head.info = info
     head.folder = folder
     head.digest = weights_digest(weights)
@@ -603,7 +611,7 @@ def read_checkpoint_config(folder: str | Path) -> dict:
     try:
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{cfg_path}: not valid YAML ({e})") from e
+        raise ConfigError(f"{cfg_path}: not valid YAML ({one_line(e)})") from e
     if not isinstance(cfg, dict) or cfg.get("format") != CONFIG_FORMAT or "classes" not in cfg:
         raise ConfigError(f"{cfg_path}: not a segcap segmentation config (expected format: {CONFIG_FORMAT})")
     return cfg
@@ -633,19 +641,16 @@ def load_segmenter(folder: str | Path, device: str = "auto", scene_head: str | P
     weights = folder / "model.pt"
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        size = weights.stat().st_size
-        said = str(e).splitlines()[0].split(". ")[0][:160] if str(e) else ""
-        raise ConfigError(f"{weights}: not a readable weights file ({size:,} bytes: truncated by an interrupted copy, "
-                          f"or another file?; {e.__class__.__name__}: {said}); copy the "
-                          "checkpoint folder again, or retrain it with python -m segmentation.train") from e
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"{weights}: not a readable weights file ({weights_file_problem(e, _size(weights))}); copy "
+                          "the checkpoint folder again, or retrain it with python -m segmentation.train") from e
     if not isinstance(state, dict):
         raise ConfigError(f"{weights}: holds a {type(state).__name__}, not a state dict; a segcap checkpoint's "
                           "model.pt is the network's state_dict (python -m segmentation.train writes it)")
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"{weights}: does not fit the architecture in config.yaml ({str(e)[:300]}); keep the "
+        raise ConfigError(f"{weights}: does not fit the architecture in config.yaml ({one_line(e, 200)}); keep the "
                           "model.pt and config.yaml of one training run together") from e
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

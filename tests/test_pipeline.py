@@ -105,6 +105,7 @@ def fake_run(tmp_path, monkeypatch):
 
     funcs = {s: fake(s) for s in STAGES}
     monkeypatch.setattr(prun, "STAGE_FUNCS", funcs)
+    monkeypatch.setattr(prun, "input_problems", lambda run, stages=None: [])  # stand-in outputs are no real inputs
     cfg = dict(run_dir=tmp_path / "run", data_root=tmp_path / "data", progress=False)
     return calls, funcs, cfg, log
 
