@@ -15,8 +15,15 @@ Real data, torchvision's ImageNet weights (online once, or the file in torch's c
 
 Every option, input and the output folder are checked before any work (one message, exit code 2, nothing written):
 a caption set's blank captions (empty, or no letter or digit) are left out with a note on stderr, and a split left
-without any caption is refused, as is a ``min_count`` that leaves the word vocabulary empty. The model folder is written
-at the end, all at once (a temporary folder renamed onto ``--out``): ``captioner.yaml`` (arch and options),
+without any caption is refused, as is a ``min_count`` that leaves the word vocabulary empty.
+
+Training runs on accelerate, as segmentation.train does: mixed precision on CUDA (``--precision``), DDP under
+``torchrun --nproc_per_node 2 -m captioners.train ...`` (``batch_size`` images per process), and after each epoch
+the whole state (weights, optimiser, schedule, RNG states, the best epoch's weights) in ``out/last/``, from which
+``--resume`` continues exactly (same options; a fresh run that fails before its first epoch leaves nothing). The
+folder, its lock and the --resume rules are :mod:`segcap.training`'s, shared with the other trainings. The model
+folder is written at the end, all at once (a temporary folder renamed onto ``--out``, the training state with the
+folder it replaces): ``captioner.yaml`` (arch and options),
 the weights (``model.pt`` + ``vocab.json``, or a transformers checkpoint with its tokenizer and image processor),
 ``metrics.json`` (losses per epoch, best epoch, times), ``history.csv`` and ``history.png`` (train and val loss).
 Caption with ``python -m captioners.generate``; score with ``python -m evaluation.score``.
@@ -34,13 +41,17 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from aerialdata.captionset import CaptionDataset, CaptionImage, screen_blank_captions
 from captioners.base import CONFIG_FILE, Arch, Device, resolve_device, write_config
@@ -65,14 +76,19 @@ from captioners.hf import (
     tiny_problems,
 )
 from captioners.text import PAD_ID, SPECIALS, VOCAB_FILE, Vocabulary, words
-from segcap.atomic import atomic_path, check_writable, write_json, write_text
+from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
-from segcap.errors import ConfigError, OutputExistsError, SegcapError
+from segcap.errors import ConfigError, SegcapError
 from segcap.progress import Progress, quiet_library_bars
+from segcap.training import STATE_DIR, OutputFolder, read_state, save_state, saved_state_options, state_folder
 
 SPLIT = Literal["train", "val", "test", "restval"]
 LEARNING_RATES = {"cnn-lstm": 4e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
 CALIBRATION = CALIBRATION_IMAGES  # training images that estimate a random trunk's BatchNorm statistics
+BEST_FILE = "best.pt"  # in last/: the weights of the best epoch so far (select best)
+# options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
+# other option must be the one the run started with (segmentation.train and llm.finetune keep the same rule)
+RESUME_FREE = ("out", "device", "num_threads", "progress", "resume", "overwrite")
 CNN_LSTM_ONLY = ("encoder", "encoder_weights", "encoder_stride", "attention_grid", "feature_dim", "embed_dim",
                  "hidden_dim", "attention_dim", "dropout", "alpha_c")
 
@@ -109,8 +125,10 @@ def main(
     select: Literal["best", "last"] = "best",
     seed: int = 0,
     device: Device = "auto",
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
     num_threads: int = 0,
     progress: bool = True,
+    resume: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Train an end-to-end image captioner (cnn-lstm, vit-gpt2 or blip) on a Karpathy-split caption set.
@@ -157,8 +175,11 @@ def main(
         select: keep the weights of the epoch with the best val loss, or of the last epoch.
         seed: seed of the weights, the data order and dropout.
         device: auto (CUDA when there is one), cpu or cuda.
+        precision: auto (bf16 on CUDA where supported, else fp16; fp32 on CPU), fp32, fp16 (CUDA) or bf16: mixed
+            precision through accelerate.
         num_threads: torch CPU threads (0: torch's default).
         progress: show progress (a bar on a terminal, one line per epoch in a log).
+        resume: continue an interrupted run in out from its last epoch (out/last/; the same options).
         overwrite: replace an existing model folder written by captioners.train.
     """
     t0 = time.perf_counter()
@@ -166,7 +187,61 @@ def main(
         freeze_encoder = arch == "cnn-lstm"
     opts = {k: v for k, v in locals().items() if k != "t0"}
 
-    # 1. every problem at once, before any work or any file
+    # 1. setup: every problem at once, before any work or any file
+    run_ = setup(opts)
+    acc = make_accelerator(run_)
+    try:
+        # 2. output folder: one writer at a time; --overwrite or --resume (options checked); a fresh run that fails
+        #    before its first epoch is saved removes what it wrote
+        with run_.folder.hold(run_.options, acc.is_main_process, acc.wait_for_everyone,
+                              has_checkpoint=lambda: state_folder(run_.out) is not None):
+            # 3. build: the model, its vocabulary or tokenizer, and the images (features cached for a frozen cnn-lstm)
+            job = build(run_, acc)
+            # 4. fit: epochs over every training image with all its captions, val loss and the state each epoch
+            fitted = fit(run_, acc, job)
+            # 5. save: everything into a temporary folder, renamed onto --out at the end
+            if acc.is_main_process:
+                save(run_, acc, job, fitted, t0)
+            acc.wait_for_everyone()
+    finally:
+        acc.end_training()
+        AcceleratorState._reset_state(reset_partial_state=True)  # leaves no device set-up to a later caller
+    return run_.out
+
+
+# ------------------------------------------------------------------------------------------------ stages
+@dataclass
+class _Run:
+    """One training run as :func:`setup` checked it: the options, the caption set and its splits, the folder."""
+
+    opts: dict[str, Any]  # main's arguments
+    options: dict[str, Any]  # the same, JSON-ready: recorded with the state, checked by --resume
+    ds: CaptionDataset
+    train_items: list[CaptionImage]
+    val_items: list[CaptionImage]
+    device: torch.device
+    out: Path
+    folder: OutputFolder
+
+
+@dataclass
+class _Fitted:
+    """What :func:`fit` leaves: the history rows, the chosen epoch, the times."""
+
+    history: list[dict[str, Any]]
+    chosen: int
+    learning_rate: float
+    cache_seconds: float
+    train_seconds: float
+    parameters: int
+    trainable_parameters: int
+
+
+def setup(opts: dict[str, Any]) -> _Run:
+    """Check the options, the caption set (splits, blank captions, images, vocabulary), the device and the output
+    folder, all reported together; notes on stderr; nothing written."""
+    captions, images, out = opts["captions"], opts["images"], Path(opts["out"])
+    train_split, val_split = opts["train_split"], opts["val_split"]
     problems = _option_problems(opts)
     ds: CaptionDataset | None = None
     train_items: list[CaptionImage] = []
@@ -201,85 +276,150 @@ def main(
                 val_items = kept
         splits = {train_split: train_items, val_split: val_items}
         problems += [p for p in (missing_images_problem(ds, splits), unreadable_images_problem(ds, splits)) if p]
-        if train_items and (arch == "cnn-lstm" or (arch == "vit-gpt2" and checkpoint is None)):
-            problems += _vocabulary_problems(train_items, min_count)
+        if train_items and (opts["arch"] == "cnn-lstm" or (opts["arch"] == "vit-gpt2" and opts["checkpoint"] is None)):
+            problems += _vocabulary_problems(train_items, opts["min_count"])
+    dev = torch.device("cpu")
     try:
-        dev = resolve_device(device)
+        dev = resolve_device(opts["device"])
     except ConfigError as e:
         problems.extend(e.problems)
-    out = Path(out)
-    problems += _out_problems(out, overwrite)
+    if opts["precision"] == "fp16" and dev.type != "cuda":
+        problems.append("--precision fp16 needs CUDA; use fp32 or bf16 on CPU (auto picks for the device)")
+    if opts["resume"] and opts["overwrite"]:
+        problems.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
+    options = {k: _plain(v) for k, v in opts.items()}
+    folder = _output_folder(out, opts["resume"], opts["overwrite"])
+    problems += [f"out {out} is a file; pass a folder for the model"] if out.is_file() else folder.problems(options)
     if problems:
         raise ConfigError(problems)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(out, "model folder")
+    folder.refuse_clobber()
     for note in notes:
         print(note, file=sys.stderr, flush=True)
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
+    if opts["num_threads"] > 0:
+        torch.set_num_threads(opts["num_threads"])
     quiet_library_bars()  # in a log, no bars for saving and loading weights
+    return _Run(opts, options, ds, train_items, val_items, dev, out, folder)  # type: ignore[arg-type]  (ds is set)
 
-    # 2. the model, its vocabulary or tokenizer, and the images (features cached for a frozen cnn-lstm)
-    torch.manual_seed(seed)
-    job: _Job = _CnnLstmJob(opts, train_items, dev) if arch == "cnn-lstm" else _HFJob(opts, train_items, dev)
+
+def _output_folder(out: Path, resume: bool, overwrite: bool) -> OutputFolder:
+    """The model folder under the one training protocol (:mod:`segcap.training`): the whole folder is this tool's
+    (any file refuses a fresh run without --overwrite; --overwrite deletes only a model folder of captioners.train
+    or an interrupted run's); --resume from last/ with the same options but :data:`RESUME_FREE`."""
+    return OutputFolder(out, "model folder", "model folder", "captioners.train", resume, overwrite,
+                        saved=saved_state_options, free=RESUME_FREE, trained_in=STATE_DIR,
+                        marker=(CONFIG_FILE, STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"),
+                        accelerate_state=True)
+
+
+def _plain(v):
+    """JSON-ready: paths as strings, tuples as lists."""
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def make_accelerator(r: _Run) -> Accelerator:
+    """accelerate for this run: the device asked for (cpu=True makes torchrun's CPU processes a gloo group), mixed
+    precision on CUDA (auto: bf16 where supported, else fp16; none on CPU)."""
+    AcceleratorState._reset_state(reset_partial_state=True)  # each call picks its own device/precision
+    precision, cuda = r.opts["precision"], r.device.type == "cuda"
+    if precision == "fp32" or (precision == "auto" and not cuda):
+        mixed = "no"
+    elif precision == "auto":
+        mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    else:
+        mixed = precision
+    return Accelerator(cpu=not cuda, mixed_precision=mixed, step_scheduler_with_optimizer=False)
+
+
+def build(r: _Run, acc: Accelerator) -> _Job:
+    """The architecture's job (model, vocabulary or tokenizer) on this process's device, its images ready."""
+    o = r.opts
+    torch.manual_seed(o["seed"])
+    job: _Job = _CnnLstmJob(o, r.train_items, acc.device) if o["arch"] == "cnn-lstm" else \
+        _HFJob(o, r.train_items, acc.device)
     t_cache = time.perf_counter()
-    job.prepare(ds, train_items, val_items, progress)  # type: ignore[arg-type]  (ds is set: no problems)
-    cache_s = time.perf_counter() - t_cache
+    job.prepare(r.ds, r.train_items, r.val_items, o["progress"] and acc.is_main_process)
+    job.cache_seconds = time.perf_counter() - t_cache
+    if acc.num_processes > 1:  # the same weights everywhere; dropout of its own in each process
+        torch.manual_seed(o["seed"] + acc.process_index)
+    return job
+
+
+def fit(r: _Run, acc: Accelerator, job: _Job) -> _Fitted:
+    """AdamW and the schedule (transformers' cosine or constant, with warm-up) prepared by accelerate; with
+    --resume, the state of out/last/; then the epochs still to do, the state saved after each."""
+    o = r.opts
     params = [p for p in job.module.parameters() if p.requires_grad]
     n_train, n_all = sum(p.numel() for p in params), sum(p.numel() for p in job.module.parameters())
-    n_caps = sum(len(it.sentences) for it in train_items)
-    print(f"{arch}: {len(train_items)} train images ({n_caps} captions), {len(val_items)} val images; "
-          f"{n_train:,} trainable parameters of {n_all:,}; {job.describe()}; on {dev}, {torch.get_num_threads()} "
-          f"threads; images ready in {cache_s:.1f} s", flush=True)
-
-    # 3. train: epochs over every training image with all its captions; val loss each epoch
-    lr = learning_rate if learning_rate is not None else _default_lr(arch, checkpoint)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(train_items) / batch_size)
-    scheduler = _scheduler(optimizer, lr_schedule, steps_per_epoch * epochs)
+    if acc.is_main_process:
+        n_caps = sum(len(it.sentences) for it in r.train_items)
+        print(f"{o['arch']}: {len(r.train_items)} train images ({n_caps} captions), {len(r.val_items)} val images; "
+              f"{n_train:,} trainable parameters of {n_all:,}; {job.describe()}; on {acc.device}"
+              + (f" x{acc.num_processes}" if acc.num_processes > 1 else "")
+              + (f", {acc.mixed_precision}" if acc.mixed_precision != "no" else "")
+              + f", {torch.get_num_threads()} threads; images ready in {job.cache_seconds:.1f} s", flush=True)
+    lr = o["learning_rate"] if o["learning_rate"] is not None else _default_lr(o["arch"], o["checkpoint"])
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=o["weight_decay"])
+    steps_per_epoch = math.ceil(len(r.train_items) / (o["batch_size"] * acc.num_processes))
+    step = _Step(job)
+    step, optimizer = acc.prepare(step, optimizer)
+    scheduler = acc.prepare(_scheduler(optimizer, o["lr_schedule"], steps_per_epoch * o["epochs"]))
+    loop = _Loop()
+    if o["resume"]:
+        acc.load_state(str(r.out / STATE_DIR))
+        loop = _Loop.read(r.out / STATE_DIR)
+        acc.print(f"resuming {r.out} after epoch {loop.epoch}", flush=True)
     t_train = time.perf_counter()
-    history, best = _fit(job, params, optimizer, scheduler, len(train_items), len(val_items), epochs, batch_size,
-                         grad_clip, select, seed, progress)
-    train_s = time.perf_counter() - t_train
-    if select == "best" and best["state"] is not None:
-        job.module.load_state_dict(best["state"])
-    chosen = best["epoch"] if select == "best" else epochs
+    _fit(r, acc, job, step, params, optimizer, scheduler, loop)
+    if o["select"] == "best" and loop.best_state is not None:
+        job.module.load_state_dict(loop.best_state)
+    chosen = loop.best_epoch if o["select"] == "best" else o["epochs"]
+    return _Fitted(loop.history, chosen, lr, job.cache_seconds,
+                   loop.train_seconds + time.perf_counter() - t_train, n_all, n_train)
 
-    # 4. save: everything into a temporary folder, renamed onto --out at the end
+
+def save(r: _Run, acc: Accelerator, job: _Job, f: _Fitted, t0: float) -> None:
+    """Main process: the model folder written in a temporary folder and renamed onto --out (the training state
+    goes with the folder it replaces)."""
+    o, history, arch = r.opts, f.history, r.opts["arch"]
     metrics = {
         "arch": arch,
         "epochs": history,
-        "selected": select,
-        "selected_epoch": chosen,
-        "best_val_loss": min((r["val_loss"] for r in history if r["val_loss"] is not None), default=None),
+        "selected": o["select"],
+        "selected_epoch": f.chosen,
+        "best_val_loss": min((row["val_loss"] for row in history if row["val_loss"] is not None), default=None),
         "loss": "cross-entropy per word" if arch == "cnn-lstm" else "cross-entropy per token",
-        "train_images": len(train_items),
-        "train_captions": n_caps,
-        "val_images": len(val_items),
-        "parameters": n_all,
-        "trainable_parameters": n_train,
-        "learning_rate": lr,
-        "cache_seconds": round(cache_s, 1),
-        "train_seconds": round(train_s, 1),
+        "train_images": len(r.train_items),
+        "train_captions": sum(len(it.sentences) for it in r.train_items),
+        "val_images": len(r.val_items),
+        "parameters": f.parameters,
+        "trainable_parameters": f.trainable_parameters,
+        "learning_rate": f.learning_rate,
+        "cache_seconds": round(f.cache_seconds, 1),
+        "train_seconds": round(f.train_seconds, 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
-        "device": str(dev),
+        "device": str(acc.device),
+        "processes": acc.num_processes,
+        "precision": acc.mixed_precision,
         "threads": torch.get_num_threads(),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
-        **job.figures(val_items),
+        **job.figures(r.val_items),
     }
-    trained_on = {"captions": str(ds.json_path), "images": str(ds.root / ds.images_dir), "split": train_split,
-                  "images_count": len(train_items), "val_split": val_split}
-    with atomic_path(out) as tmp:
+    trained_on = {"captions": str(r.ds.json_path), "images": str(r.ds.root / r.ds.images_dir),
+                  "split": o["train_split"], "images_count": len(r.train_items), "val_split": o["val_split"]}
+    with atomic_path(r.out) as tmp:
         tmp.mkdir(parents=True)
         job.save(tmp)
         write_json(tmp / "metrics.json", metrics)
-        _write_history(tmp, history, chosen, f"{arch} training ({len(train_items)} images)", metrics["loss"])
+        _write_history(tmp, history, f.chosen, f"{arch} training ({len(r.train_items)} images)", metrics["loss"])
         write_config(tmp, arch, job.options(), trained_on)
     last, best_val = history[-1], metrics["best_val_loss"]
-    print(f"saved {out}: {epochs} epochs in {train_s:.1f} s, final train loss {last['train_loss']:.4f}"
-          + (f", best val loss {best_val:.4f}" if best_val is not None else "") + f"; weights of epoch {chosen}",
+    print(f"saved {r.out}: {o['epochs']} epochs in {f.train_seconds:.1f} s, final train loss {last['train_loss']:.4f}"
+          + (f", best val loss {best_val:.4f}" if best_val is not None else "") + f"; weights of epoch {f.chosen}",
           flush=True)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -340,22 +480,6 @@ def _defaults() -> dict[str, Any]:
     return {n: p.default for n, p in inspect.signature(main).parameters.items()}
 
 
-def _out_problems(out: Path, overwrite: bool) -> list[str]:
-    """Why the model folder cannot be written (empty: it can), before any work: a file in its place or on its path,
-    a read-only or full disk, a pseudo file system (:func:`segcap.atomic.check_writable`), a folder of someone
-    else's that --overwrite would delete."""
-    if out.is_file():
-        return [f"out {out} is a file; pass a folder for the model"]
-    try:
-        check_writable(out, overwrite, "model folder", folder=True)
-    except SegcapError as e:
-        return [str(e)]
-    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
-        return [f"--overwrite refuses to delete {out}: it was not written by captioners.train (no {CONFIG_FILE}); "
-                "choose another --out"]
-    return []
-
-
 def _vocabulary_problems(train: list[CaptionImage], min_count: int) -> list[str]:
     """A word vocabulary (cnn-lstm, tiny vit-gpt2) built from ``train`` that would hold no word: every caption the
     model writes would be empty."""
@@ -379,61 +503,139 @@ def _default_lr(arch: str, checkpoint: str | None) -> float:
 
 
 def _scheduler(optimizer, kind: str, total: int):
+    """transformers' schedule: a linear warm-up over 5% of the steps (at most 100), then cosine to zero or
+    constant."""
     warmup = min(100, max(1, total // 20))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total)
 
 
-def _fit(job: _Job, params: list, optimizer, scheduler, n_train: int, n_val: int, epochs: int, batch_size: int,
-         grad_clip: float, select: str, seed: int, progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Epochs over every training image with all its captions (shuffled with ``seed``), the val loss each epoch;
-    returns the history rows and, with ``select`` best, the epoch of the lowest val loss and its weights."""
-    rng = np.random.default_rng(seed)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "state": None}
-    for epoch in range(1, epochs + 1):
+class _Step(torch.nn.Module):
+    """The job's loss as a module's forward, so that DDP (under torchrun) sees the forward pass and averages the
+    gradients of the job's module, its only submodule."""
+
+    def __init__(self, job: _Job):
+        super().__init__()
+        self.job = job
+        self.net = job.module
+
+    def forward(self, split: str, batch: list[int]):
+        return self.job.loss(split, batch)
+
+
+@dataclass
+class _Loop:
+    """What the epochs carry: saved with accelerate's state in last/ (training.json, best.pt)."""
+
+    epoch: int = 0  # epochs done
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    best_state: dict | None = None  # with select best: the weights of the best epoch (best.pt)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "history": self.history, "best_val_loss": self.best_val_loss,
+                "best_epoch": self.best_epoch, "train_seconds": self.train_seconds}
+
+    def write_best(self, folder: Path) -> None:
+        if self.best_state is not None:
+            torch.save(self.best_state, folder / BEST_FILE)
+
+    @classmethod
+    def read(cls, folder: Path) -> _Loop:
+        state, _ = read_state(folder)
+        best = folder / BEST_FILE
+        return cls(**state, best_state=torch.load(best, map_location="cpu", weights_only=True)
+                   if best.is_file() else None)
+
+
+def _shares(order: np.ndarray, batch_size: int, acc: Accelerator) -> list[list[int]]:
+    """This process's batches of an epoch: each optimizer step takes batch_size images per process from the
+    shuffled ``order`` (the whole batch with one process); a short last step is split evenly, and a process left
+    without an image repeats the epoch's first ones (every process of DDP must step)."""
+    world, rank = acc.num_processes, acc.process_index
+    per_step = batch_size * world
+    out = []
+    for i in range(0, len(order), per_step):
+        step = order[i: i + per_step]
+        if len(step) < world:
+            step = np.concatenate([step, order[: world - len(step)]])
+        out.append(np.array_split(step, world)[rank].tolist() if world > 1 else step.tolist())
+    return out
+
+
+def _fit(r: _Run, acc: Accelerator, job: _Job, step: torch.nn.Module, params: list, optimizer, scheduler,
+         loop: _Loop) -> None:
+    """The epochs after ``loop.epoch`` over every training image with all its captions (shuffled with the seed:
+    the same order in every process, each its share), the val loss each epoch, the best weights kept with
+    ``select`` best; the whole state saved into out/last/ after each epoch."""
+    o = r.opts
+    epochs, batch_size, grad_clip = o["epochs"], o["batch_size"], o["grad_clip"]
+    n_val = len(r.val_items)
+    rng = np.random.default_rng(o["seed"])
+    for _ in range(loop.epoch):  # the data order of the epochs done
+        rng.permutation(len(r.train_items))
+    for epoch in range(loop.epoch + 1, epochs + 1):
         t_epoch = time.perf_counter()
-        order = rng.permutation(n_train)
-        batches = [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        batches = _shares(rng.permutation(len(r.train_items)), batch_size, acc)
         job.train(True)
         ce_sum, count = 0.0, 0
-        with Progress(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch", enabled=progress) as bar:
+        with Progress(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch",
+                      enabled=o["progress"] and acc.is_main_process) as bar:
             for batch in batches:
-                loss, ce, n = job.loss("train", batch)
+                with acc.autocast():
+                    loss, ce, n = step("train", batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                acc.backward(loss)
                 if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    acc.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
                 scheduler.step()
                 ce_sum, count = ce_sum + float(ce), count + n
                 bar.update()
                 bar.set_postfix(**{"train loss": ce_sum / max(count, 1)})
+            ce_sum, count = _summed(acc, ce_sum, count)
             row = {"epoch": epoch, "train_loss": round(ce_sum / max(count, 1), 5), "val_loss": None}
             if n_val:
-                row["val_loss"] = round(_val_loss(job, n_val, batch_size), 5)
+                row["val_loss"] = round(_val_loss(job, n_val, batch_size, acc), 5)
                 bar.set_postfix(**{"val loss": row["val_loss"]})
         row["seconds"] = round(time.perf_counter() - t_epoch, 2)
-        history.append(row)
-        if select == "best" and row["val_loss"] is not None and row["val_loss"] < best["val_loss"]:
-            best = {"val_loss": row["val_loss"], "epoch": epoch, "state": copy.deepcopy(job.module.state_dict())}
-    return history, best
+        loop.history.append(row)
+        loop.epoch = epoch
+        loop.train_seconds += time.perf_counter() - t_epoch
+        if o["select"] == "best" and row["val_loss"] is not None and row["val_loss"] < loop.best_val_loss:
+            loop.best_val_loss, loop.best_epoch = row["val_loss"], epoch
+            loop.best_state = copy.deepcopy(job.module.state_dict())
+        save_epoch(r, acc, loop)
+
+
+def save_epoch(r: _Run, acc: Accelerator, loop: _Loop) -> None:
+    """The whole state into out/last/ (written beside it, then swapped in): accelerate's (weights, optimiser,
+    schedule, scaler, RNG states), the loop's, the best epoch's weights."""
+    save_state(acc, r.out, loop.state(), r.options, extra=loop.write_best, safe_serialization=False)
+
+
+def _summed(acc: Accelerator, total: float, count: int) -> tuple[float, int]:
+    """(total, count) summed over the processes (as they are with one)."""
+    if acc.num_processes == 1:
+        return total, count
+    t = acc.reduce(torch.tensor([total, float(count)], dtype=torch.float64, device=acc.device), reduction="sum")
+    return float(t[0]), int(t[1])
 
 
 @torch.no_grad()
-def _val_loss(job: _Job, n: int, batch_size: int) -> float:
+def _val_loss(job: _Job, n: int, batch_size: int, acc: Accelerator) -> float:
+    """Cross-entropy per word (token) over the val images, each process on its contiguous share."""
     job.train(False)
     ce_sum, count = 0.0, 0
-    for i in range(0, n, batch_size):
-        _, ce, k = job.loss("val", list(range(i, min(n, i + batch_size))))
-        ce_sum, count = ce_sum + float(ce), count + k
+    with acc.split_between_processes(list(range(n))) as share:
+        for i in range(0, len(share), batch_size):
+            with acc.autocast():
+                _, ce, k = job.loss("val", share[i: i + batch_size])
+            ce_sum, count = ce_sum + float(ce), count + k
+    ce_sum, count = _summed(acc, ce_sum, count)
     return ce_sum / max(count, 1)
 
 
@@ -471,6 +673,7 @@ class _Job:
     """One architecture's model, data and loss as the training loop sees them."""
 
     module: torch.nn.Module
+    cache_seconds: float = 0.0  # time to make its images ready (features cached for a frozen cnn-lstm)
 
     def prepare(self, ds: CaptionDataset, train: list[CaptionImage], val: list[CaptionImage], progress: bool): ...
     def loss(self, split: str, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]: ...

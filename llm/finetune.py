@@ -39,13 +39,10 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import math
-import shutil
 import sys
 import time
 import typing
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -87,10 +84,11 @@ from llm.tokenizer import (
     tokenizer_problems,
     train_tokenizer,
 )
-from segcap.atomic import check_writable, folder_lock, write_json
-from segcap.cli import resume_changes, run
-from segcap.errors import ConfigError, DataError, DatasetNotFoundError, OutputExistsError
+from segcap.atomic import write_json
+from segcap.cli import run
+from segcap.errors import ConfigError, DataError, DatasetNotFoundError
 from segcap.progress import Progress, is_terminal, quiet_library_bars
+from segcap.training import OutputFolder, read_record
 
 RUN_FILE = "run.json"  # the options of the run, written first: marks the folder as ours and lets --resume check them
 # options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
@@ -212,172 +210,217 @@ def main(
         overwrite: replace an existing output folder made by an earlier run.
     """
     t0 = time.perf_counter()
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
-    tiny_model, tokenizer = _mapping("tiny_model", tiny_model), _mapping("tokenizer", tokenizer)
-    options = {k: v for k, v in locals().items() if k not in ("t0",)}
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    tok_settings = dict(tokenizer or {})
+    # 1. setup: options, data and training arguments, every problem found before anything is written
+    job = setup(dict(locals()))
+    # 2. output folder: one writer at a time; created (or cleared with --overwrite) only now, its options recorded;
+    #    a fresh run that fails before it has anything to keep (a checkpoint, the model) removes what it wrote
+    saved = {"model": False}
+    with job.folder.hold(job.options, job.state.is_main_process, job.state.wait_for_everyone,
+                         has_checkpoint=lambda: saved["model"] or _last_checkpoint(job.out) is not None):
+        if job.state.is_main_process:
+            job.folder.write_record(job.options)
+            (job.out / META_FILE).unlink(missing_ok=True)  # not finished until this run writes it again
+        job.state.wait_for_everyone()
+        # 3. build: the tokenizer (trained here for the tiny model) and the model (base, then full or LoRA)
+        tok, model = build(job)
+        # 4. fit: the Trainer, epochs over every example, eval loss and a checkpoint each epoch
+        trainer, result = fit(job, tok, model)
+        # 5. save: model or adapter + tokenizer, curves, then segcap_llm.json last
+        save(job, trainer, result, tok, saved, t0)
+    return job.out
+
+
+@dataclass
+class _Job:
+    """One fine-tuning run as :func:`setup` checked it: its options, data and training arguments."""
+
+    options: dict[str, Any]  # main's arguments, JSON-ready (run.json, segcap_llm.json)
+    opts: ModelOptions
+    template: PromptTemplate
+    tok_settings: dict
+    data: _Examples
+    args: Any  # transformers.TrainingArguments
+    state: Any  # accelerate.PartialState
+    bars: bool
+    out: Path
+    folder: OutputFolder
+
+
+def setup(a: dict[str, Any]) -> _Job:
+    """Check main's arguments ``a`` (every problem at once), the output folder, and read the data; the training
+    arguments; nothing is written."""
+    if a["num_threads"] > 0:
+        torch.set_num_threads(a["num_threads"])
+    a["tiny_model"], a["tokenizer"] = _mapping("tiny_model", a["tiny_model"]), _mapping("tokenizer", a["tokenizer"])
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in a.items() if k != "t0"}
+    tok_settings = dict(a["tokenizer"] or {})
     opts = ModelOptions(
-        base_model=str(base_model),
-        tiny_model=dict(tiny_model or {}),
-        quantize=quantize,
-        method=method,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        lora_target_modules=tuple(lora_target_modules or ("q_proj", "k_proj", "v_proj", "o_proj")),
-        precision=precision,
-        gradient_checkpointing=gradient_checkpointing,
+        base_model=str(a["base_model"]),
+        tiny_model=dict(a["tiny_model"] or {}),
+        quantize=a["quantize"],
+        method=a["method"],
+        lora_r=a["lora_r"],
+        lora_alpha=a["lora_alpha"],
+        lora_dropout=a["lora_dropout"],
+        lora_target_modules=tuple(a["lora_target_modules"] or ("q_proj", "k_proj", "v_proj", "o_proj")),
+        precision=a["precision"],
+        gradient_checkpointing=a["gradient_checkpointing"],
     )
-    template = PromptTemplate(instruction=instruction, template=prompt_template, mode=prompt_mode,
-                              retrieval_k=retrieval_k, retrieval_captions=retrieval_captions)
+    template = PromptTemplate(instruction=a["instruction"], template=a["prompt_template"], mode=a["prompt_mode"],
+                              retrieval_k=a["retrieval_k"], retrieval_captions=a["retrieval_captions"])
     options["lora_target_modules"] = list(opts.lora_target_modules)
 
-    # 1. options: every problem at once, before any work
+    # options: every problem at once, before any work
     problems = option_problems(opts) + template.problems()
     if opts.is_tiny:
         problems += tokenizer_problems(tok_settings)
-    elif tokenizer:
+    elif a["tokenizer"]:
         problems.append("tokenizer settings apply to the tiny model only; a checkpoint brings its own tokenizer")
-    problems += _training_problems(locals())
-    problems += [f"{what} not found: {p}" for what, p in (("compositions", compositions), ("captions", captions))
-                 if not Path(p).exists()]
-    if resume and overwrite:
+    problems += _training_problems(a)
+    problems += [f"{what} not found: {a[what]}" for what in ("compositions", "captions") if not Path(a[what]).exists()]
+    if a["resume"] and a["overwrite"]:
         problems.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+    if a["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
         problems.append("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
                         "(or leave --tensorboard off)")
     if problems:
         raise ConfigError(problems)
 
-    out = Path(out)
-    _check_out(out, options, resume, overwrite)  # writable, not clobbered, a --resume that can resume these options
+    out = Path(a["out"])
+    folder = _output_folder(out, a["resume"], a["overwrite"])
+    folder.check(options)  # writable, not clobbered, a --resume that can resume these options
 
-    # 2. data: compositions joined with the caption set, per split (read and checked before anything is written)
-    data = _read_examples(Path(compositions), captions, train_split, eval_split, template, lowercase, allow_missing,
-                          captions_per_image, seed)
-    train_images, eval_images, train_pairs, eval_pairs = (data.train_images, data.eval_images, data.train_pairs,
-                                                          data.eval_pairs)
+    # data: compositions joined with the caption set, per split (read and checked before anything is written)
+    data = _read_examples(Path(a["compositions"]), a["captions"], a["train_split"], a["eval_split"], template,
+                          a["lowercase"], a["allow_missing"], a["captions_per_image"], a["seed"])
 
-    # 3. training arguments (transformers checks them too), before anything is written
+    # training arguments (transformers checks them too), before anything is written
     from accelerate import PartialState
-    from transformers import PrinterCallback, Trainer
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
     if state.is_main_process:
         for note in data.notes:
             print(note, file=sys.stderr, flush=True)
-
-    bars = progress and is_terminal()  # the Trainer's tqdm bar on a terminal; in a log, one line per epoch instead
+    bars = a["progress"] and is_terminal()  # the Trainer's tqdm bar on a terminal; in a log, one line per epoch
     quiet_library_bars()  # in a log, no bar for each checkpoint's weight shards either
-    args = _training_arguments(options, out, eval_on=eval_pairs is not None, bars=bars)
+    args = _training_arguments(options, out, eval_on=data.eval_pairs is not None, bars=bars)
+    return _Job(options, opts, template, tok_settings, data, args, state, bars, out, folder)
 
-    # 4. output folder: one writer at a time; created (or cleared with --overwrite) only now, and cleared again if
-    #    this run fails before it has anything to keep
-    with (folder_lock(out, "LLM output folder", enabled=state.is_main_process),
-          _cleared_on_failure(out, resume, state.is_main_process) as kept):
-        _prepare_out(out, options, resume, overwrite, state)
-        kept["prepared"] = True
 
-        # 5. tokenizer: trained on the training text (tiny) or the checkpoint's; saved into out first (resume reuses it)
-        from transformers import AutoTokenizer
+def build(job: _Job):
+    """The tokenizer (trained on the training text for the tiny model, the checkpoint's otherwise; saved into out
+    first, reused by --resume) and the model: the base (built or loaded, quantized or not), then full or LoRA."""
+    from transformers import AutoTokenizer
 
-        with state.main_process_first():
-            if (out / "tokenizer.json").is_file() and resume:
-                tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
-            elif opts.is_tiny:
-                texts = [im.prompt for im in train_images] + [c for im in train_images for c in im.captions]
-                tok = train_tokenizer(texts, **tok_settings)
-            else:
-                tok = load_tokenizer(opts.base_model)  # a folder, or a hub id through transformers' cache
-            ensure_pad_token(tok)
-            if state.is_main_process:
-                tok.save_pretrained(str(out))
-
-        # 6. model: base (built or loaded, quantized or not), then full or LoRA
-        with state.main_process_first():
-            model = load_base(opts, tok, out / BASE_DIR, seed)
-        model = apply_method(model, opts)
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        n_all = sum(p.numel() for p in model.parameters())
-
-        # 7. trainer: epochs over every example, eval loss and a checkpoint each epoch
-        train_ds = TokenizedExamples(train_pairs, tok, max_length)
-        eval_ds = TokenizedExamples(eval_pairs, tok, max_length) if eval_pairs else None
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds,
-            data_collator=CaptionCollator(tok.pad_token_id),
-            processing_class=tok,
-            callbacks=[_EpochCallback(train_ds), _CurvesCallback(out), *([_EpochLines()] if progress and not bars else []),
-                       *([_tensorboard(out)] if tensorboard and state.is_main_process else [])],
-        )
-        if not bars:
-            trainer.remove_callback(PrinterCallback)  # it prints every log dict; _EpochLines says what matters
-        if state.is_main_process:
-            print(
-                f"examples: train {len(train_pairs)} ({len(train_images)} images, {data.train_dropped} duplicate pairs dropped, "
-                f"captions_per_image={captions_per_image}), eval {len(eval_pairs) if eval_pairs else 0} "
-                f"({len(eval_images)} images); parameters: {n_train:,} trainable of {n_all:,}; "
-                f"{state.num_processes} process(es) on {state.device}",
-                flush=True,
-            )
-
-        # 8. train (from the last checkpoint with --resume)
-        last = get_last_checkpoint(str(out / "checkpoints")) if resume else None  # there is one: _check_out saw it
-        result = trainer.train(resume_from_checkpoint=last)
-
-        # 9. save: model or adapter + tokenizer, curves, then segcap_llm.json last
-        trainer.save_model(str(out))
-        kept["model"] = True
+    out, opts, state = job.out, job.opts, job.state
+    with state.main_process_first():
+        if (out / "tokenizer.json").is_file() and job.options["resume"]:
+            tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+        elif opts.is_tiny:
+            images = job.data.train_images
+            texts = [im.prompt for im in images] + [c for im in images for c in im.captions]
+            tok = train_tokenizer(texts, **job.tok_settings)
+        else:
+            tok = load_tokenizer(opts.base_model)  # a folder, or a hub id through transformers' cache
+        ensure_pad_token(tok)
         if state.is_main_process:
             tok.save_pretrained(str(out))
-            rows = loss_rows(trainer.state.log_history)
-            write_loss_csv(out / "loss.csv", rows)
-            plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {prompt_mode} prompt)")
-            evals = [r["loss"] for r in rows if r["split"] == "eval"]
-            write_json(out / NGRAM_FILE, document_frequencies(data.train_refs))  # for consensus decoding
-            data.index.save(out / INDEX_FILE)  # every caption: a consensus pool counts them all
-            meta = {
-                "format": "segcap.llm/1",
-                "prompt": template.to_dict(),
-                "composition_text_version": PROMPT_VERSION,
-                "lowercase": lowercase,
-                "max_length": max_length,
-                "base_model": BASE_DIR if (out / BASE_DIR / "config.json").is_file() else opts.base_model,
-                "method": opts.method,
-                "quantize": opts.quantize,
-                "options": options,
-                "figures": {
-                    "train_examples": len(train_pairs),
-                    "train_images": len(train_images),
-                    "train_duplicates_dropped": data.train_dropped,
-                    "eval_examples": len(eval_pairs) if eval_pairs else 0,
-                    "eval_duplicates_dropped": data.eval_dropped,
-                    "trainable_parameters": n_train,
-                    "parameters": n_all,
-                    "vocab_size": len(tok),
-                    "steps": trainer.state.global_step,
-                    "epochs": float(trainer.state.epoch or 0),
-                    "final_train_loss": float(result.training_loss),
-                    "eval_loss": evals,
-                    "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 1),
-                    "total_seconds": round(time.perf_counter() - t0, 1),
-                    "processes": state.num_processes,
-                    "device": str(state.device),
-                },
-            }
-            write_json(out / META_FILE, meta)
-            print(
-                f"saved {out} ({meta['figures']['steps']} steps, {meta['figures']['train_seconds']} s training, "
-                f"final eval loss {evals[-1] if evals else float('nan'):.4f})",
-                flush=True,
-            )
-        state.wait_for_everyone()
-    return out
+    with state.main_process_first():
+        model = load_base(opts, tok, out / BASE_DIR, job.options["seed"])
+    return tok, apply_method(model, opts)
+
+
+def fit(job: _Job, tok, model):
+    """The Trainer over every example (from the last checkpoint with --resume): eval loss and a checkpoint each
+    epoch. Returns the trainer and its result."""
+    from transformers import PrinterCallback, Trainer
+
+    o, data, out, state = job.options, job.data, job.out, job.state
+    train_ds = TokenizedExamples(data.train_pairs, tok, o["max_length"])
+    eval_ds = TokenizedExamples(data.eval_pairs, tok, o["max_length"]) if data.eval_pairs else None
+    trainer = Trainer(
+        model=model,
+        args=job.args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=CaptionCollator(tok.pad_token_id),
+        processing_class=tok,
+        callbacks=[_EpochCallback(train_ds), _CurvesCallback(out),
+                   *([_EpochLines()] if o["progress"] and not job.bars else []),
+                   *([_tensorboard(out)] if o["tensorboard"] and state.is_main_process else [])],
+    )
+    if not job.bars:
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict; _EpochLines says what matters
+    if state.is_main_process:
+        n_train, n_all = _parameters(model)
+        print(
+            f"examples: train {len(data.train_pairs)} ({len(data.train_images)} images, {data.train_dropped} duplicate "
+            f"pairs dropped, captions_per_image={o['captions_per_image']}), eval "
+            f"{len(data.eval_pairs) if data.eval_pairs else 0} ({len(data.eval_images)} images); parameters: "
+            f"{n_train:,} trainable of {n_all:,}; {state.num_processes} process(es) on {state.device}",
+            flush=True,
+        )
+    last = _last_checkpoint(out) if o["resume"] else None  # there is one: the folder's check saw it
+    return trainer, trainer.train(resume_from_checkpoint=last)
+
+
+def save(job: _Job, trainer, result, tok, saved: dict, t0: float) -> None:
+    """The model or adapter with the tokenizer; main process: loss curves, the consensus n-grams and composition
+    index, then segcap_llm.json last (its presence marks a finished folder)."""
+    o, data, out, state, opts = job.options, job.data, job.out, job.state, job.opts
+    trainer.save_model(str(out))
+    saved["model"] = True
+    if state.is_main_process:
+        tok.save_pretrained(str(out))
+        rows = loss_rows(trainer.state.log_history)
+        write_loss_csv(out / "loss.csv", rows)
+        plot_loss(out / "loss.png", rows, title=f"caption LM fine-tuning ({opts.method}, {o['prompt_mode']} prompt)")
+        evals = [r["loss"] for r in rows if r["split"] == "eval"]
+        write_json(out / NGRAM_FILE, document_frequencies(data.train_refs))  # for consensus decoding
+        data.index.save(out / INDEX_FILE)  # every caption: a consensus pool counts them all
+        n_train, n_all = _parameters(trainer.model)
+        meta = {
+            "format": "segcap.llm/1",
+            "prompt": job.template.to_dict(),
+            "composition_text_version": PROMPT_VERSION,
+            "lowercase": o["lowercase"],
+            "max_length": o["max_length"],
+            "base_model": BASE_DIR if (out / BASE_DIR / "config.json").is_file() else opts.base_model,
+            "method": opts.method,
+            "quantize": opts.quantize,
+            "options": o,
+            "figures": {
+                "train_examples": len(data.train_pairs),
+                "train_images": len(data.train_images),
+                "train_duplicates_dropped": data.train_dropped,
+                "eval_examples": len(data.eval_pairs) if data.eval_pairs else 0,
+                "eval_duplicates_dropped": data.eval_dropped,
+                "trainable_parameters": n_train,
+                "parameters": n_all,
+                "vocab_size": len(tok),
+                "steps": trainer.state.global_step,
+                "epochs": float(trainer.state.epoch or 0),
+                "final_train_loss": float(result.training_loss),
+                "eval_loss": evals,
+                "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 1),
+                "total_seconds": round(time.perf_counter() - t0, 1),
+                "processes": state.num_processes,
+                "device": str(state.device),
+            },
+        }
+        write_json(out / META_FILE, meta)
+        print(
+            f"saved {out} ({meta['figures']['steps']} steps, {meta['figures']['train_seconds']} s training, "
+            f"final eval loss {evals[-1] if evals else float('nan'):.4f})",
+            flush=True,
+        )
+    state.wait_for_everyone()
+
+
+def _parameters(model) -> tuple[int, int]:
+    """(trainable, all) parameter counts."""
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in model.parameters()))
 
 
 @dataclass
@@ -515,90 +558,27 @@ def _training_problems(a: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_out(out: Path, options: dict, resume: bool, overwrite: bool) -> None:
-    """Before any work: the folder can be written and is not clobbered; on --resume there is a checkpoint to continue
-    and every option but :data:`RESUME_FREE` is the one the run started with (``epochs`` may grow)."""
-    check_writable(out, overwrite, "LLM output folder", folder=True)
+def _output_folder(out: Path, resume: bool, overwrite: bool) -> OutputFolder:
+    """The output folder under the one training protocol (:mod:`segcap.training`): the whole folder is this tool's
+    (any file refuses a fresh run without --overwrite; --overwrite deletes only a folder with run.json); --resume
+    from the Trainer's last checkpoint with the options of run.json, but :data:`RESUME_FREE` (``epochs`` may grow)."""
+    return OutputFolder(Path(out), "LLM output folder", "output folder", "llm.finetune", resume, overwrite,
+                        saved=_saved_options, free=RESUME_FREE, grows=RESUME_GROWS, marker=(RUN_FILE,))
+
+
+def _saved_options(out: Path) -> dict | str:
+    """The options of the run to resume (run.json), or why there is nothing to resume."""
     run_file = out / RUN_FILE
-    if resume:
-        last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
-        if not run_file.is_file() or last is None:
-            why = f"no {RUN_FILE}" if not run_file.is_file() else (
-                "no checkpoint in checkpoints/: the run stopped before its first epoch ended, or ran with "
-                "--no-save-checkpoints")
-            raise ConfigError(f"--resume: nothing to resume in {out} ({why}); run without --resume to start "
-                              "(with --overwrite to replace the folder)")
-        before = _read_run(run_file)
-        changed = resume_changes(before, options, RESUME_FREE + RESUME_GROWS)
-        if "epochs" in before and options["epochs"] < before["epochs"]:
-            changed.append(f"epochs {before['epochs']!r}, now {options['epochs']!r} (a resumed run may train "
-                           "longer, not shorter)")
-        if changed:
-            raise ConfigError(
-                [f"--resume: {out} was trained with {c}" for c in changed]
-                + ["--resume continues a run with the options it started with (only epochs may grow, and "
-                   f"{', '.join(k for k in RESUME_FREE if k not in ('out', 'resume', 'overwrite'))} may change); "
-                   "use the same options, or start afresh with --overwrite (or another --out)"])
-    elif out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(out, "output folder")
-        if not run_file.is_file():
-            raise ConfigError(
-                f"--overwrite refuses to delete {out}: it was not made by llm.finetune (no {RUN_FILE}); choose another --out"
-            )
+    if not run_file.is_file():
+        return f"(no {RUN_FILE})"
+    if _last_checkpoint(out) is None:
+        return ("(no checkpoint in checkpoints/: the run stopped before its first epoch ended, or ran with "
+                "--no-save-checkpoints)")
+    return read_record(run_file)
 
 
-def _read_run(run_file: Path) -> dict:
-    try:
-        value = json.loads(run_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--resume: {run_file} is unreadable ({e}); start afresh with --overwrite") from e
-    return value if isinstance(value, dict) else {}
-
-
-def _prepare_out(out: Path, options: dict, resume: bool, overwrite: bool, state) -> None:
-    """Under the folder's lock: check again (:func:`_check_out`), clear on --overwrite (only a folder this tool
-    made), create the folder; write run.json, the options of the run (a --resume records what changed: the new
-    ``epochs``, and the options free to change, with the time)."""
-    _check_out(out, options, resume, overwrite)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        run_file = out / RUN_FILE
-        if overwrite and out.is_dir():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        record = dict(options)
-        if resume:
-            before = _read_run(run_file)
-            changed = {k: [before.get(k), v] for k, v in options.items()
-                       if k in before and before[k] != v and k not in ("resume", "overwrite")}
-            record["resumed"] = before.get("resumed", []) + [{"at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                              "changed": changed}]
-        write_json(run_file, record)
-        (out / META_FILE).unlink(missing_ok=True)  # not finished until this run writes it again
-    state.wait_for_everyone()
-
-
-@contextmanager
-def _cleared_on_failure(out: Path, resume: bool, is_main: bool):
-    """A fresh run that fails (or is interrupted) before it has anything to keep (no epoch checkpoint, no saved model:
-    the body sets ``kept["model"]``) removes what it wrote into ``out`` (run.json, the tokenizer, base_model/, an empty
-    checkpoints/), and ``out`` itself when it created it, so that the next run is not refused. A fresh run's folder
-    holds nothing else: it was empty, absent, or cleared by --overwrite (the body sets ``kept["prepared"]`` once
-    :func:`_prepare_out` has made it so; before, the folder is not this run's to clear)."""
-    existed = out.is_dir()
-    kept = {"prepared": False, "model": False}
-    try:
-        yield kept
-    except BaseException:
-        checkpoints = out / "checkpoints"
-        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-        if is_main and not resume and kept["prepared"] and not kept["model"] and last is None and out.is_dir():
-            for p in out.iterdir():
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
-            if not existed:
-                out.rmdir()
-        raise
+def _last_checkpoint(out: Path) -> str | None:
+    return get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
 
 
 def _tensorboard(out: Path) -> TrainerCallback:

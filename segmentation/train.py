@@ -54,12 +54,9 @@ writes. ``batch_size`` is per process.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -76,10 +73,19 @@ from torch.utils.data import DataLoader, Subset
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.drone import DroneDataset
 from aerialdata.sources import LabelledSource, SourceSpec, open_source
-from segcap.atomic import atomic_path, check_writable, folder_lock, write_json, write_text
-from segcap.cli import resume_changes, run
-from segcap.errors import ConfigError, DataError, OutputExistsError
+from segcap.atomic import atomic_path, write_json, write_text
+from segcap.cli import run
+from segcap.errors import ConfigError, DataError
 from segcap.progress import Progress, is_terminal
+from segcap.training import (
+    STATE_DIR,
+    OutputFolder,
+    read_state,
+    save_state,
+    saved_state_options,
+    state_folder,
+    write_state,
+)
 from segcap.workers import WorkerInit
 from segmentation.data import (
     CaptionMaskSet,
@@ -105,8 +111,6 @@ from segmentation.model import (
 )
 from segmentation.plots import plot_confusion, plot_history, plot_samples
 
-STATE_DIR = "last"  # accelerate's save_state folder of the last epoch
-STATE_FILE = "training.json"  # in STATE_DIR, written last: epoch, step, history, best, options
 TENSORBOARD_DIR = "tensorboard"
 # options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
 # other option must be the one the run started with (llm.finetune keeps the same rule)
@@ -351,11 +355,11 @@ class TrainingState:
 
     @classmethod
     def read(cls, folder: Path) -> tuple[TrainingState, dict]:
-        raw = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-        return cls(**raw["state"]), raw["options"]
+        state, options = read_state(folder)
+        return cls(**state), options
 
     def write(self, folder: Path, options: dict) -> None:
-        write_json(folder / STATE_FILE, {"state": asdict(self), "options": options})
+        write_state(folder, asdict(self), options)
 
 
 @dataclass
@@ -408,23 +412,24 @@ def resumable(out: Path) -> bool:
     return state_folder(out) is not None
 
 
-def state_folder(out: Path) -> Path | None:
-    """The folder of the last complete training state: ``last/``; or, after a kill between the two renames that
-    swap a new state in (:func:`save_epoch`), ``last.tmp/`` when complete (its training.json is written last), else
-    ``last.old/``; None when there is none."""
-    for name in (STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"):
-        if (Path(out) / name / STATE_FILE).is_file():
-            return Path(out) / name
-    return None
+def output_folder(cfg: TrainConfig) -> OutputFolder:
+    """The checkpoint folder under the one training protocol (:mod:`segcap.training`): an earlier run's outputs
+    (model.pt, last/) kept unless --overwrite, other files left alone; --resume from last/ with the same options but
+    :data:`RESUME_FREE`."""
+    return OutputFolder(
+        cfg.run.out, "checkpoint folder", "training output folder", "segmentation.train", cfg.run.resume,
+        cfg.run.overwrite, saved=_saved_options, free=RESUME_FREE, trained_in=STATE_DIR,
+        outputs=("model.pt", STATE_DIR, "last.pt"),
+        clear=("model.pt", STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old", "last.pt", "metrics.json",
+               TENSORBOARD_DIR),
+        accelerate_state=True)
 
 
-def _restore_state_folder(out: Path) -> None:
-    """Under the folder's lock: put the last complete state back as ``last/`` and clear the other two."""
-    found = state_folder(out)
-    if found is not None and found.name != STATE_DIR:
-        found.rename(out / STATE_DIR)
-    for name in (f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"):
-        shutil.rmtree(out / name, ignore_errors=True)
+def _saved_options(out: Path) -> dict | str:
+    found = saved_state_options(out)
+    if isinstance(found, str) and (out / "last.pt").exists():
+        found += " (last.pt is an earlier segcap's state, which cannot be resumed)"
+    return found
 
 
 # ---------------------------------------------------------------- entry point
@@ -543,15 +548,14 @@ def main(
                       tensorboard=tensorboard),
     )
     validate(cfg)
-    check_out(cfg)  # the output folder: writable, not clobbered, a --resume that can resume with these options
+    folder = output_folder(cfg)
+    folder.check(cfg.options())  # writable, not clobbered, a --resume that can resume with these options
     # ... and the sources themselves: their files, and the ground resolution each one states
     table = load_class_table(cfg.data.classes)
     opened = open_sources(cfg, table)
 
     # 2. processes, device, mixed precision, seeds (accelerate)
     acc = make_accelerator(cfg)
-    held = ExitStack()  # the folder's lock, from step 5 to the end
-    existed: bool | None = None  # whether --out was there before this run prepared it (None: not prepared yet)
     try:
         # 3. data: each source split (published val split, else by file) into scaled training crops and whole val
         #    images, every file's header read; the caption set for the figure that matters
@@ -561,68 +565,92 @@ def main(
         model = build_network(cfg, data.table, acc)
         loss_fn = build_loss(cfg.optim.loss)
 
-        # 5. output folder: one writer at a time; fresh, --overwrite or --resume (options checked), created only now
-        held.enter_context(folder_lock(cfg.run.out, "checkpoint folder", enabled=acc.is_main_process))
-        was_there = cfg.run.out.is_dir()
-        prepare_out(cfg, acc)
-        existed = was_there
-
-        # 6. optimiser and schedule over the steps of every epoch, all prepared by accelerate
-        optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        model, optim, train_loader = acc.prepare(model, optim, data.train_loader)
-        total_steps = cfg.optim.epochs * max(1, len(train_loader))
-        if cfg.optim.max_steps:
-            total_steps = min(total_steps, cfg.optim.max_steps)
-        sched = acc.prepare(build_schedule(cfg.optim, optim, total_steps))
-
-        # 7. resume: weights, optimiser, schedule, scaler and RNG states from out/last/
-        state = TrainingState()
-        if cfg.run.resume:
-            acc.load_state(str(cfg.run.out / STATE_DIR))
-            state, _ = TrainingState.read(cfg.run.out / STATE_DIR)
-            acc.print(f"resuming {cfg.run.out} after epoch {state.epoch} (step {state.step}, "
-                      f"best val mIoU {state.best['miou']:.3f})")
-        checkpoint = checkpoint_config(data.table, cfg, data)
-        resolution_check = start_report(cfg, acc, data, checkpoint, len(train_loader), total_steps)
-
-        # 8. epochs: fit, evaluate every eval_every epochs and after the last, save
-        t0, minutes_before = time.perf_counter(), state.history[-1]["minutes"] if state.history else 0.0
-        for epoch in range(state.epoch, cfg.optim.epochs):
-            if state.step >= total_steps:
-                break
-            row = fit_epoch(cfg, acc, model, optim, sched, loss_fn, train_loader, data.train_ds, epoch, state,
-                            total_steps)
-            last = epoch + 1 == cfg.optim.epochs or state.step >= total_steps
-            evaluated = last or (epoch + 1) % cfg.run.eval_every == 0
-            val_cm = val_sources = cap_cm = None
-            if evaluated:
-                row, val_cm, val_sources, cap_cm = evaluate_epoch(cfg, acc, model, data, row)
-            row["train_minutes"] = round(state.train_minutes, 4)
-            row["minutes"] = round(minutes_before + (time.perf_counter() - t0) / 60, 4)
-            improved = record_epoch(state, row, evaluated, val_cm, cap_cm, data.table, val_sources)
-            log_epoch(cfg, acc, row, improved)
-            save_epoch(cfg, acc, model, state, improved, final_metrics(cfg, acc, data, state, resolution_check))
-
-        # 9. final metrics and figures of the best weights (main process)
-        metrics = final_metrics(cfg, acc, data, state, resolution_check)
-        if acc.is_main_process:
-            write_json(cfg.run.out / "metrics.json", metrics)
-            _figures(cfg.run.out, data.table, checkpoint, state.best, state.history, data.val_sets, data.cap_ds,
-                     cfg.run.samples, cfg.legacy)
-            resolved = metrics["resolution"]["val_miou_resolved_classes"]
-            print(f"best epoch {state.best['epoch']}: val mIoU {_fmt(state.best['val'])}"
-                  + (f" ({resolved:.3f} over the classes above the resolution)" if resolved is not None else "")
-                  + f", caption-set mIoU {_fmt(state.best['captions'])}; wrote {cfg.run.out}", flush=True)
-        acc.wait_for_everyone()
-        return metrics
-    except BaseException:
-        if existed is not None:
-            clear_unfinished(cfg, acc, existed)
-        raise
+        # 5. output folder: one writer at a time; fresh, --overwrite or --resume (options checked), created only now;
+        #    a fresh run that fails before its first epoch is saved removes what it wrote
+        with folder.hold(cfg.options(), acc.is_main_process, acc.wait_for_everyone,
+                         has_checkpoint=lambda: resumable(cfg.run.out)):
+            # 6. optimiser, schedule, accelerate; the state of out/last/ with --resume
+            job = setup(cfg, acc, model, data)
+            # 7. epochs: fit, evaluate every eval_every epochs and after the last, save the state
+            fit(cfg, acc, job, data, loss_fn)
+            # 8. final metrics and figures of the best weights
+            return save(cfg, acc, job, data)
     finally:
-        held.close()
         acc.end_training()  # closes TensorBoard, destroys the process group under torchrun
         AcceleratorState._reset_state(reset_partial_state=True)  # leaves no device set-up to a later caller
+
+
+@dataclass
+class Job:
+    """What the epochs work on: the prepared model, optimiser, schedule and loader, and the loop's state."""
+
+    model: torch.nn.Module
+    optim: torch.optim.Optimizer
+    sched: object
+    train_loader: DataLoader
+    total_steps: int
+    state: TrainingState
+    checkpoint: dict
+    resolution: dict
+
+
+def setup(cfg: TrainConfig, acc: Accelerator, model: torch.nn.Module, data: Data) -> Job:
+    """AdamW and the schedule over the steps of every epoch, all prepared by accelerate; with --resume, weights,
+    optimiser, schedule, scaler and RNG states from out/last/; config.yaml and the start report."""
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                              weight_decay=cfg.optim.weight_decay)
+    model, optim, train_loader = acc.prepare(model, optim, data.train_loader)
+    total_steps = cfg.optim.epochs * max(1, len(train_loader))
+    if cfg.optim.max_steps:
+        total_steps = min(total_steps, cfg.optim.max_steps)
+    sched = acc.prepare(build_schedule(cfg.optim, optim, total_steps))
+    state = TrainingState()
+    if cfg.run.resume:
+        acc.load_state(str(cfg.run.out / STATE_DIR))
+        state, _ = TrainingState.read(cfg.run.out / STATE_DIR)
+        acc.print(f"resuming {cfg.run.out} after epoch {state.epoch} (step {state.step}, "
+                  f"best val mIoU {state.best['miou']:.3f})")
+    checkpoint = checkpoint_config(data.table, cfg, data)
+    resolution_check = start_report(cfg, acc, data, checkpoint, len(train_loader), total_steps)
+    return Job(model, optim, sched, train_loader, total_steps, state, checkpoint, resolution_check)
+
+
+def fit(cfg: TrainConfig, acc: Accelerator, job: Job, data: Data, loss_fn) -> None:
+    """The epochs still to do: fit, evaluate every eval_every epochs and after the last, save model.pt (best) and
+    the state of out/last/."""
+    state = job.state
+    t0, minutes_before = time.perf_counter(), state.history[-1]["minutes"] if state.history else 0.0
+    for epoch in range(state.epoch, cfg.optim.epochs):
+        if state.step >= job.total_steps:
+            break
+        row = fit_epoch(cfg, acc, job.model, job.optim, job.sched, loss_fn, job.train_loader, data.train_ds, epoch,
+                        state, job.total_steps)
+        last = epoch + 1 == cfg.optim.epochs or state.step >= job.total_steps
+        evaluated = last or (epoch + 1) % cfg.run.eval_every == 0
+        val_cm = val_sources = cap_cm = None
+        if evaluated:
+            row, val_cm, val_sources, cap_cm = evaluate_epoch(cfg, acc, job.model, data, row)
+        row["train_minutes"] = round(state.train_minutes, 4)
+        row["minutes"] = round(minutes_before + (time.perf_counter() - t0) / 60, 4)
+        improved = record_epoch(state, row, evaluated, val_cm, cap_cm, data.table, val_sources)
+        log_epoch(cfg, acc, row, improved)
+        save_epoch(cfg, acc, job.model, state, improved, final_metrics(cfg, acc, data, state, job.resolution))
+
+
+def save(cfg: TrainConfig, acc: Accelerator, job: Job, data: Data) -> dict:
+    """Main process: final metrics.json, the figures of the best weights, the closing line."""
+    state = job.state
+    metrics = final_metrics(cfg, acc, data, state, job.resolution)
+    if acc.is_main_process:
+        write_json(cfg.run.out / "metrics.json", metrics)
+        _figures(cfg.run.out, data.table, job.checkpoint, state.best, state.history, data.val_sets, data.cap_ds,
+                 cfg.run.samples, cfg.legacy)
+        resolved = metrics["resolution"]["val_miou_resolved_classes"]
+        print(f"best epoch {state.best['epoch']}: val mIoU {_fmt(state.best['val'])}"
+              + (f" ({resolved:.3f} over the classes above the resolution)" if resolved is not None else "")
+              + f", caption-set mIoU {_fmt(state.best['captions'])}; wrote {cfg.run.out}", flush=True)
+    acc.wait_for_everyone()
+    return metrics
 
 
 # ---------------------------------------------------------------- stages
@@ -657,55 +685,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 def check_out(cfg: TrainConfig) -> None:
     """Before any work: the folder can be written; refuse to clobber; on --resume there is a state to continue and
-    every option but :data:`RESUME_FREE` is the one it was trained with."""
-    out = cfg.run.out
-    check_writable(out, cfg.run.overwrite, "checkpoint folder", folder=True)
-    if cfg.run.resume:
-        if not resumable(out):
-            old = " (last.pt is an earlier segcap's state, which cannot be resumed)" if (out / "last.pt").exists() \
-                else ""
-            raise ConfigError(f"--resume: nothing to resume in {out} (no {STATE_DIR}/{STATE_FILE}){old}; "
-                              "run without --resume to start (with --overwrite to replace the folder)")
-        _, before = TrainingState.read(state_folder(out))
-        changed = resume_changes(before, cfg.options(), RESUME_FREE)
-        if changed:
-            raise ConfigError(
-                [f"--resume: {out / STATE_DIR} was trained with {c}" for c in changed]
-                + ["--resume continues a run with the options it started with (only "
-                   f"{', '.join(k for k in RESUME_FREE if k not in ('out', 'resume', 'overwrite'))} may change); "
-                   "use the same options, or start afresh with --overwrite (or another --out)"])
-        return
-    if any((out / n).exists() for n in ("model.pt", STATE_DIR, "last.pt")) and not cfg.run.overwrite:
-        raise OutputExistsError(out, "training output folder")
-
-
-def prepare_out(cfg: TrainConfig, acc: Accelerator) -> None:
-    """Checked again under the folder's lock (:func:`check_out`); on a fresh start clear what an earlier run left
-    that this one would not replace at once; create the folder."""
-    check_out(cfg)
-    out = cfg.run.out
-    acc.wait_for_everyone()
-    if acc.is_main_process and cfg.run.resume:
-        _restore_state_folder(out)
-    elif acc.is_main_process:
-        for p in (out / n for n in ("model.pt", STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old", "last.pt",
-                                    "metrics.json", TENSORBOARD_DIR)):
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-    acc.wait_for_everyone()
-
-
-def clear_unfinished(cfg: TrainConfig, acc: Accelerator, existed: bool) -> None:
-    """After a fresh run failed (or was interrupted) before its first epoch was saved: remove what it wrote into
-    --out (config.yaml, tensorboard/, a half-written state), and --out itself when this run created it and nothing
-    else is in it, so that no debris suggests a checkpoint. A run with a saved state keeps it (--resume goes on)."""
-    out = cfg.run.out
-    if not acc.is_main_process or cfg.run.resume or resumable(out) or not out.is_dir():
-        return
-    for p in (out / n for n in ("config.yaml", "model.pt", "metrics.json", TENSORBOARD_DIR, f"{STATE_DIR}.tmp")):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    if not existed and not any(out.iterdir()):
-        out.rmdir()
+    every option but :data:`RESUME_FREE` is the one it was trained with (:class:`segcap.training.OutputFolder`)."""
+    output_folder(cfg).check(cfg.options())
 
 
 def open_sources(cfg: TrainConfig, table: ClassTable) -> list[tuple[str, LabelledSource]]:
@@ -1011,19 +992,8 @@ def save_epoch(cfg: TrainConfig, acc: Accelerator, model, state: TrainingState, 
     if improved and acc.is_main_process:
         with atomic_path(out / "model.pt") as tmp:
             torch.save(acc.unwrap_model(model).state_dict(), tmp)
-    tmp_dir, old_dir, last_dir = out / f"{STATE_DIR}.tmp", out / f"{STATE_DIR}.old", out / STATE_DIR
+    save_state(acc, out, asdict(state), cfg.options())
     if acc.is_main_process:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    acc.wait_for_everyone()
-    acc.save_state(str(tmp_dir))  # every process: its RNG states; the main process: model, optimiser, ...
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        state.write(tmp_dir, cfg.options())  # last: its presence marks a complete state
-        shutil.rmtree(old_dir, ignore_errors=True)
-        if last_dir.exists():
-            last_dir.rename(old_dir)
-        tmp_dir.rename(last_dir)
-        shutil.rmtree(old_dir, ignore_errors=True)
         write_json(out / "metrics.json", metrics)
     acc.wait_for_everyone()
 
