@@ -258,6 +258,16 @@ class SceneHead(torch.nn.Module):
                 for p, ix in zip(prob.tolist(), idx.tolist(), strict=True)]
 
 
+SCENE_VIEWS = (1, 4, 8)  # a scene head's views: the image alone, its 4 rotations, or those and their mirror images
+
+
+def dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    """View ``k`` (0-7) of an (H, W, ...) image: turned ``k % 4`` quarter turns anticlockwise, then mirrored left to
+    right when ``k >= 4``. An aerial photo has no up: its 8 views show the same scene (view 0 is the image itself)."""
+    view = np.rot90(image, k % 4) if k % 4 else image
+    return np.ascontiguousarray(view[:, ::-1] if k >= 4 else view)
+
+
 def scene_features(pools: dict[str, np.ndarray], features: dict) -> np.ndarray:
     """(N, dim) float32: the pooled stages ``features["strides"]`` names (``pools["s16"]``, ...) side by side, then the
     colour statistics when ``features["colour"]`` (:meth:`Segmenter.encoder_pools` gives ``pools``)."""
@@ -508,7 +518,7 @@ class Segmenter:
 
     @torch.inference_mode()
     def encoder_pools(self, images: list[np.ndarray], scale: float = 1.0, batch_size: int = 16,
-                      encoder: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
+                      encoder: torch.nn.Module | None = None, views: int = 1) -> dict[str, np.ndarray]:
         """What a scene head reads of each image: every encoder stage averaged over the image, and its colours.
 
         Returns ``{"s2": (N, C2), "s4": ..., "s32": (N, C32), "colour": (N, 6)}``: ``sK`` is the encoder's output
@@ -517,7 +527,13 @@ class Segmenter:
         Images are scaled by ``scale`` as in :meth:`predict` (the decoder does not run); one larger than ``tile`` px
         after that is shrunk to fit it, aspect kept: a scene is judged on the whole image. ``encoder``: another
         encoder of the same architecture in place of the network's (a scene head's own, :class:`SceneHead`).
+        ``views`` > 1: the mean over the image's first ``views`` :func:`dihedral` views (4: its rotations, 8: those and
+        their mirror images), what a scene head fitted with as many views reads; each view costs one encoder pass.
         """
+        if views > 1:
+            each = [self.encoder_pools([dihedral(im, k) for im in images], scale, batch_size, encoder)
+                    for k in range(views)]
+            return {key: np.mean([e[key] for e in each], axis=0).astype(np.float32) for key in each[0]}
         if encoder is None:
             encoder = self.model.encoder
         else:  # on this device, in the layout the network has (no-ops after the first call)
@@ -563,7 +579,8 @@ class Segmenter:
             return None
         if not images:
             return []
-        pools = self.encoder_pools(images, scale=scale, batch_size=batch_size, encoder=self.scene_head.encoder)
+        pools = self.encoder_pools(images, scale=scale, batch_size=batch_size, encoder=self.scene_head.encoder,
+                                   views=int(self.scene_head.features.get("views", 1)))
         return self.scene_head.top(scene_features(pools, self.scene_head.features), top)
 
 

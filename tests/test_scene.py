@@ -261,3 +261,29 @@ def test_pipeline_refuses_a_scene_head_without_categories_before_any_stage(tmp_p
     with pytest.raises(ConfigError, match="scene_head: scene head needs scene categories"):
         prun.make_run(**opts)
     assert prun.make_run(**{**opts, "scene_head": False}).scene_head is False
+
+
+def test_views_fit_on_every_view_and_judge_by_their_mean(fitted, tmp_path):
+    """--views 8: the head is fitted on the 8 views of each training image (the counts stay images), records its
+    views, and Segmenter.scenes reads the mean of the views' pools: what encoder_pools(views=8) gives."""
+    from segmentation.model import dihedral, scene_features
+
+    ckpt, caps, _ = fitted
+    out = tmp_path / "head8"
+    info = scene.main(checkpoint=ckpt, captions=caps, out=out, views=8, **QUICK)
+    assert info["features"]["views"] == 8 and info["trained_on"]["counts"] == {"train": 8, "val": 4, "test": 2}
+    assert (out / scene.CACHE).is_file() and (out / "scene_features.view7.npz").is_file()
+    assert info["metrics"]["val_accuracy"] == 1.0
+    img = np.arange(2 * 3 * 3).reshape(2, 3, 3)
+    assert len({dihedral(img, k).tobytes() for k in range(8)}) == 8  # 8 distinct views of an asymmetric image
+    assert (dihedral(img, 0) == img).all() and (dihedral(dihedral(img, 1), 3) == img).all()
+    seg = load_segmenter(ckpt, device="cpu", scene_head=str(out))
+    red = np.array(Image.open(caps / "RSICD_images" / "red_0.png").convert("RGB"))
+    red[:8] = 0  # not symmetric: its views differ
+    pools = seg.encoder_pools([red], views=8)
+    each = [seg.encoder_pools([dihedral(red, k)]) for k in range(8)]
+    assert np.allclose(pools["s32"], np.mean([e["s32"] for e in each], axis=0), atol=1e-6)
+    assert seg.scenes([red]) == seg.scene_head.top(scene_features(pools, seg.scene_head.features))
+    with pytest.raises(ConfigError, match="--views 3"):
+        scene.main(checkpoint=ckpt, captions=caps, out=tmp_path / "bad", views=3, **QUICK)
+    assert not (tmp_path / "bad").exists()
