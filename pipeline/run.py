@@ -1087,7 +1087,7 @@ def main(
             UCM-captions 0.91 validation accuracy against 0.68 for a segmenter fine-tuned on 2 LoveDA tiles).
         scene_views: 1, 4 or 8 views of each image for the scene head (the image, its 4 rotations, or those and
             their mirror images): fitted on every view, judging by their mean (on UCM-captions test accuracy 0.886
-            with 1, 0.929 with 8; each view costs the encoder one more pass over every image).
+            with 1, 0.914 with 8; each view costs the encoder one more pass over every image).
         split: split of the caption set to caption and score (and to measure the segmenter on).
         force: stages to run again afresh (data, segmentation, scenes, masks, compositions, llm, oracle, blind, rag,
             rag_only, scene_only, composition_only, captioners, captions, score, report); the stages reading their outputs run again too.
