@@ -1,4 +1,5 @@
-"""The drone dataset's 24 source classes and the class tables that group them (configs/classes/*.yaml).
+"""The drone dataset's 24 source classes and the class tables that group them (configs/classes/*.yaml, shipped with
+the package: :mod:`segcap.resources`).
 
 A class table is data, never code: each group names its id, name, overlay colour and source classes.
 :class:`ClassTable` turns it into a lookup table from source id to group id::
@@ -18,9 +19,9 @@ import numpy as np
 import yaml
 
 from segcap.errors import ConfigError, DataError
+from segcap.resources import config_path, looked_for, shipped
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-CLASS_TABLE_DIR = CONFIG_DIR / "classes"
+CLASS_TABLE_DIR = shipped("classes")  # the shipped tables, found by name from any working folder
 
 # The aerial semantic drone dataset: id -> (name, RGB) as in its class_dict_seg.csv.
 DRONE_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
@@ -123,13 +124,16 @@ class ClassTable:
 
 
 def load_class_table(name_or_path: str | Path = "seed10") -> ClassTable:
-    """Load a class table by name (``seed10``, ``aerial10``: files in configs/classes/) or from a YAML path."""
-    p = Path(name_or_path)
+    """Load a class table by name (``seed10``, ``aerial10``: the shipped configs/classes/<name>.yaml) or from a YAML
+    path (an existing file as given; a missing ``configs/classes/...`` path is the shipped file)."""
+    p = config_path(name_or_path)
     if not p.suffix and not p.exists():
         p = CLASS_TABLE_DIR / f"{name_or_path}.yaml"
     if not p.is_file():
-        known = ", ".join(sorted(f.stem for f in CLASS_TABLE_DIR.glob("*.yaml")))
-        raise ConfigError(f"class table {name_or_path!s} not found; use one of: {known}, or a path to a YAML file")
+        known = ", ".join(sorted(f.stem for f in CLASS_TABLE_DIR.glob("*.yaml") if f.stem != "caption_words"))
+        where = looked_for(name_or_path) if Path(name_or_path).suffix else f"looked for {p}"
+        raise ConfigError(f"class table {name_or_path!s} not found; {where}; use one of: {known}, "
+                          "or a path to a YAML file")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -25,13 +25,14 @@ from typing import NamedTuple
 import numpy as np
 import yaml
 
-from aerialdata.classes import CONFIG_DIR, ClassTable, load_class_table
+from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.images import image_size, read_mask, read_rgb_scaled, resize_mask
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
+from segcap.resources import config_path, looked_for, shipped
 
 IGNORE = 255  # mask value: not labelled by this source (no-data, or a class the source cannot tell apart)
 SYNTHETIC_MARKER = "segcap_synthetic.json"  # written by synthetic.generate in the root of each set
-CLASS_MAP_DIR = CONFIG_DIR / "classes" / "maps"
+CLASS_MAP_DIR = shipped("classes", "maps")  # the shipped class maps (configs/classes/maps/ in a clone)
 IGNORE_NAME = "ignore"  # the target of a source class that no group takes
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -107,12 +108,12 @@ def load_class_map(path: str | Path | None, table: ClassTable | str | Path, kind
         if kind is None:
             raise ConfigError("a class map needs a path or a source kind")
         path = class_map_path(kind)
-    path = Path(path)
+    given, path = path, config_path(path)
     if not path.is_file():
-        shipped = ", ".join(sorted(str(p.relative_to(CONFIG_DIR.parent)) for p in CLASS_MAP_DIR.glob("*.yaml")))
+        maps = ", ".join(sorted(f"configs/classes/maps/{p.name}" for p in CLASS_MAP_DIR.glob("*.yaml")))
         raise ConfigError(
-            f"class map {path} not found; give a YAML file mapping source ids to group names "
-            f"(shipped maps: {shipped}; configs/classes/maps/example_folder.yaml documents the format)"
+            f"class map {given} not found; {looked_for(given)}; give a YAML file mapping source ids to group names "
+            f"(shipped maps: {maps}, in {CLASS_MAP_DIR}; configs/classes/maps/example_folder.yaml documents the format)"
         )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

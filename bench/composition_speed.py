@@ -13,11 +13,11 @@ in CPU seconds of this process, which a busy machine disturbs less than wall tim
 checked to be identical.
 
 ``--boxes-ab`` times :func:`composition.extract.extract` twice over: with its one-pass bit-set bounding boxes and with
-the plain per-class ``cv2.boundingRect`` (``tests.reference_extractor.boxes_reference``) swapped in, mask by mask in
+the plain per-class ``cv2.boundingRect`` (``bench.reference_extractor.boxes_reference``) swapped in, mask by mask in
 alternating order, so both see the same machine state; it prints the gain of the bit sets per size and variant.
 
-The reference is imported from ``tests/reference_extractor.py``, the one copy the tests certify, so the benchmark runs
-from a checkout of the repository (as ``make bench`` does), not from an installed wheel.
+The reference is :mod:`bench.reference_extractor`, the one copy the tests certify (``tests/test_composition.py``
+imports it from there), so the benchmark runs from an installed package as well as from a checkout.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import numpy as np
 
 import composition.extract as extract_module
 from aerialdata.classes import load_class_table
+from bench.reference_extractor import boxes_reference, extract_reference
 from composition.extract import extract
-from tests.reference_extractor import boxes_reference, extract_reference
 
 
 def scene(rng: np.random.Generator, size: int, speckle: float = 0.0) -> np.ndarray:

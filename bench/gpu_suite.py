@@ -41,9 +41,10 @@ from pathlib import Path
 import yaml
 
 import bench.llm_qlora_gpu as b
+from segcap.resources import config_path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = "configs/pipeline/synthetic.yaml"
+DEMO_CONFIG = "configs/pipeline/synthetic.yaml"  # the clone's file, else the shipped one (segcap.resources)
 DEMO_STAGES = ("data", "segmentation", "masks", "compositions", "llm", "oracle", "blind", "captions", "score", "report")
 
 FULL = {
@@ -289,7 +290,7 @@ def start_data(suite: Suite, cfg: dict, work: Path, quick: bool, parts: list[str
 def demo_settings(quick: bool, work: Path) -> dict:
     """data_root, run_dir and synthetic options of the demo run (from its config; quick: small, under ``work``)."""
 
-    cfg = yaml.safe_load((REPO / DEMO_CONFIG).read_text(encoding="utf-8"))
+    cfg = yaml.safe_load(config_path(REPO / DEMO_CONFIG).read_text(encoding="utf-8"))
     # the run folder is the suite's own (a user's runs/demo is left alone); the data is the demo's, reused if present
     out = {"data_root": cfg.get("data_root", "data/synthetic"), "run_dir": str(work / "demo_run"),
            "synthetic": dict(cfg.get("synthetic") or {})}

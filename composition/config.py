@@ -14,8 +14,9 @@ from pathlib import Path
 
 from segcap.cli import load_yaml
 from segcap.errors import ConfigError
+from segcap.resources import shipped
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "composition.yaml"
+DEFAULT_CONFIG_PATH = shipped("composition.yaml")  # configs/composition.yaml, shipped with the package
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from segcap.cli import load_yaml
 from segcap.errors import ConfigError
+from segcap.resources import shipped
 
-CAPTION_WORDS_PATH = Path(__file__).resolve().parents[1] / "configs" / "classes" / "caption_words.yaml"
+CAPTION_WORDS_PATH = shipped("classes", "caption_words.yaml")  # configs/classes/caption_words.yaml, shipped
 NAMED_BY = 0.5  # a group counts as named in an image when at least this share of its captions name it
 FOUND_PERCENT = 5.0  # ... and as found by the segmenter when it covers at least this share of the image
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")

@@ -31,7 +31,7 @@ Measurements (pixel (row i, column j) has its centre at x = (j + 0.5) / W, y = (
 
 :func:`extract` finds every class's bounding box in one pass over the mask (:func:`boxes`), then measures each
 present class over its box only (OpenCV on uint8). The tests compare its records with a straightforward per-class
-extractor (``tests/reference_extractor.py``: boolean mask and ``np.where`` per class) on many masks;
+extractor (``bench/reference_extractor.py``: boolean mask and ``np.where`` per class) on many masks;
 ``python -m bench.composition_speed`` times the two.
 """
 
@@ -152,7 +152,7 @@ def boxes(m: np.ndarray, num_classes: int) -> dict[int, tuple[int, int, int, int
     per row, the set of classes found there; a class's box runs from the first to the last column (row) holding it.
     Tables of more than 64 classes fall back to one ``cv2.boundingRect`` per class.
 
-    Why not always the per-class ``cv2.boundingRect`` (``tests/reference_extractor.py``'s ``boxes_reference``): it
+    Why not always the per-class ``cv2.boundingRect`` (``bench/reference_extractor.py``'s ``boxes_reference``): it
     reads the whole mask once per class. Measured in one process, :func:`extract` with either boxes, interleaved
     mask by mask, 7-11 passes, CPU time on one thread (``python -m bench.composition_speed --boxes-ab``; 2 cores,
     busy, 2026-11-30, four runs): the box step alone is 1.8x / 3.4x / 3.6x faster at 224 / 512 / 1024 px, and whole

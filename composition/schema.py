@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import numbers
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
@@ -37,13 +38,13 @@ SCHEMA_IDS = ("segcap.composition/1", SCHEMA_ID)  # what reads and validates (/1
 SCENES_SCHEMA_ID = "segcap.scenes/1"  # the scene head's scenes.json beside the masks
 MAX_SCENES = 5
 SCENE_SUM_SLACK = 0.01  # scenes' probabilities may sum past 1 by this much (each rounded to 3 decimals)
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema.json"
+SCHEMA_FILE = "schema.json"  # package data of composition, read through importlib.resources
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
     """The JSON Schema of one record."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return json.loads(files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=1)

@@ -58,6 +58,7 @@ from docstring_parser import parse as parse_docstring
 
 from segcap.atomic import WRITE_ERRNOS, write_failure_message
 from segcap.errors import ConfigError, SegcapError, one_line
+from segcap.resources import config_path, configs_dir, looked_for
 
 if typing.TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -309,10 +310,12 @@ def config_kwargs(fn: Callable[..., Any], path: str | Path) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a clear error for a missing or malformed file."""
-    path = Path(path)
+    """Read a YAML mapping, with a clear error for a missing or malformed file; a missing ``configs/...`` path is the
+    shipped config of that name (:func:`segcap.resources.config_path`), so the packaged configs work from any folder."""
+    given, path = path, config_path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}; pass a path to an existing YAML file (see configs/)")
+        raise ConfigError(f"config file not found: {given}; {looked_for(given)}; pass a path to an existing YAML "
+                          f"file, or a shipped one such as configs/segmentation.yaml (they are in {configs_dir()})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

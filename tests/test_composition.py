@@ -11,6 +11,7 @@ import pytest
 from aerialdata.classes import load_class_table
 from bench.composition_speed import boxes_ab
 from bench.composition_speed import main as bench
+from bench.reference_extractor import boxes_reference, extract_reference
 from composition import extract as extract_module
 from composition.config import DEFAULT_CONFIG_PATH, CompositionConfig, load_config
 from composition.extract import boxes, extract, with_scenes
@@ -19,7 +20,6 @@ from composition.health import FEW_ORDERS, MIN_IMAGES, class_order, flags_text, 
 from composition.schema import SCHEMA_ID, problems, read_jsonl, validate, write_jsonl
 from composition.text import PROMPT_VERSION, composition_text, scene_line, split_prompt, to_prompt
 from segcap.errors import ConfigError, DataError
-from tests.reference_extractor import boxes_reference, extract_reference
 
 TABLE = load_class_table("seed10")
 LLM_COMPOSITIONS = Path(__file__).resolve().parent / "data" / "llm" / "compositions.jsonl"  # segcap.composition/1

@@ -4,6 +4,8 @@ Per class: a boolean mask over the whole image, ``np.where`` for the pixels, Ope
 a dilation of the whole image for the ring. It shares only the record assembly with the product (percent rounding,
 order, relations) and the two conventions OpenCV's fits need to give the same numbers (:func:`_hull`'s start vertex,
 :func:`_largest`'s tie order). ``bench.composition_speed`` times the product against it and checks the records agree.
+It lives in ``bench`` (``tests/test_composition.py`` imports it from here) so that the benchmark runs from an
+installed package too.
 """
 
 from __future__ import annotations
