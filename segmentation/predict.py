@@ -149,6 +149,11 @@ def main(
     scenes_path = out / "scenes.json"
     scenes = _earlier_scenes(scenes_path, head) if head is not None and not overwrite else {}
     need_mask = {f for f in files if overwrite or not (out / f"{f.stem}.png").exists()}
+    if head is not None:  # the features the scene head's fit cached for these images: no encoder pass for them
+        from segmentation.scene import cached_scenes  # (segmentation.scene imports this module)
+
+        found = cached_scenes(head, [f.name for f in files if f.stem not in scenes], scale)
+        scenes.update((Path(name).stem, top) for name, top in found.items())
     todo = [f for f in files if f in need_mask or (head is not None and f.stem not in scenes)]
     skipped = len(files) - len(need_mask)
 
@@ -181,9 +186,10 @@ def main(
                 failed.append({"file": str(todo[i]), "error": err})
             else:
                 good.append((i, image))
-        if head is not None and good:
-            found = seg.scenes([im for _, im in good], scale=scale, batch_size=batch_size)
-            scenes.update((todo[i].stem, s) for (i, _), s in zip(good, found, strict=True))
+        judge = [(i, im) for i, im in good if todo[i].stem not in scenes] if head is not None else []
+        if judge:
+            found = seg.scenes([im for _, im in judge], scale=scale, batch_size=batch_size)
+            scenes.update((todo[i].stem, s) for (i, _), s in zip(judge, found, strict=True))
         good = [(i, im) for i, im in good if todo[i] in need_mask]  # the others only lacked their scenes
         if good:
             masks = seg.predict([im for _, im in good], scale=scale, batch_size=batch_size)

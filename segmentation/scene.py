@@ -346,6 +346,36 @@ def _features(seg, encoder, paths: dict[str, Path], cache: Path | None, digest: 
     return {n: pools[n] for n in paths if n in pools}, unreadable, len(todo) - len(unreadable)
 
 
+def cached_scenes(head: SceneHead, names: list[str], scale: float) -> dict[str, list[dict]]:
+    """{file name: top scenes} of the images whose features the head's own feature caches hold (every view), as
+    :meth:`segmentation.model.Segmenter.scenes` would give them, without running the encoder: segmentation.predict
+    on the caption set the head was fitted on reads them here. Only caches of the head's checkpoint, encoder, scale
+    and views count (their keys); the other images, or all when anything does not match, are left out."""
+    feats = head.features
+    if float(feats.get("scale", 1.0)) != float(scale):
+        return {}
+    try:
+        digest = head.info["checkpoint"]["weights_digest"]
+        weights = feats.get("encoder_weights")
+        source = digest if not feats.get("own_encoder") else \
+            f"{digest}+{'imagenet' if is_imagenet(weights) else weights_digest(weights)}"
+        per_view = []
+        for view in range(int(feats.get("views", 1))):
+            with np.load(Path(head.folder) / _cache_name(view), allow_pickle=False) as z:
+                if str(z["key"]) != _cache_key(source, scale, view):
+                    return {}
+                index = {str(n): i for i, n in enumerate(z["filenames"])}
+                per_view.append((index, {k: z[k] for k in z.files if k not in ("key", "filenames")}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    want = [n for n in names if all(n in index for index, _ in per_view)]
+    if not want:
+        return {}
+    pools = {k: np.mean([arrays[k][[index[n] for n in want]] for index, arrays in per_view], axis=0)
+             for k in per_view[0][1]}
+    return dict(zip(want, head.top(scene_features(pools, feats)), strict=True))
+
+
 def fit_head(x: torch.Tensor, y: torch.Tensor, classes: list[str], features: dict, mean: torch.Tensor,
              std: torch.Tensor, l2: float, max_iter: int = 100) -> SceneHead:
     """A :class:`SceneHead` fitted on (N, dim) features ``x`` and labels ``y``: mean cross-entropy plus

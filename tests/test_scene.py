@@ -287,3 +287,34 @@ def test_views_fit_on_every_view_and_judge_by_their_mean(fitted, tmp_path):
     with pytest.raises(ConfigError, match="--views 3"):
         scene.main(checkpoint=ckpt, captions=caps, out=tmp_path / "bad", views=3, **QUICK)
     assert not (tmp_path / "bad").exists()
+
+
+def test_predict_reads_the_heads_cached_features_and_gives_the_same_scenes(fitted, tmp_path, monkeypatch):
+    """segmentation.predict takes the scenes of images the head's fit cached from that cache (no encoder pass for
+    them), and they equal what the encoder gives; a cache of another scale is not read."""
+    from segmentation.model import Segmenter
+
+    ckpt, caps, _ = fitted
+    head = tmp_path / "head"
+    scene.main(checkpoint=ckpt, captions=caps, out=head, views=4, **QUICK)
+    with_cache = tmp_path / "a"
+    calls = []
+    real = Segmenter.scenes
+    monkeypatch.setattr(Segmenter, "scenes", lambda self, images, **kw: calls.append(len(images)) or real(
+        self, images, **kw))
+    predict.main(checkpoint=ckpt, images=caps / "RSICD_images", out=with_cache, scene_head=str(head), workers=0,
+                 progress=False)
+    assert calls == []  # every image was in the cache
+    assert scene.cached_scenes(load_segmenter(ckpt, device="cpu", scene_head=str(head)).scene_head, ["red_0.png"],
+                               scale=0.5) == {}  # another scale: not this cache's features
+    for name in (scene.CACHE, "scene_features.view1.npz", "scene_features.view2.npz", "scene_features.view3.npz"):
+        (head / name).unlink()
+    without = tmp_path / "b"
+    predict.main(checkpoint=ckpt, images=caps / "RSICD_images", out=without, scene_head=str(head), workers=0,
+                 progress=False)
+    assert sum(calls) == 14
+    a, b = (json.loads((d / "scenes.json").read_text())["images"] for d in (with_cache, without))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert [s["name"] for s in a[k]] == [s["name"] for s in b[k]]
+        assert all(abs(x["probability"] - y["probability"]) <= 0.001 for x, y in zip(a[k], b[k], strict=True))
