@@ -1,8 +1,9 @@
 """Run the quick benchmarks one after another (`make bench`) and print one JSON object of their figures.
 
     python -m bench.all                     # synthetic, composition, evaluation, prediction and generation speed
-                                            # (prediction and generation on the models `make demo` trained), and
-                                            # one 12000x9000 photo's peak memory and time (minutes on 2 cores)
+                                            # (prediction and generation on the models `make demo` trained),
+                                            # one 12000x9000 photo's peak memory and time (minutes on 2 cores), and
+                                            # a GeoTIFF through pipeline.archive against pipeline.caption
     python -m bench.all --with-training     # + segmentation training (about 7 min) and the tiny LM fine-tune + scores
 
 Each benchmark also runs on its own (`python -m bench.<name>`); run them on idle cores, the figures are wall-clock.
@@ -28,12 +29,16 @@ QUICK = [
     ["bench.app_latency"],  # the web app: one 224x224 image from upload to caption (skips itself without runs/demo)
     ["bench.large_image", "--checkpoint", "runs/demo/segmentation"],
     ["bench.captioners_speed"],  # end-to-end captioners, untrained and (when `make demo` trained it) the demo's cnn-lstm
+    # a GeoTIFF of 36 tiles through pipeline.caption and pipeline.archive on 1 and 2 local Ray workers (a few minutes)
+    ["bench.archive", "--segmentation", "runs/demo/segmentation", "--llm", "runs/demo/llm/pipeline", "--gsd", "1.0",
+     "--size", "1344"],
 ]
 # what a quick benchmark needs from `make demo`
 NEEDS = {"bench.segmentation_predict": "runs/demo/segmentation/model.pt",
          "bench.large_image": "runs/demo/segmentation/model.pt",
          "bench.llm_throughput": "runs/demo/llm/pipeline/segcap_llm.json",
-         "bench.caption_modes": "runs/demo/llm/pipeline/segcap_llm.json"}
+         "bench.caption_modes": "runs/demo/llm/pipeline/segcap_llm.json",
+         "bench.archive": "runs/demo/llm/pipeline/segcap_llm.json"}
 TRAINING = [["bench.segmentation_train"], ["bench.llm_caption", "--blind"]]
 
 
