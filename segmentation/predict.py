@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from aerialdata.images import list_images, read_rgb, write_mask
+from aerialdata.images import band_problems, list_images, read_rgb, write_mask
 from segcap.atomic import atomic_path, check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
@@ -67,15 +67,16 @@ class ImageFiles(Dataset):
     """Decodes images in loader workers; an unreadable file yields its error message instead of pixels.
     Items are ``(index, rgb or None, error or None)``; batch them with :func:`as_list` (sizes differ)."""
 
-    def __init__(self, files: list[Path]):
+    def __init__(self, files: list[Path], bands: list[int] | None = None):
         self.files = files
+        self.bands = bands
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
         try:
-            return i, read_rgb(self.files[i]), None
+            return i, read_rgb(self.files[i], bands=self.bands), None
         except DataError as e:
             return i, None, str(e)
 
@@ -91,6 +92,7 @@ def main(
     overlays: Path | None = None,
     scene_head: str | None = "auto",
     scale: float = 1.0,
+    bands: list[int] | None = None,
     batch_size: int = 16,
     shard: str | None = None,
     workers: int = 1,
@@ -111,6 +113,8 @@ def main(
             <out>/scenes.json; auto: the checkpoint folder's, when it has one; null: none.
         scale: resize factor before the network, aspect kept (1.0: images at the model's ground resolution, such as
             the caption set; the checkpoint's input.drone_scale for drone photos).
+        bands: which bands of each image make the picture, numbered from 1 as in GDAL: three (red green blue, e.g.
+            4 3 2 for a false-colour view of a 4-band file) or one (grey); empty: the first three (aerialdata.images).
         batch_size: images per forward pass.
         shard: I/N: process only every N-th file starting at I (0-based), to split a large folder across machines.
         workers: DataLoader processes decoding images (0: decode in the main process).
@@ -124,7 +128,7 @@ def main(
     if not Path(images).is_dir():
         what = "is a file, not a folder" if Path(images).exists() else "not found"
         raise DatasetNotFoundError(f"images folder {images} {what}; pass --images a folder of JPEG/PNG files")
-    problems = []
+    problems = band_problems(bands)
     if batch_size < 1:
         problems.append(f"--batch-size must be at least 1 (got {batch_size})")
     if scale <= 0:
@@ -149,7 +153,7 @@ def main(
     scenes_path = out / "scenes.json"
     scenes = _earlier_scenes(scenes_path, head) if head is not None and not overwrite else {}
     need_mask = {f for f in files if overwrite or not (out / f"{f.stem}.png").exists()}
-    if head is not None:  # the features the scene head's fit cached for these images: no encoder pass for them
+    if head is not None and not bands:  # the features the head's fit cached for these images: no encoder pass
         from segmentation.scene import cached_scenes  # (segmentation.scene imports this module)
 
         found = cached_scenes(head, [f.name for f in files if f.stem not in scenes], scale)
@@ -170,7 +174,7 @@ def main(
         Path(overlays).mkdir(parents=True, exist_ok=True)
 
     # ---- predict, batch by batch; decoding runs ahead in the workers
-    loader = DataLoader(ImageFiles(todo), batch_size=batch_size, num_workers=workers, collate_fn=as_list,
+    loader = DataLoader(ImageFiles(todo, bands), batch_size=batch_size, num_workers=workers, collate_fn=as_list,
                         prefetch_factor=4 if workers > 0 else None,
                         worker_init_fn=WorkerInit() if workers > 0 else None)  # workers end with this process
     failed: list[dict] = []

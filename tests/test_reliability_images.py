@@ -257,3 +257,28 @@ def test_caption_exits_2_when_every_image_failed(models, tmp_path, capsys):
     code, stdout, err = cli([*bad, DRONE_IMAGE, "--segmentation", models["segmentation"], "--llm", models["llm"]],
                             capsys)
     assert code == 0 and err.count("skipped: ") == 3 and f"{DRONE_IMAGE}: " in stdout
+
+
+@needs_rasterio
+def test_predict_reads_the_bands_asked_for_and_refuses_bad_ones_before_loading(tmp_path, monkeypatch, capsys):
+    """segmentation.predict --bands: the images it segments are the bands asked for; a bad choice is refused before
+    the model loads (exit 2)."""
+    from segcap.cli import run
+    from segmentation import predict
+    from tests.test_scene import _checkpoint
+
+    ckpt = _checkpoint(tmp_path / "ckpt")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    write_tiff(folder / "a.tif", twelve_bit())
+    seen = []
+    real = predict.ImageFiles.__getitem__
+    monkeypatch.setattr(predict.ImageFiles, "__getitem__", lambda self, i: seen.append(r := real(self, i)) or r)
+    predict.main(checkpoint=ckpt, images=folder, out=tmp_path / "m", bands=[4, 3, 2], workers=0, progress=False)
+    assert (tmp_path / "m" / "a.png").is_file()
+    assert (seen[0][1] == read_rgb(folder / "a.tif", bands=[4, 3, 2])).all()
+    assert not (seen[0][1] == read_rgb(folder / "a.tif")).all()
+    with pytest.raises(SystemExit) as e:
+        run(predict.main, ["--checkpoint", str(ckpt), "--images", str(folder), "--out",
+                           str(tmp_path / "n"), "--bands", "0", "2", "--no-progress"])
+    assert e.value.code == 2 and not (tmp_path / "n").exists() and "--bands" in capsys.readouterr().err
