@@ -244,7 +244,9 @@ def scenes_md(layout: Layout) -> list[str]:
     out = ["## Scenes", "",
            f"A linear scene head on the segmenter's encoder ({feats.get('encoder', '?')}, pooled at strides "
            f"{feats.get('strides')}{' + colour' if feats.get('colour') else ''}), trained on the caption set's training "
-           f"split over its {len(head.get('classes', []))} categories; the val split chose its L2 strength. Accuracy: "
+           f"split over its {len(head.get('classes', []))} categories"
+           + (f", on {feats['views']} views of each photo (rotations and mirror images; each photo judged by the mean "
+              "of its views)" if (feats.get("views") or 1) > 1 else "") + "; the val split chose its L2 strength. Accuracy: "
            f"{acc}. Each record's top scenes go into its prompt.", ""]
     if (layout.scenes / "scene_head.png").is_file():
         out += [f"![scene head confusion]({_rel(layout.scenes / 'scene_head.png', layout.run_dir)})", ""]
