@@ -296,14 +296,6 @@ def check_options(fn: Callable[..., Any], options: dict[str, Any], source: str) 
     return values
 
 
-def resume_changes(before: dict[str, Any], now: dict[str, Any], free: Sequence[str] = ()) -> list[str]:
-    """What a resumed run would change: each option recorded by the earlier run (``before``) whose value ``now``
-    differs, as ``"key <before>, now <now>"``, sorted; keys in ``free`` may change. An option the earlier run did not
-    record (an older version) is not a change. Both training entry points refuse a --resume that changes any."""
-    return [f"{k} {before[k]!r}, now {now.get(k)!r}" for k in sorted(before)
-            if k not in free and k in now and before[k] != now[k]]
-
-
 def config_kwargs(fn: Callable[..., Any], path: str | Path) -> dict[str, Any]:
     """Read a YAML config for ``fn`` and check it with :func:`check_options` (the source named is the file)."""
     return check_options(fn, load_yaml(path), str(path))

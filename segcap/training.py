@@ -22,20 +22,27 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segcap.atomic import check_writable, folder_lock, write_json
-from segcap.cli import resume_changes
 from segcap.errors import ConfigError, OutputExistsError, SegcapError
 
 STATE_DIR = "last"  # accelerate's save_state folder of the last epoch
 STATE_FILE = "training.json"  # in STATE_DIR, written last: the loop's state and the options of the run
 RECORD_FILE = "run.json"  # the options record of a training whose checkpoints are the Trainer's
 NOT_OPTIONS = ("out", "resume", "overwrite")  # never a change that --resume refuses, and not listed as one
+
+
+def resume_changes(before: dict[str, Any], now: dict[str, Any], free: Sequence[str] = ()) -> list[str]:
+    """What a resumed run would change: each option recorded by the earlier run (``before``) whose value ``now``
+    differs, as ``"key <before>, now <now>"``, sorted; keys in ``free`` may change. An option the earlier run did not
+    record (an older version) is not a change. Every training refuses a --resume that changes any (:class:`OutputFolder`)."""
+    return [f"{k} {before[k]!r}, now {now.get(k)!r}" for k in sorted(before)
+            if k not in free and k in now and before[k] != now[k]]
 
 
 @dataclass(frozen=True)
