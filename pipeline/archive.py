@@ -45,7 +45,7 @@ from typing import Literal
 from aerialdata.classes import class_table_from_dict
 from aerialdata.images import list_images
 from aerialdata.raster import SceneInfo, scene_id, scene_info, tile_grid
-from llm.generate import consensus_problems
+from llm.generate import consensus_problems, index_images
 from llm.model import read_meta
 from llm.retrieval import INDEX_FILE
 from pipeline import archive_outputs as outputs
@@ -139,7 +139,9 @@ def main(
     # 1. check everything before the work: options, models, every input, the output folder
     _require_extras()
     problems = _option_problems(tile_size, overlap, gsd, scene_gsd, workers, caption_workers, threads, batch_size,
-                                part_size, num_beams, overview_captions) + consensus_problems(consensus, consensus_pool)
+                                part_size, num_beams, overview_captions) + consensus_problems(
+        consensus, consensus_pool, index_images(llm) if consensus_pool > 0 and Path(llm).is_dir() else None,
+        str(Path(llm) / INDEX_FILE))
     seg_cfg, model_problems = _model_problems(Path(segmentation), Path(llm), consensus_pool)
     problems += model_problems
     scenes, folders, input_problems, notes = _read_inputs(inputs, bands, georeference, scene_gsd)

@@ -39,7 +39,8 @@ from pathlib import Path
 from aerialdata.images import band_problems, read_rgb, scaled_size
 from composition.extract import extract
 from composition.show import draw_overlay, table_text
-from llm.generate import Captioner, consensus_problems
+from llm.generate import Captioner, consensus_problems, index_images
+from llm.retrieval import INDEX_FILE
 from segcap import atomic
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
@@ -109,7 +110,9 @@ def main(
         problems.append(f"--scale must be positive, got {scale}")
     if num_beams < 1:
         problems.append(f"--num-beams must be at least 1 (got {num_beams})")
-    problems += consensus_problems(consensus, consensus_pool)
+    problems += consensus_problems(consensus, consensus_pool,
+                                   index_images(llm) if consensus_pool > 0 and Path(llm).is_dir() else None,
+                                   str(Path(llm) / INDEX_FILE))
     problems += band_problems(bands)
     if problems:
         raise ConfigError(problems)

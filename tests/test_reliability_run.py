@@ -430,3 +430,20 @@ def test_a_truncated_captioner_is_called_truncated(tmp_path):
     msg = str(e.value)
     assert "truncated or corrupt" in msg and "copy the model folder again, or train it again" in msg
     assert "do not fit" not in msg and "\n" not in msg
+
+
+def test_caption_refuses_a_pool_above_the_training_images_before_the_models_load(tmp_path, capsys, monkeypatch):
+    from pipeline import caption as caption_mod
+
+    model = tmp_path / "llm"
+    model.mkdir()
+    np.savez(model / "retrieval.npz", names=np.array(["a.jpg", "b.jpg", "c.jpg"]))
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    (seg / "model.pt").write_bytes(b"")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(image)
+    monkeypatch.setattr(caption_mod, "load_segmenter", None)  # loading would fail the test with a traceback
+    code, _, err = cli(caption_mod.main, [image, "--segmentation", seg, "--llm", model, "--consensus", 3,
+                                          "--consensus-pool", 1000], capsys, positional=("images",))
+    assert code == 2 and "--consensus-pool 1000 is more than the 3 training images" in one_message(err)
