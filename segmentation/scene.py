@@ -157,8 +157,7 @@ def main(
             "encoder": seg.config.get("architecture", {}).get("encoder_name", "mobilenet_v2"),
             "own_encoder": bool(encoder_weights), "encoder_weights": str(encoder_weights) if encoder_weights else None}
     own = scene_encoder(spec, encoder_weights) if encoder_weights else None
-    source = digest if own is None else \
-        f"{digest}+{'imagenet' if is_imagenet(encoder_weights) else weights_digest(encoder_weights)}"
+    source = _feature_source(digest, encoder_weights)
     paths = {it.filename: ds.image_path(it.filename) for ds in sets.values() for it in ds}
     per_view, unreadable, computed = [], [], 0
     for view in range(views):  # each view's pools, its own cache file
@@ -170,37 +169,13 @@ def main(
     pools = per_view[0]
     feature_seconds = time.perf_counter() - t0
 
-    # ---- data: standardised features and labels per split
-    index = {name: i for i, name in enumerate(classes)}
-    xy = {}
-    for part, ds in sets.items():
-        keep = [it for it in ds if it.filename in pools and it.category in index]
-        left_out[f"{part}_other"] = len(ds) - len(keep)  # unreadable, unknown, or a category the training split lacks
-        if not keep:
-            raise DataError(f"{captions}: no usable image in split {ds.split} ({len(ds)} images: unreadable, or "
-                            f"their categories are not among the {len(classes)} of split {split})")
-        y = torch.tensor([index[it.category] for it in keep])
-        stacked = [{k: np.stack([got[it.filename][k] for it in keep]) for k in got[keep[0].filename]}
-                   for got in per_view]
-        if part == "train":  # every view of every image: views x the rows
-            x = np.concatenate([scene_features(p, spec) for p in stacked])
-            y = y.repeat(len(stacked))
-        else:  # the mean of the views, as Segmenter.scenes reads an image
-            x = scene_features({k: np.mean([p[k] for p in stacked], axis=0) for k in stacked[0]}, spec)
-        xy[part] = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), y)
+    # ---- data: features and labels per split
+    xy = _split_data(sets, per_view, classes, spec, left_out, captions, split)
     x_train = xy["train"][0]
-    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
 
     # ---- fit, one L2 strength at a time; the validation split chooses
     t1 = time.perf_counter()
-    grid, best = [], None
-    for strength in l2:
-        head = fit_head(xy["train"][0], xy["train"][1], classes, spec, mean, std, strength)
-        acc, nll = _evaluate(head, *xy["val"])
-        grid.append({"l2": strength, "val_accuracy": round(acc, 4), "val_nll": round(nll, 4)})
-        if best is None or (acc, -nll) > (best[1], -best[2]):
-            best = (head, acc, nll, strength)
-    head, val_acc, val_nll, chosen = best
+    head, val_acc, val_nll, chosen, grid = _fit_best(xy, classes, spec, l2)
     head.encoder = None if own is None else own.cpu()  # saved with the head
     fit_seconds = time.perf_counter() - t1
 
@@ -230,13 +205,8 @@ def main(
     }
 
     # ---- write
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / SCENE_HEAD_FILES[0]) as tmp:
-        torch.save(head.state_dict(), tmp)
-    write_json(out / SCENE_HEAD_FILES[1], info)
-    norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    plot_confusion(norm, classes, out / FIGURE,
-                   title=f"scene head, {val_split} split: accuracy {val_acc:.3f} ({len(xy['val'][1])} images)")
+    _write(out, head, info, confusion, f"scene head, {val_split} split: accuracy {val_acc:.3f} "
+                                        f"({len(xy['val'][1])} images)")
     test = f", {test_split} {metrics['test_accuracy']:.3f} (reported only)" if "test" in xy else ""
     print(f"scene head: {len(classes)} classes, features {info['features']['dim']} "
           f"(strides {' '.join(map(str, spec['strides']))}{', colour' if colour else ''}"
@@ -287,6 +257,64 @@ def scene_classes(train: CaptionDataset, captions: Path, split: str) -> tuple[li
             f"{'y' if len(classes) == 1 else 'ies'} and {unknown} of its {len(cats)} images read 'unknown'. Add a "
             f"folder {train.classes_dir}/ with one <category>.txt a scene, listing its image file names one a line")
     return classes, {"unknown": unknown}
+
+
+def _feature_source(digest: str, encoder_weights) -> str:
+    """What the cached features were computed with: the checkpoint's weights (``digest``), and the head's own
+    encoder weights when it has them (imagenet, or a file's digest)."""
+    if not encoder_weights:
+        return digest
+    return f"{digest}+{'imagenet' if is_imagenet(encoder_weights) else weights_digest(encoder_weights)}"
+
+
+def _split_data(sets: dict, per_view: list[dict], classes: list[str], spec: dict, left_out: dict, captions,
+                split: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(features, labels) per split: the training split's rows are every view of every image (views x the images),
+    the others' the mean of each image's views, as Segmenter.scenes reads an image. Counts the images each split
+    leaves out into ``left_out``; a split with none usable is a DataError."""
+    index = {name: i for i, name in enumerate(classes)}
+    xy = {}
+    for part, ds in sets.items():
+        keep = [it for it in ds if it.filename in per_view[0] and it.category in index]
+        left_out[f"{part}_other"] = len(ds) - len(keep)  # unreadable, unknown, or a category the training split lacks
+        if not keep:
+            raise DataError(f"{captions}: no usable image in split {ds.split} ({len(ds)} images: unreadable, or "
+                            f"their categories are not among the {len(classes)} of split {split})")
+        y = torch.tensor([index[it.category] for it in keep])
+        stacked = [{k: np.stack([got[it.filename][k] for it in keep]) for k in got[keep[0].filename]}
+                   for got in per_view]
+        if part == "train":
+            x = np.concatenate([scene_features(p, spec) for p in stacked])
+            y = y.repeat(len(stacked))
+        else:
+            x = scene_features({k: np.mean([p[k] for p in stacked], axis=0) for k in stacked[0]}, spec)
+        xy[part] = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), y)
+    return xy
+
+
+def _fit_best(xy: dict, classes: list[str], spec: dict, l2) -> tuple[SceneHead, float, float, float, list[dict]]:
+    """A head fitted on the training split for each L2 strength; the best on validation accuracy (ties: the lower
+    validation log-loss): (head, its accuracy, its log-loss, its strength, every strength's figures)."""
+    x_train, y_train = xy["train"]
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    grid, best = [], None
+    for strength in l2:
+        head = fit_head(x_train, y_train, classes, spec, mean, std, strength)
+        acc, nll = _evaluate(head, *xy["val"])
+        grid.append({"l2": strength, "val_accuracy": round(acc, 4), "val_nll": round(nll, 4)})
+        if best is None or (acc, -nll) > (best[1], -best[2]):
+            best = (head, acc, nll, strength)
+    return (*best, grid)
+
+
+def _write(out: Path, head: SceneHead, info: dict, confusion: np.ndarray, title: str) -> None:
+    """The head's weights, its JSON and its confusion-matrix figure, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / SCENE_HEAD_FILES[0]) as tmp:
+        torch.save(head.state_dict(), tmp)
+    write_json(out / SCENE_HEAD_FILES[1], info)
+    norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    plot_confusion(norm, info["classes"], out / FIGURE, title=title)
 
 
 def _cache_key(digest: str, scale: float, view: int = 0) -> str:
@@ -355,10 +383,8 @@ def cached_scenes(head: SceneHead, names: list[str], scale: float) -> dict[str, 
     if float(feats.get("scale", 1.0)) != float(scale):
         return {}
     try:
-        digest = head.info["checkpoint"]["weights_digest"]
-        weights = feats.get("encoder_weights")
-        source = digest if not feats.get("own_encoder") else \
-            f"{digest}+{'imagenet' if is_imagenet(weights) else weights_digest(weights)}"
+        source = _feature_source(head.info["checkpoint"]["weights_digest"],
+                                 feats.get("encoder_weights") if feats.get("own_encoder") else None)
         per_view = []
         for view in range(int(feats.get("views", 1))):
             with np.load(Path(head.folder) / _cache_name(view), allow_pickle=False) as z:
