@@ -52,6 +52,7 @@ from pipeline import archive_outputs as outputs
 from pipeline.archive_caption import CaptionTiles
 from pipeline.archive_segment import SegmentTiles
 from pipeline.archive_stages import compose_batch, read_batch
+from pipeline.layout import read_json
 from segcap import atomic
 from segcap.cli import COMMAND_ENV, run
 from segcap.errors import ConfigError, DataError, SegcapError
@@ -166,7 +167,7 @@ def main(
     with atomic.folder_lock(out, "--out folder"):
         if overwrite:
             _clear(out)
-        if _read_json(out / JOB) != settings:
+        if read_json(out / JOB) != settings:
             atomic.write_json(out / JOB, settings)
 
         # 2. the plan: every tile, less those done before
@@ -491,7 +492,7 @@ def _write_outputs(out: Path, plan: list[dict], scenes: list[SceneInfo], folders
     parts = outputs.part_files(out)
     digest = hashlib.blake2b(json.dumps([settings, [p.name for p in parts], keys, geojson, overview_captions])
                              .encode(), digest_size=12).hexdigest()
-    before = _read_json(out / SUMMARY)
+    before = read_json(out / SUMMARY)
     if before.get("digest") == digest and (out / outputs.TILES).is_file():
         print(f"{out / outputs.TILES}: nothing new; all {before.get('captioned', 0)} tiles were captioned before",
               flush=True)
@@ -536,14 +537,6 @@ def _write_outputs(out: Path, plan: list[dict], scenes: list[SceneInfo], folders
           f"skipped, {len(errors)} unreadable, of {len(plan)} ({len(scenes)} scenes, {len(folders)} folders) in "
           f"{total_s:.1f} s", flush=True)
     return summary
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 if __name__ == "__main__":
