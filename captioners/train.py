@@ -80,7 +80,15 @@ from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, SegcapError
 from segcap.progress import Progress, quiet_library_bars
-from segcap.training import STATE_DIR, OutputFolder, read_state, save_state, saved_state_options, state_folder
+from segcap.training import (
+    STATE_DIR,
+    OutputFolder,
+    plain,
+    read_state,
+    save_state,
+    saved_state_options,
+    state_folder,
+)
 
 SPLIT = Literal["train", "val", "test", "restval"]
 LEARNING_RATES = {"cnn-lstm": 4e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
@@ -287,7 +295,7 @@ def setup(opts: dict[str, Any]) -> _Run:
         problems.append("--precision fp16 needs CUDA; use fp32 or bf16 on CPU (auto picks for the device)")
     if opts["resume"] and opts["overwrite"]:
         problems.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
-    options = {k: _plain(v) for k, v in opts.items()}
+    options = {k: plain(v) for k, v in opts.items()}
     folder = _output_folder(out, opts["resume"], opts["overwrite"])
     problems += [f"out {out} is a file; pass a folder for the model"] if out.is_file() else folder.problems(options)
     if problems:
@@ -309,15 +317,6 @@ def _output_folder(out: Path, resume: bool, overwrite: bool) -> OutputFolder:
                         saved=saved_state_options, free=RESUME_FREE, trained_in=STATE_DIR,
                         marker=(CONFIG_FILE, STATE_DIR, f"{STATE_DIR}.tmp", f"{STATE_DIR}.old"),
                         accelerate_state=True)
-
-
-def _plain(v):
-    """JSON-ready: paths as strings, tuples as lists."""
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 def make_accelerator(r: _Run) -> Accelerator:

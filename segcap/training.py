@@ -37,6 +37,17 @@ RECORD_FILE = "run.json"  # the options record of a training whose checkpoints a
 NOT_OPTIONS = ("out", "resume", "overwrite")  # never a change that --resume refuses, and not listed as one
 
 
+def plain(v: Any) -> Any:
+    """JSON-ready options: paths as strings, tuples as lists, inside mappings and lists too (what a training records
+    and compares on --resume)."""
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    return v
+
 def resume_changes(before: dict[str, Any], now: dict[str, Any], free: Sequence[str] = ()) -> list[str]:
     """What a resumed run would change: each option recorded by the earlier run (``before``) whose value ``now``
     differs, as ``"key <before>, now <now>"``, sorted; keys in ``free`` may change. An option the earlier run did not

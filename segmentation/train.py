@@ -80,6 +80,7 @@ from segcap.progress import Progress, is_terminal
 from segcap.training import (
     STATE_DIR,
     OutputFolder,
+    plain,
     read_state,
     save_state,
     saved_state_options,
@@ -323,23 +324,12 @@ class TrainConfig:
     def options(self) -> dict:
         """The flat options of :func:`main`, JSON-ready (written to config.yaml and checked on --resume)."""
         flat = {**asdict(self.data), **asdict(self.model), **asdict(self.optim), **asdict(self.run)}
-        return {k: _plain(v) for k, v in flat.items()}
+        return {k: plain(v) for k, v in flat.items()}
 
     @property
     def legacy(self) -> bool:
         """The one-drone-set form (data_root with target_scale), not sources."""
         return self.data.sources is None
-
-
-def _plain(v):
-    """JSON-ready: paths as strings, tuples as lists, inside mappings and lists too."""
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
 
 
 # ---------------------------------------------------------------- state carried from epoch to epoch
@@ -681,12 +671,6 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     set_seed(cfg.run.seed, device_specific=True)  # seed + process index
     return acc
-
-
-def check_out(cfg: TrainConfig) -> None:
-    """Before any work: the folder can be written; refuse to clobber; on --resume there is a state to continue and
-    every option but :data:`RESUME_FREE` is the one it was trained with (:class:`segcap.training.OutputFolder`)."""
-    output_folder(cfg).check(cfg.options())
 
 
 def open_sources(cfg: TrainConfig, table: ClassTable) -> list[tuple[str, LabelledSource]]:
