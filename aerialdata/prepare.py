@@ -54,6 +54,7 @@ from aerialdata.captionset import (
 from segcap.atomic import atomic_path, check_writable, folder_lock
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError, OutputExistsError
+from segcap.options import checked
 from segcap.progress import Progress
 
 IMAGES_OUT = "imgs"  # the published layout of UCM- and Sydney-captions; first folder CaptionDataset looks for
@@ -136,6 +137,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+@checked
 def main(
     dataset: Literal["ucm", "sydney"],
     images: Path,

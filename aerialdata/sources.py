@@ -60,6 +60,7 @@ from aerialdata.labelled import (
 from aerialdata.loveda import LoveDA
 from aerialdata.openearthmap import OpenEarthMap
 from segcap.errors import ConfigError, SegcapError
+from segcap.options import PositiveFloat
 
 __all__ = [
     "CLASS_MAP_DIR", "IGNORE", "KINDS", "SYNTHETIC_MARKER", "ClassMap", "LabelledSource", "PairedSource", "SourceSpec",
@@ -93,7 +94,7 @@ class SourceSpec:
 
     kind: Kind
     root: Path
-    gsd: float | None = None
+    gsd: PositiveFloat | None = None
     class_map: Path | None = None
 
     def __post_init__(self):
@@ -130,7 +131,7 @@ class LabelledSource(Protocol):
 
 def as_spec(item: SourceSpec | dict | object) -> SourceSpec:
     """A ``sources`` item as a :class:`SourceSpec`: as given, or from the mapping a config holds (a typed check
-    gives a namespace with ``as_dict``). Its keys are checked before (:func:`segcap.cli.check_options`)."""
+    gives a namespace with ``as_dict``). Its keys are checked before (:func:`segcap.options.check_options`)."""
     if isinstance(item, SourceSpec):
         return item
     raw = item.as_dict() if hasattr(item, "as_dict") else dict(item)  # type: ignore[call-overload]

@@ -68,7 +68,7 @@ def _train_and_score(name: str, args, extra: list[str], capjson: Path, refs: dic
     cmd = [sys.executable, "-m", "llm.finetune", "--config", str(args.config), "--compositions", str(args.compositions),
            "--captions", str(capjson), "--out", str(out), "--overwrite", "--no-progress", *extra]
     if args.threads:
-        cmd += ["--num-threads", str(args.threads)]
+        cmd += ["--threads", str(args.threads)]
     timing = _run(cmd, args.out / f"{name}.log") if not args.reuse or not (out / "segcap_llm.json").is_file() else {}
     meta = json.loads((out / "segcap_llm.json").read_text())
 

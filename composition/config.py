@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from segcap.cli import load_yaml
 from segcap.errors import ConfigError
+from segcap.options import NonNegativeFloat, Percent, PositiveInt, UnitShare, field_problems, load_yaml
 from segcap.resources import shipped
 
 DEFAULT_CONFIG_PATH = shipped("composition.yaml")  # configs/composition.yaml, shipped with the package
@@ -37,32 +37,21 @@ class CompositionConfig:
         next_to_distance: "next to" when the classes touch and their centroids are closer than this, but not "on".
     """
 
-    min_region_pixels: int = 4
-    dominant_min_percent: float = 15.0
-    max_dominant: int = 3
+    min_region_pixels: PositiveInt = 4
+    dominant_min_percent: Percent = 15.0
+    max_dominant: PositiveInt = 3
     ignore_in_relations: tuple[str, ...] = ("unlabeled",)
-    ring_pixels: int = 2
-    surround_share: float = 0.75
-    on_distance: float = 0.08
-    next_to_distance: float = 0.2
+    ring_pixels: PositiveInt = 2
+    surround_share: UnitShare = 0.75
+    on_distance: NonNegativeFloat = 0.08
+    next_to_distance: NonNegativeFloat = 0.2
 
     def __post_init__(self):
         object.__setattr__(self, "ignore_in_relations", tuple(self.ignore_in_relations))
-        problems = []
-        if int(self.min_region_pixels) < 1:
-            problems.append(f"min_region_pixels must be >= 1, got {self.min_region_pixels}")
-        if not 0 <= float(self.dominant_min_percent) <= 100:
-            problems.append(f"dominant_min_percent must be in 0..100, got {self.dominant_min_percent}")
-        if int(self.max_dominant) < 1:
-            problems.append(f"max_dominant must be >= 1, got {self.max_dominant}")
-        if int(self.ring_pixels) < 1:
-            problems.append(f"ring_pixels must be >= 1, got {self.ring_pixels}")
-        if not 0 < float(self.surround_share) <= 1:
-            problems.append(f"surround_share must be in (0, 1], got {self.surround_share}")
-        if not 0 <= float(self.on_distance) <= float(self.next_to_distance):
-            problems.append(
-                f"need 0 <= on_distance <= next_to_distance, got {self.on_distance} and {self.next_to_distance}"
-            )
+        problems = field_problems(self)
+        near, next_to = self.on_distance, self.next_to_distance
+        if isinstance(near, int | float) and isinstance(next_to, int | float) and near > next_to:
+            problems.append(f"need on_distance <= next_to_distance, got {near} and {next_to}")
         if problems:
             raise ConfigError(problems)
 

@@ -18,8 +18,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from segcap.cli import load_yaml
 from segcap.errors import ConfigError
+from segcap.options import load_yaml
 from segcap.resources import shipped
 
 CAPTION_WORDS_PATH = shipped("classes", "caption_words.yaml")  # configs/classes/caption_words.yaml, shipped

@@ -51,7 +51,8 @@ from composition.relations import ClassStats, relations, subjects
 from composition.schema import SCHEMA_ID, read_scenes, scene_problems, write_jsonl
 from segcap.atomic import check_writable
 from segcap.cli import run
-from segcap.errors import ConfigError, DataError, DatasetNotFoundError
+from segcap.errors import DataError, DatasetNotFoundError
+from segcap.options import NonNegativeFloat, NonNegativeInt, Percent, PositiveInt, UnitShare, checked
 from segcap.progress import Progress
 
 POSITIONS = (
@@ -360,6 +361,7 @@ def _one(path: Path, table: ClassTable, source_ids: bool, image_suffix: str, cfg
         return None, str(e)
 
 
+@checked
 def main(
     masks: Path,
     out: Path,
@@ -367,17 +369,17 @@ def main(
     scenes: str | None = "auto",
     source_ids: bool = False,
     image_suffix: str = ".jpg",
-    workers: int = 0,
+    workers: NonNegativeInt = 0,
     strict: bool = False,
     overwrite: bool = False,
-    min_region_pixels: int = _DEFAULT.min_region_pixels,
-    dominant_min_percent: float = _DEFAULT.dominant_min_percent,
-    max_dominant: int = _DEFAULT.max_dominant,
+    min_region_pixels: PositiveInt = _DEFAULT.min_region_pixels,
+    dominant_min_percent: Percent = _DEFAULT.dominant_min_percent,
+    max_dominant: PositiveInt = _DEFAULT.max_dominant,
     ignore_in_relations: list[str] | None = None,
-    ring_pixels: int = _DEFAULT.ring_pixels,
-    surround_share: float = _DEFAULT.surround_share,
-    on_distance: float = _DEFAULT.on_distance,
-    next_to_distance: float = _DEFAULT.next_to_distance,
+    ring_pixels: PositiveInt = _DEFAULT.ring_pixels,
+    surround_share: UnitShare = _DEFAULT.surround_share,
+    on_distance: NonNegativeFloat = _DEFAULT.on_distance,
+    next_to_distance: NonNegativeFloat = _DEFAULT.next_to_distance,
 ) -> Path:
     """Write the composition record of every PNG mask in a folder, in file order, as JSON Lines.
 
@@ -407,8 +409,6 @@ def main(
                       max_dominant=max_dominant, ignore_in_relations=ignore_in_relations, ring_pixels=ring_pixels,
                       surround_share=surround_share, on_distance=on_distance, next_to_distance=next_to_distance)
     table = load_class_table(classes)
-    if workers < 0:
-        raise ConfigError(f"--workers must be 0 (this process) or more (got {workers})")
     check_writable(out, overwrite, "compositions file")
     if not Path(masks).is_dir():
         raise DatasetNotFoundError(f"mask folder not found: {masks}; pass --masks a folder of PNG masks")

@@ -27,6 +27,7 @@ from composition.text import to_prompt
 from segcap.atomic import atomic_path, check_writable
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
+from segcap.options import checked
 
 SHOWN_SIDE = 2048  # a larger image is drawn from a reduced copy (the picture is about 700 px wide)
 COLUMNS = ("id", "class", "percent", "position", "regions", "largest %", "centre", "radius", "centroid",
@@ -147,6 +148,7 @@ def draw_overlay(record: dict, image: np.ndarray, out: Path, table: ClassTable, 
     return out
 
 
+@checked
 def main(
     file: Path,
     index: int | None = None,

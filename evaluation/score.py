@@ -45,6 +45,7 @@ from evaluation.predictions import read_predictions
 from evaluation.report import HUMAN, check_report_writable, compute_scores, write_report  # noqa: F401
 from segcap.cli import run
 from segcap.errors import ConfigError
+from segcap.options import checked
 
 __all__ = ["score_captions", "human_ceiling", "read_predictions", "write_report", "compute_scores", "main"]
 
@@ -67,6 +68,7 @@ def _system_names(predictions: list[Path], names: list[str] | None, human: bool)
     return names
 
 
+@checked
 def main(
     references: Path,
     out: Path,

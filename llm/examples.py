@@ -40,9 +40,9 @@ from aerialdata.captionset import CaptionDataset, is_blank
 from composition.text import split_prompt, to_prompt
 from llm.retrieval import CompositionIndex
 from segcap.errors import ConfigError, DataError
+from segcap.options import NonNegativeInt, PositiveInt, field_problems
 
 PromptMode = Literal["full", "composition", "scene", "blind"]
-PROMPT_MODES = ("full", "composition", "scene", "blind")
 CaptionsPerImage = Literal["all", "sample", "fixed"]
 
 DEFAULT_INSTRUCTION = "Describe the aerial image whose segmentation is summarised below in one sentence."
@@ -75,15 +75,13 @@ class PromptTemplate:
     instruction: str = DEFAULT_INSTRUCTION
     template: str = DEFAULT_TEMPLATE
     mode: PromptMode = "full"
-    retrieval_k: int = 0  # neighbours whose captions the prompt carries (0: none)
-    retrieval_captions: int = 1  # captions per neighbour, consensus first
+    retrieval_k: NonNegativeInt = 0  # neighbours whose captions the prompt carries (0: none)
+    retrieval_captions: PositiveInt = 1  # captions per neighbour, consensus first
     neighbours_label: str = DEFAULT_NEIGHBOURS_LABEL
 
     def problems(self) -> list[str]:
         """Everything wrong with this template (empty list when it is usable)."""
-        out = []
-        if self.mode not in PROMPT_MODES:
-            out.append(f"prompt_mode {self.mode!r} is not one of {', '.join(PROMPT_MODES)}")
+        out = field_problems(self)  # mode, retrieval_k, retrieval_captions
         try:
             names = {f[1] for f in string.Formatter().parse(self.template) if f[1] is not None}
         except ValueError as e:
@@ -94,10 +92,6 @@ class PromptTemplate:
                 f"prompt_template uses unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
                 f"allowed: {{instruction}}, {{composition}}, {{neighbours}}"
             )
-        for key in ("retrieval_k", "retrieval_captions"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "retrieval_k" else 1):
-                out.append(f"{key} must be an integer >= {0 if key == 'retrieval_k' else 1} (got {value!r})")
         if isinstance(self.retrieval_k, int) and self.retrieval_k > 0 and "neighbours" not in names:
             out.append("retrieval_k > 0 but prompt_template lacks {neighbours}: the retrieved captions would not be "
                        "shown; add a {neighbours} line, e.g. \"{instruction}\\n{composition}\\n{neighbours}\\nCaption:\"")

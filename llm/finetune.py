@@ -38,11 +38,9 @@ finished folder). Also ``loss.csv``/``loss.png`` (train and eval loss against st
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import math
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +85,7 @@ from llm.tokenizer import (
 from segcap.atomic import write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
+from segcap.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFraction, checked
 from segcap.progress import Progress, is_terminal, quiet_library_bars
 from segcap.training import OutputFolder, read_record
 
@@ -94,7 +93,7 @@ RUN_FILE = "run.json"  # the options of the run, written first: marks the folder
 # options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
 # other option must be the one the run started with (segmentation.train keeps the same rule), except epochs, which
 # may grow (a longer run: the schedule stretches to the new length from the step reached; run.json records it)
-RESUME_FREE = ("out", "num_threads", "progress", "tensorboard", "eval_batch_size", "logging_steps", "save_total_limit",
+RESUME_FREE = ("out", "threads", "progress", "tensorboard", "eval_batch_size", "logging_steps", "save_total_limit",
                "resume", "overwrite")
 RESUME_GROWS = ("epochs",)
 # what a model folder holds, for whoever caches one (pipeline.run's fingerprints): 2 = the training compositions'
@@ -108,6 +107,7 @@ def read_compositions(path: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+@checked
 def main(
     compositions: Path,
     captions: Path,
@@ -117,38 +117,38 @@ def main(
     tokenizer: dict | None = None,
     quantize: Literal["none", "nf4", "int8"] = "none",
     method: Literal["full", "lora"] = "full",
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
+    lora_r: PositiveInt = 16,
+    lora_alpha: PositiveInt = 32,
+    lora_dropout: UnitFraction = 0.05,
     lora_target_modules: list[str] | None = None,
     prompt_mode: Literal["full", "composition", "scene", "blind"] = "full",
     instruction: str = DEFAULT_INSTRUCTION,
     prompt_template: str = DEFAULT_TEMPLATE,
-    retrieval_k: int = 0,
-    retrieval_captions: int = 1,
+    retrieval_k: NonNegativeInt = 0,
+    retrieval_captions: PositiveInt = 1,
     captions_per_image: Literal["all", "sample", "fixed"] = "all",
     lowercase: bool = True,
     train_split: Literal["train", "val", "test", "restval"] = "train",
     eval_split: Literal["val", "test", "train", "restval", "none"] = "val",
     allow_missing: bool = False,
-    epochs: float = 10.0,
-    batch_size: int = 32,
-    eval_batch_size: int = 64,
-    gradient_accumulation_steps: int = 1,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 0.0,
-    warmup_ratio: float = 0.05,
+    epochs: PositiveFloat = 10.0,
+    batch_size: PositiveInt = 32,
+    eval_batch_size: PositiveInt = 64,
+    gradient_accumulation_steps: PositiveInt = 1,
+    learning_rate: PositiveFloat = 1e-3,
+    weight_decay: NonNegativeFloat = 0.0,
+    warmup_ratio: UnitFraction = 0.05,
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
                           "inverse_sqrt"] = "cosine",
-    max_length: int = 512,
+    max_length: PositiveInt = 512,
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     gradient_checkpointing: bool = False,
     group_by_length: bool = True,
-    logging_steps: int = 10,
-    save_total_limit: int = 2,
+    logging_steps: PositiveInt = 10,
+    save_total_limit: PositiveInt = 2,
     save_checkpoints: bool = True,
     seed: int = 0,
-    num_threads: int = 0,
+    threads: PositiveInt | None = None,
     progress: bool = True,
     tensorboard: bool = False,
     resume: bool = False,
@@ -199,10 +199,10 @@ def main(
         gradient_checkpointing: trade compute for memory (large models).
         group_by_length: batch examples of similar length together (less padding; order still shuffled).
         logging_steps: optimizer steps between train-loss log entries.
-        save_total_limit: epoch checkpoints kept in out/checkpoints (for --resume).
+        save_total_limit: epoch checkpoints kept in out/checkpoints (for --resume, which continues from the last).
         save_checkpoints: write a checkpoint each epoch (needed for --resume; off only for quick experiments).
         seed: seed of the tiny model's weights, caption sampling and data order.
-        num_threads: torch CPU threads (0 = torch's default).
+        threads: torch CPU threads; empty: torch's default.
         progress: show progress: the Trainer's bar on a terminal, one line per epoch in a log.
         tensorboard: also log the train and eval loss and the learning rate to out/tensorboard (needs the
             tensorboard extra: pip install -e '.[tensorboard]').
@@ -249,8 +249,8 @@ class _Job:
 def setup(a: dict[str, Any]) -> _Job:
     """Check main's arguments ``a`` (every problem at once), the output folder, and read the data; the training
     arguments; nothing is written."""
-    if a["num_threads"] > 0:
-        torch.set_num_threads(a["num_threads"])
+    if a["threads"]:
+        torch.set_num_threads(a["threads"])
     a["tiny_model"], a["tokenizer"] = _mapping("tiny_model", a["tiny_model"]), _mapping("tokenizer", a["tokenizer"])
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in a.items() if k != "t0"}
     tok_settings = dict(a["tokenizer"] or {})
@@ -536,25 +536,12 @@ def _mapping(name: str, value: Any) -> dict | None:
 
 
 def _training_problems(a: dict[str, Any]) -> list[str]:
+    """The rules between training options (each option's own type and bounds are checked by :func:`checked`)."""
     out = []
-    for k in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
-        if not isinstance(a[k], int) or a[k] < 1:
-            out.append(f"{k} must be a positive integer (got {a[k]!r})")
-    if not isinstance(a["epochs"], (int, float)) or not a["epochs"] > 0 or math.isinf(a["epochs"]):
-        out.append(f"epochs must be a positive number (got {a['epochs']!r})")
-    if not isinstance(a["learning_rate"], (int, float)) or not a["learning_rate"] > 0:
-        out.append(f"learning_rate must be positive (got {a['learning_rate']!r})")
-    if not 0 <= a["warmup_ratio"] < 1:
-        out.append(f"warmup_ratio must be in [0, 1) (got {a['warmup_ratio']!r})")
-    if a["captions_per_image"] not in ("all", "sample", "fixed"):
-        out.append(f"captions_per_image {a['captions_per_image']!r} is not one of all, sample, fixed")
+    if math.isinf(a["epochs"]):
+        out.append("epochs is infinite; give a number of passes over the training examples")
     if a["train_split"] == a["eval_split"]:
         out.append(f"train_split and eval_split are both {a['train_split']!r}; the eval loss needs held-out images")
-    schedulers = typing.get_args(inspect.signature(main).parameters["lr_scheduler"].annotation)
-    if schedulers and a["lr_scheduler"] not in schedulers:  # the CLI checks it; a library call may not
-        out.append(f"lr_scheduler {a['lr_scheduler']!r} is not one of {', '.join(schedulers)}")
-    if a["save_total_limit"] < 1:
-        out.append("save_total_limit must be >= 1 (the last checkpoint is what --resume continues from)")
     return out
 
 

@@ -53,6 +53,7 @@ from llm.tokenizer import CaptionCollator, encode_example, prompt_ids
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError
+from segcap.options import NonNegativeInt, PositiveInt, checked
 from segcap.progress import Progress, quiet_library_bars
 
 # A consensus candidate's weight is exp(WEIGHT_SHARPNESS x its mean token log-probability): the geometric-mean token
@@ -130,25 +131,24 @@ class Captioner:
             self._cider = CiderD(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None)
         return self._cider
 
+    @checked
     @torch.inference_mode()
     def caption(
         self,
         records: Sequence[dict],
-        num_beams: int = 1,
-        batch_size: int | None = None,
-        max_new_tokens: int | None = None,
+        num_beams: PositiveInt = 1,
+        batch_size: PositiveInt | None = None,
+        max_new_tokens: PositiveInt | None = None,
         progress: bool = False,
         consensus: int = 0,
         candidates: Literal["beam", "sample"] = "beam",
         seed: int = 0,
-        pool: int = 0,
+        pool: NonNegativeInt = 0,
     ) -> list[str]:
         """One caption per record, in order: greedy for ``num_beams=1``, else beam search; with ``consensus`` N >= 2,
         the consensus of N candidates (:meth:`candidates`), and with ``pool`` K > 0 of those and every caption of the
         K closest training images. Beam candidates and pool captions are weighted by the model's probability
         (:meth:`weights`); with sampled candidates every caption counts alike."""
-        if pool < 0:
-            raise ConfigError(f"pool must be >= 0 training images (got {pool})")
         if pool and consensus < 2:
             raise ConfigError(f"a consensus pool needs consensus >= 2 candidates (got {consensus})")
         if pool and len(self.require_index("a consensus pool")) < pool:
@@ -217,14 +217,15 @@ class Captioner:
             out.append([math.exp(WEIGHT_SHARPNESS * (mean[c] - top)) for c in caps])
         return out
 
+    @checked
     def candidates(
         self,
         records: Sequence[dict],
-        n: int,
+        n: PositiveInt,
         mode: Literal["beam", "sample"] = "beam",
-        num_beams: int = 1,
-        batch_size: int | None = None,
-        max_new_tokens: int | None = None,
+        num_beams: PositiveInt = 1,
+        batch_size: PositiveInt | None = None,
+        max_new_tokens: PositiveInt | None = None,
         progress: bool = False,
         seed: int = 0,
         prompts: Sequence[str] | None = None,
@@ -232,16 +233,10 @@ class Captioner:
         """``n`` candidate captions per record: the n best of a beam search of width max(n, num_beams), or n samples
         (nucleus, top-p 0.9; torch seeded with ``seed`` per batch, so the same call gives the same samples).
         ``prompts``: the records' prompt texts when the caller has them already (:meth:`prompts`)."""
-        if n < 1:
-            raise ConfigError(f"the number of candidates must be >= 1 (got {n})")
-        if mode not in ("beam", "sample"):
-            raise ConfigError(f"candidates must be beam or sample (got {mode!r})")
         prompts = self.prompts(records) if prompts is None else prompts
         return self._generate(prompts, n, mode, num_beams, batch_size, max_new_tokens, progress, seed)
 
     def _generate(self, prompts, n, mode, num_beams, batch_size, max_new_tokens, progress, seed) -> list[list[str]]:
-        if num_beams < 1:
-            raise ConfigError(f"num_beams must be >= 1 (got {num_beams})")
         sample = mode == "sample" and n > 1
         beams = 1 if sample else max(n, num_beams)
         bs = batch_size or self.batch_size
@@ -331,21 +326,22 @@ def clean_caption(text: str) -> str:
     return " ".join(text.split())
 
 
+@checked
 def main(
     model: Path,
     compositions: Path,
     out: Path,
     captions: Path | None = None,
     split: Literal["test", "val", "train", "restval"] = "test",
-    num_beams: int = 1,
+    num_beams: PositiveInt = 1,
     consensus: int = 0,
     candidates: Literal["beam", "sample"] = "beam",
-    consensus_pool: int = 0,
+    consensus_pool: NonNegativeInt = 0,
     seed: int = 0,
-    batch_size: int = 64,
-    max_new_tokens: int = 40,
+    batch_size: PositiveInt = 64,
+    max_new_tokens: PositiveInt = 40,
     allow_missing: bool = False,
-    num_threads: int = 0,
+    threads: PositiveInt | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -371,27 +367,20 @@ def main(
         batch_size: prompts per generate call.
         max_new_tokens: longest caption in tokens.
         allow_missing: skip split images without a composition instead of stopping.
-        num_threads: torch CPU threads (0 = torch's default).
+        threads: torch CPU threads; empty: torch's default.
         progress: show progress (a bar on a terminal, one line in a log).
         overwrite: replace an existing predictions file.
     """
-    problems = []
-    if num_beams < 1:
-        problems.append(f"--num-beams must be >= 1 (got {num_beams})")
-    problems += consensus_problems(consensus, consensus_pool, index_images(model) if consensus_pool > 0 else None,
+    problems = consensus_problems(consensus, consensus_pool, index_images(model) if consensus_pool > 0 else None,
                                    str(Path(model) / INDEX_FILE))
-    if batch_size < 1:
-        problems.append(f"--batch-size must be >= 1 (got {batch_size})")
-    if max_new_tokens < 1:
-        problems.append(f"--max-new-tokens must be >= 1 (got {max_new_tokens})")
     for what, p in (("model folder", model), ("compositions", compositions), ("captions", captions)):
         if p is not None and not Path(p).exists():
             problems.append(f"{what} not found: {p}")
     if problems:
         raise ConfigError(problems)
     check_writable(out, overwrite, "predictions file")
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
+    if threads:
+        torch.set_num_threads(threads)
 
 
     records = read_jsonl(compositions)

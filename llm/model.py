@@ -38,6 +38,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from segcap import hub
 from segcap.errors import ConfigError, DataError
+from segcap.options import PositiveInt, UnitFraction, field_problems
 
 Quantize = Literal["none", "nf4", "int8"]
 Method = Literal["full", "lora"]
@@ -70,9 +71,9 @@ class ModelOptions:
     tiny_model: dict = field(default_factory=dict)
     quantize: Quantize = "none"
     method: Method = "full"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: PositiveInt = 16
+    lora_alpha: PositiveInt = 32
+    lora_dropout: UnitFraction = 0.05
     lora_target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")
     precision: Precision = "auto"
     gradient_checkpointing: bool = False
@@ -273,13 +274,7 @@ def load_tokenizer(base_model: str | Path) -> PreTrainedTokenizerBase:
 def option_problems(opts: ModelOptions, cuda: bool | None = None) -> list[str]:
     """Every problem with ``opts`` (empty when they are usable together)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    out: list[str] = []
-    if opts.quantize not in ("none", "nf4", "int8"):
-        out.append(f"quantize {opts.quantize!r} is not one of none, nf4, int8")
-    if opts.method not in ("full", "lora"):
-        out.append(f"method {opts.method!r} is not one of full, lora")
-    if opts.precision not in ("auto", "fp32", "bf16", "fp16"):
-        out.append(f"precision {opts.precision!r} is not one of auto, fp32, bf16, fp16")
+    out = field_problems(opts)  # choices and bounds (quantize, method, precision, lora_r, lora_alpha, lora_dropout)
     if opts.quantize in ("nf4", "int8") and opts.method == "full":
         out.append(
             f"quantize {opts.quantize} needs --method lora: quantized weights cannot be fine-tuned directly "
@@ -287,15 +282,8 @@ def option_problems(opts: ModelOptions, cuda: bool | None = None) -> list[str]:
         )
     if opts.precision == "fp16" and not cuda:
         out.append("precision fp16 needs CUDA (mixed fp16 training is not supported on CPU); use fp32 or bf16")
-    if opts.method == "lora":
-        if not isinstance(opts.lora_r, int) or opts.lora_r < 1:
-            out.append(f"lora_r must be a positive integer (got {opts.lora_r!r})")
-        if not isinstance(opts.lora_alpha, (int, float)) or opts.lora_alpha <= 0:
-            out.append(f"lora_alpha must be positive (got {opts.lora_alpha!r})")
-        if not isinstance(opts.lora_dropout, (int, float)) or not 0 <= opts.lora_dropout < 1:
-            out.append(f"lora_dropout must be in [0, 1) (got {opts.lora_dropout!r})")
-        if not opts.lora_target_modules:
-            out.append("lora_target_modules is empty; name at least one module, e.g. q_proj v_proj")
+    if opts.method == "lora" and not opts.lora_target_modules:
+        out.append("lora_target_modules is empty; name at least one module, e.g. q_proj v_proj")
 
     base_ok = True
     if opts.is_tiny:

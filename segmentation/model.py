@@ -59,6 +59,7 @@ import yaml
 from aerialdata.classes import ClassTable, class_table_from_dict
 from segcap import hub
 from segcap.errors import ConfigError, SegcapError, one_line, weights_file_problem
+from segcap.options import PositiveFloat, PositiveInt, checked
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -474,8 +475,10 @@ class Segmenter:
         return mask
 
     # ---------------------------------------------------------------- public
+    @checked
     @torch.inference_mode()
-    def predict(self, images: list[np.ndarray], scale: float = 1.0, batch_size: int = 16) -> list[np.ndarray]:
+    def predict(self, images: list[np.ndarray], scale: PositiveFloat = 1.0, batch_size: PositiveInt = 16
+                ) -> list[np.ndarray]:
         """Segment RGB uint8 images (H, W, 3); returns (H, W) uint8 group-id masks at each input's size.
 
         An image larger than ``tile`` px (after scaling) is segmented by sliding windows with the overlaps blended, in
@@ -488,8 +491,6 @@ class Segmenter:
                 training resolution (the caption set), ``self.drone_scale`` for the drone set's own photos.
             batch_size: images per forward pass (images of the same size are batched together).
         """
-        if scale <= 0:
-            raise ConfigError(f"scale must be positive, got {scale}")
         out: list[np.ndarray | None] = [None] * len(images)
         for (h, w), idx in _by_size(images).items():
             sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -516,8 +517,9 @@ class Segmenter:
                     out[i] = np.ascontiguousarray(p)
         return out  # type: ignore[return-value]
 
+    @checked
     @torch.inference_mode()
-    def encoder_pools(self, images: list[np.ndarray], scale: float = 1.0, batch_size: int = 16,
+    def encoder_pools(self, images: list[np.ndarray], scale: PositiveFloat = 1.0, batch_size: PositiveInt = 16,
                       encoder: torch.nn.Module | None = None, views: int = 1) -> dict[str, np.ndarray]:
         """What a scene head reads of each image: every encoder stage averaged over the image, and its colours.
 
@@ -540,8 +542,6 @@ class Segmenter:
             encoder.to(self.device).eval()
             if self.channels_last:
                 encoder.to(memory_format=torch.channels_last)
-        if scale <= 0:
-            raise ConfigError(f"scale must be positive, got {scale}")
         rows: list[dict[str, np.ndarray] | None] = [None] * len(images)
         for (h, w), idx in _by_size(images).items():
             sh, sw = max(1, round(h * scale)), max(1, round(w * scale))

@@ -37,6 +37,7 @@ from aerialdata.images import band_problems, list_images, read_rgb, write_mask
 from segcap.atomic import atomic_path, check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
+from segcap.options import NonNegativeInt, PositiveFloat, PositiveInt, checked
 from segcap.progress import Progress
 from segcap.workers import WorkerInit
 from segmentation.model import SCENES_SCHEMA, find_scene_head, load_segmenter
@@ -85,19 +86,20 @@ def as_list(batch):
     return batch
 
 
+@checked
 def main(
     checkpoint: Path,
     images: Path,
     out: Path,
     overlays: Path | None = None,
     scene_head: str | None = "auto",
-    scale: float = 1.0,
+    scale: PositiveFloat = 1.0,
     bands: list[int] | None = None,
-    batch_size: int = 16,
+    batch_size: PositiveInt = 16,
     shard: str | None = None,
-    workers: int = 1,
+    workers: NonNegativeInt = 1,
     device: Literal["auto", "cpu", "cuda"] = "auto",
-    threads: int | None = None,
+    threads: PositiveInt | None = None,
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -129,14 +131,6 @@ def main(
         what = "is a file, not a folder" if Path(images).exists() else "not found"
         raise DatasetNotFoundError(f"images folder {images} {what}; pass --images a folder of JPEG/PNG files")
     problems = band_problems(bands)
-    if batch_size < 1:
-        problems.append(f"--batch-size must be at least 1 (got {batch_size})")
-    if scale <= 0:
-        problems.append(f"--scale must be positive (got {scale})")
-    if workers < 0:
-        problems.append(f"--workers must be 0 (decode in this process) or more (got {workers})")
-    if threads is not None and threads < 1:
-        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
     if problems:
         raise ConfigError(problems)
     check_writable(out, overwrite, "masks folder", folder=True)

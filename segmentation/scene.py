@@ -48,6 +48,7 @@ from aerialdata.captionset import CaptionDataset
 from segcap.atomic import atomic_path, check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
+from segcap.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, checked
 from segcap.progress import Progress
 from segcap.workers import WorkerInit
 from segmentation.model import (
@@ -74,6 +75,7 @@ UNKNOWN = ("", "unknown")
 NEEDS_CATEGORIES = "scene head needs scene categories: class files txtclasses_*/ or category in file names"
 
 
+@checked
 def main(
     checkpoint: Path,
     captions: Path,
@@ -82,16 +84,16 @@ def main(
     val_split: str = "val",
     test_split: str | None = "test",
     images_dir: str | None = None,
-    scale: float = 1.0,
+    scale: PositiveFloat = 1.0,
     strides: tuple[int, ...] = (16, 32),
     colour: bool = True,
     views: int = 1,
     encoder_weights: Path | None = None,
-    l2: tuple[float, ...] = L2_GRID,
-    batch_size: int = 16,
-    workers: int = 1,
+    l2: tuple[NonNegativeFloat, ...] = L2_GRID,
+    batch_size: PositiveInt = 16,
+    workers: NonNegativeInt = 1,
     device: Literal["auto", "cpu", "cuda"] = "auto",
-    threads: int | None = None,
+    threads: PositiveInt | None = None,
     cache: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -130,8 +132,7 @@ def main(
     """
     # ---- options and data, before the model loads
     out = Path(out) if out is not None else Path(checkpoint)
-    problems = option_problems(batch_size, scale, workers, threads, strides, l2, split, val_split, test_split,
-                               encoder_weights, views)
+    problems = option_problems(strides, l2, split, val_split, test_split, encoder_weights, views)
     if problems:
         raise ConfigError(problems)
     if not (Path(checkpoint) / "model.pt").is_file():
@@ -218,18 +219,11 @@ def main(
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def option_problems(batch_size: int, scale: float, workers: int, threads: int | None, strides, l2, split: str,
-                    val_split: str, test_split: str | None, encoder_weights, views: int = 1) -> list[str]:
-    """Every problem with :func:`main`'s options (empty when they are fine), checked before any data is read."""
+def option_problems(strides, l2, split: str, val_split: str, test_split: str | None, encoder_weights,
+                    views: int = 1) -> list[str]:
+    """The problems with :func:`main`'s options that their types do not catch (empty when they are fine), checked
+    before any data is read."""
     problems: list[str] = []
-    if batch_size < 1:
-        problems.append(f"--batch-size must be at least 1 (got {batch_size})")
-    if scale <= 0:
-        problems.append(f"--scale must be positive (got {scale})")
-    if workers < 0:
-        problems.append(f"--workers must be 0 (decode in this process) or more (got {workers})")
-    if threads is not None and threads < 1:
-        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
     bad = [s for s in strides if s not in (2, 4, 8, 16, 32)]
     if not strides or bad:
         problems.append(f"--strides {' '.join(map(str, strides))}: each must be one of 2, 4, 8, 16, 32 (the encoder's "
@@ -237,8 +231,8 @@ def option_problems(batch_size: int, scale: float, workers: int, threads: int | 
     if views not in SCENE_VIEWS:
         problems.append(f"--views {views}: give one of {', '.join(map(str, SCENE_VIEWS))} (the image alone, its 4 "
                         "rotations, or those and their mirror images)")
-    if not l2 or any(v < 0 for v in l2):
-        problems.append(f"--l2 {' '.join(map(str, l2))}: give one or more strengths >= 0")
+    if not l2:
+        problems.append("--l2 is empty: give one or more strengths >= 0")
     if len({split, val_split, test_split} - {None}) < len([s for s in (split, val_split, test_split) if s]):
         problems.append(f"--split {split}, --val-split {val_split} and --test-split {test_split} must differ")
     problems += [f"--encoder-weights: {p}" for p in encoder_weights_problems(encoder_weights)]

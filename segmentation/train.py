@@ -76,6 +76,15 @@ from aerialdata.sources import LabelledSource, SourceSpec, open_source
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
+from segcap.options import (
+    Factor,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitFraction,
+    checked,
+)
 from segcap.progress import Progress, is_terminal
 from segcap.training import (
     STATE_DIR,
@@ -142,27 +151,17 @@ class DataConfig:
     cache_images: bool
     val_fraction: float
     limit: int | None
-    num_workers: int
+    workers: int
     sources: tuple[SourceSpec, ...] | None = None
     caption_gsd: float | None = None
 
     def problems(self) -> list[str]:
         out = self._form_problems()
-        if self.caption_scale <= 0:
-            out.append(f"--caption-scale must be positive (got {self.caption_scale})")
-        if self.scale_jitter < 1:
-            out.append(f"--scale-jitter is a factor >= 1 (1: no jitter; got {self.scale_jitter})")
         if self.crop_size < PAD_MULTIPLE or self.crop_size % PAD_MULTIPLE:
             c = self.crop_size
             out.append(f"--crop-size must be a multiple of 32 (got {c}); try {max(32, round(c / 32) * 32)}")
-        if self.crops_per_image < 1:
-            out.append(f"--crops-per-image must be at least 1 (got {self.crops_per_image})")
-        if not 0 <= self.val_fraction < 1:
-            out.append(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
         if self.limit is not None and self.limit < (2 if self.val_fraction > 0 else 1):
             out.append(f"--limit {self.limit} leaves too few images: at least 2 with --val-fraction > 0, else 1")
-        if self.num_workers < 0:
-            out.append(f"--num-workers must be 0 or more (got {self.num_workers})")
         return out
 
     def _form_problems(self) -> list[str]:
@@ -174,7 +173,8 @@ def form_problems(sources: list | tuple | None, caption_gsd: float | None, data_
     """What is wrong with the form of the training data: ``sources`` with ``caption_gsd``, or the one drone set
     (``data_root`` with ``target_scale``), each complete and never mixed. A caller that assembles options (the
     pipeline's segmentation stage) can check them with this before any work, as :func:`main` does; ``sources``
-    items may be :class:`SourceSpec` or the mappings a config holds."""
+    items may be :class:`SourceSpec` or the mappings a config holds. Each value's own bounds (a gsd > 0) are
+    :func:`main`'s types, checked before (:func:`segcap.options.check_options`)."""
     out: list[str] = []
     if sources is None:
         if caption_gsd is not None:
@@ -182,8 +182,6 @@ def form_problems(sources: list | tuple | None, caption_gsd: float | None, data_
                        "caption_gsd); the one-drone-set form (data_root) takes target_scale instead. Either "
                        "list the drone set as sources: [{kind: drone, root: ..., gsd: <metres per pixel>}], or "
                        "clear caption_gsd (null)")
-        if target_scale is not None and target_scale <= 0:
-            out.append(f"--target-scale must be positive (got {target_scale})")
         return out
     mixed = [k for k, v in (("data_root", data_root), ("target_scale", target_scale)) if v is not None]
     if mixed:
@@ -197,8 +195,6 @@ def form_problems(sources: list | tuple | None, caption_gsd: float | None, data_
     if caption_gsd is None:
         out.append("sources need caption_gsd: the caption set's ground resolution in metres per pixel (1.0 for "
                    "the synthetic caption set), from which each source's training scale follows")
-    elif caption_gsd <= 0:
-        out.append(f"caption_gsd must be a positive number of metres per pixel (got {caption_gsd})")
     seen: set[tuple[str, str]] = set()
     for k, item in enumerate(sources):
         try:
@@ -206,9 +202,6 @@ def form_problems(sources: list | tuple | None, caption_gsd: float | None, data_
         except ConfigError as e:
             out.extend(e.problems)
             continue
-        if spec.gsd is not None and spec.gsd <= 0:
-            out.append(f"sources[{k}] ({spec.kind} {spec.root}): gsd must be a positive number of metres per "
-                       f"pixel (got {spec.gsd})")
         key = (spec.kind, str(Path(spec.root).resolve()))
         if key in seen:
             out.append(f"sources[{k}]: {spec.kind} {spec.root} is listed twice; list each source once")
@@ -230,7 +223,7 @@ class ModelConfig:
         if self.freeze_encoder and self.encoder_weights is None:
             out.append("--freeze-encoder keeps the encoder's weights as loaded: give --encoder-weights (imagenet or a "
                        "file), or leave the encoder trainable (random weights frozen learn nothing)")
-        if len(self.decoder_channels) != 5 or min(self.decoder_channels, default=0) < 1:
+        if len(self.decoder_channels) != 5:
             out.append("--decoder-channels takes 5 positive numbers (one per decoder stage), e.g. 128 64 32 16 16 "
                        f"(got {' '.join(map(str, self.decoder_channels))})")
         out += encoder_weights_problems(self.encoder_weights)  # a missing file; imagenet neither cached nor online
@@ -248,17 +241,6 @@ class OptimConfig:
     weight_decay: float
     schedule: Literal["onecycle", "cosine"]
     loss: Literal["ce", "ce+dice"]
-
-    def problems(self) -> list[str]:
-        out = [f"--{k.replace('_', '-')} must be at least 1 (got {v})"
-               for k, v in (("batch_size", self.batch_size), ("epochs", self.epochs)) if v < 1]
-        if self.max_steps is not None and self.max_steps < 1:
-            out.append(f"--max-steps must be at least 1 (got {self.max_steps}); leave it empty for no limit")
-        if self.lr <= 0:
-            out.append(f"--lr must be positive (got {self.lr})")
-        if self.weight_decay < 0:
-            out.append(f"--weight-decay must be 0 or more (got {self.weight_decay})")
-        return out
 
 
 @dataclass(frozen=True)
@@ -279,12 +261,6 @@ class RunConfig:
 
     def problems(self) -> list[str]:
         out = []
-        if self.eval_every < 1:
-            out.append(f"--eval-every must be at least 1 (got {self.eval_every})")
-        if self.threads is not None and self.threads < 1:
-            out.append(f"--threads must be at least 1 (got {self.threads}); leave it empty for torch's default")
-        if self.samples < 0:
-            out.append(f"--samples must be 0 or more (got {self.samples})")
         if self.resume and self.overwrite:
             out.append("--resume and --overwrite conflict: resume continues the run in --out, overwrite replaces it")
         cuda = torch.cuda.is_available()
@@ -319,7 +295,7 @@ class TrainConfig:
     run: RunConfig
 
     def problems(self) -> list[str]:
-        return self.data.problems() + self.model.problems() + self.optim.problems() + self.run.problems()
+        return self.data.problems() + self.model.problems() + self.run.problems()
 
     def options(self) -> dict:
         """The flat options of :func:`main`, JSON-ready (written to config.yaml and checked on --resume)."""
@@ -423,39 +399,40 @@ def _saved_options(out: Path) -> dict | str:
 
 
 # ---------------------------------------------------------------- entry point
+@checked
 def main(
     data_root: Path | None = None,
     out: Path = Path("runs/segmentation"),
     classes: str = "seed10",
     sources: list[SourceSpec] | None = None,
-    caption_gsd: float | None = None,
+    caption_gsd: PositiveFloat | None = None,
     eval_captions: Path | None = None,
     eval_split: Literal["train", "val", "test"] = "test",
-    caption_scale: float = 1.0,
+    caption_scale: PositiveFloat = 1.0,
     encoder_weights: Path | None = None,
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16),
+    decoder_channels: tuple[PositiveInt, ...] = (128, 64, 32, 16, 16),
     freeze_encoder: bool = False,
-    target_scale: float | None = None,
-    scale_jitter: float = 1.25,
+    target_scale: PositiveFloat | None = None,
+    scale_jitter: Factor = 1.25,
     crop_size: int = 160,
-    crops_per_image: int = 1,
+    crops_per_image: PositiveInt = 1,
     cache_images: bool = False,
-    batch_size: int = 8,
-    epochs: int = 12,
-    max_steps: int | None = None,
-    eval_every: int = 1,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-4,
+    batch_size: PositiveInt = 8,
+    epochs: PositiveInt = 12,
+    max_steps: PositiveInt | None = None,
+    eval_every: PositiveInt = 1,
+    lr: PositiveFloat = 3e-3,
+    weight_decay: NonNegativeFloat = 1e-4,
     schedule: Literal["onecycle", "cosine"] = "onecycle",
     loss: Literal["ce", "ce+dice"] = "ce",
-    val_fraction: float = 0.2,
+    val_fraction: UnitFraction = 0.2,
     limit: int | None = None,
     seed: int = 0,
-    num_workers: int = 0,
+    workers: NonNegativeInt = 0,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
-    threads: int | None = None,
-    samples: int = 3,
+    threads: PositiveInt | None = None,
+    samples: NonNegativeInt = 3,
     tensorboard: bool = False,
     resume: bool = False,
     overwrite: bool = False,
@@ -483,7 +460,7 @@ def main(
         decoder_channels: UNet decoder widths, 5 stages (smaller is faster on CPU).
         target_scale: the one-drone-set form: resize factor bringing the drone photos to the caption set's ground
             resolution (0.25: 4x smaller); empty: 0.25, or nothing when sources are given.
-        scale_jitter: random scale factor drawn log-uniformly in [target/jitter, target*jitter].
+        scale_jitter: random scale factor drawn log-uniformly in [target/jitter, target*jitter]; 1: none.
         crop_size: training crop side after scaling (multiple of 32).
         crops_per_image: random crops drawn from each training image per epoch (with sources: per crop-sized area
             of the image at its training scale, at least one per image).
@@ -501,7 +478,7 @@ def main(
             published val split.
         limit: use only the first N files of the dataset (of each source).
         seed: seed of the split, initialisation, data order and augmentation.
-        num_workers: DataLoader worker processes.
+        workers: DataLoader worker processes (0: load in the main process).
         device: auto (CUDA when available), cpu or cuda.
         precision: auto (bf16 on CUDA where supported, else fp16; fp32 on CPU), fp32, fp16 (CUDA) or bf16.
         threads: torch CPU threads; empty: torch's default (divided among processes under torchrun).
@@ -524,7 +501,7 @@ def main(
             caption_scale=caption_scale,
             target_scale=target_scale if target_scale is not None or not legacy else LEGACY_TARGET_SCALE,
             scale_jitter=scale_jitter, crop_size=crop_size, crops_per_image=crops_per_image,
-            cache_images=cache_images, val_fraction=val_fraction, limit=limit, num_workers=num_workers,
+            cache_images=cache_images, val_fraction=val_fraction, limit=limit, workers=workers,
             sources=None if legacy else tuple(_source_spec(s, k) for k, s in enumerate(sources)),
             caption_gsd=caption_gsd,
         ),
@@ -645,7 +622,8 @@ def save(cfg: TrainConfig, acc: Accelerator, job: Job, data: Data) -> dict:
 
 # ---------------------------------------------------------------- stages
 def validate(cfg: TrainConfig) -> None:
-    """Value and cross-option checks (types and choices are the CLI's), all reported in one :class:`ConfigError`."""
+    """The rules between options (types, choices and bounds are :func:`main`'s signature, checked before it runs),
+    all reported in one :class:`ConfigError`."""
     problems = cfg.problems()
     if problems:
         raise ConfigError(problems)
@@ -723,12 +701,12 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
         runs.append(SourceRun(label=label, source=src, scale=scale, train_idx=train_idx, val_idx=val_idx,
                               val_split="published" if published else "val_fraction", crops_per_image=cpi,
                               val_ds=val_ds,
-                              val_loader=_eval_loader(val_ds, acc, eval_bs, d.num_workers) if val_ds else None))
+                              val_loader=_eval_loader(val_ds, acc, eval_bs, d.workers) if val_ds else None))
     train_ds = parts[0] if len(parts) == 1 else MixedCropDataset(parts)
     train_loader = DataLoader(
         train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) >= bs * acc.num_processes,
-        num_workers=d.num_workers, worker_init_fn=WorkerInit(_worker_init),  # workers end with this process
-        generator=torch.Generator().manual_seed(cfg.run.seed), pin_memory=acc.device.type == "cuda", persistent_workers=d.num_workers > 0,
+        num_workers=d.workers, worker_init_fn=WorkerInit(_worker_init),  # workers end with this process
+        generator=torch.Generator().manual_seed(cfg.run.seed), pin_memory=acc.device.type == "cuda", persistent_workers=d.workers > 0,
     )
     cap_ds = None
     if d.eval_captions:
@@ -743,7 +721,7 @@ def build_data(cfg: TrainConfig, acc: Accelerator, table: ClassTable,
                         f"{len(problems)} problems with the data:\n" + "\n".join(f"  - {p}" for p in problems))
     return Data(
         table=table, sources=runs, train_ds=train_ds, train_loader=train_loader, cap_ds=cap_ds,
-        cap_loader=_eval_loader(cap_ds, acc, max(eval_bs, 16), d.num_workers) if cap_ds else None,
+        cap_loader=_eval_loader(cap_ds, acc, max(eval_bs, 16), d.workers) if cap_ds else None,
     )
 
 
@@ -1057,11 +1035,11 @@ def checkpoint_config(table: ClassTable, cfg: TrainConfig, data: Data) -> dict:
     }
 
 
-def _eval_loader(ds: EvalDataset, acc: Accelerator, batch_size: int, num_workers: int) -> DataLoader:
+def _eval_loader(ds: EvalDataset, acc: Accelerator, batch_size: int, workers: int) -> DataLoader:
     with acc.split_between_processes(list(range(len(ds)))) as share:  # contiguous shares, no padding
         subset = Subset(ds, share)
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=pad_collate,
-                      pin_memory=acc.device.type == "cuda", worker_init_fn=WorkerInit() if num_workers else None)
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=pad_collate,
+                      pin_memory=acc.device.type == "cuda", worker_init_fn=WorkerInit() if workers else None)
 
 
 def _worker_init(worker_id: int) -> None:

@@ -30,8 +30,8 @@ default 224 px (224 / caption_size in general), and the drone set ``1.0 / drone_
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -42,6 +42,7 @@ from aerialdata.labelled import SYNTHETIC_MARKER
 from segcap.atomic import atomic_path, check_writable
 from segcap.cli import run
 from segcap.errors import ConfigError, OutputExistsError
+from segcap.options import ImageSide, NonNegativeInt, ResolutionRatio, checked, option_problems
 from segcap.progress import Progress
 from synthetic.captions import tokens, write_captions
 from synthetic.facts import scene_facts
@@ -49,41 +50,30 @@ from synthetic.scenes import CATEGORIES, DRONE_MIX, draw_scene
 
 WORLD_M = 224.0  # metres covered by a caption-set image, whatever its size in pixels (about 1 m per pixel at 224)
 JPEG_QUALITY = 90
-MIN_CAPTION_SIZE = 64
-MIN_DRONE_SIDE = 64
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test within each category
 DRONE_PALETTE = np.array([rgb for _, rgb in DRONE_CLASSES], dtype=np.uint8)
 _SET_CAPTION, _SET_DRONE = 1, 2  # stream ids for the per-image random generators
 MARKER = SYNTHETIC_MARKER  # segcap_synthetic.json in the root of each set written: the set is synthetic, its gsd
 GENERATOR = "segcap synthetic.generate"
+Category = Literal[CATEGORIES]  # a caption-set scene category
 
 
 def check_options(drone_images: int, caption_images: int, caption_size: int, drone_size, drone_scale: float,
                   categories) -> list[str]:
-    """Every problem with the options, as messages (empty when they are fine)."""
-    problems = []
-    if drone_images < 0:
-        problems.append(f"--drone-images must be 0 or more (got {drone_images})")
-    if caption_images < 0:
-        problems.append(f"--caption-images must be 0 or more (got {caption_images})")
+    """Every problem with the options, as messages (empty when they are fine): each one's type and bounds (:func:`main`'s
+    signature), then the rules between them."""
+    problems = option_problems(main, {"drone_images": drone_images, "caption_images": caption_images,
+                                      "caption_size": caption_size, "drone_size": drone_size,
+                                      "drone_scale": drone_scale, "categories": categories}, "synthetic.generate")
     if drone_images == 0 and caption_images == 0:
         problems.append("--drone-images and --caption-images are both 0: nothing to write")
-    if caption_size < MIN_CAPTION_SIZE:
-        problems.append(f"--caption-size must be at least {MIN_CAPTION_SIZE} pixels (got {caption_size}); RSICD uses 224")
     if len(drone_size) != 2:
         problems.append(f"--drone-size takes two numbers, width and height (got {len(drone_size)}); e.g. --drone-size 480 320")
-    elif min(drone_size) < MIN_DRONE_SIDE:
-        problems.append(f"--drone-size sides must be at least {MIN_DRONE_SIDE} pixels (got {drone_size[0]} {drone_size[1]})")
-    if not (isinstance(drone_scale, int | float) and math.isfinite(drone_scale) and 0 < drone_scale <= 64):
-        problems.append(f"--drone-scale must be a number in (0, 64] (got {drone_scale}); 1 = same ground resolution as the caption set")
-    unknown = [c for c in categories if c not in CATEGORIES]
-    if unknown:
-        problems.append(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; valid: {', '.join(CATEGORIES)}")
     if len(set(categories)) != len(categories):
         problems.append("--categories lists a category twice")
     if not categories:
         problems.append(f"--categories is empty; choose from {', '.join(CATEGORIES)}")
-    elif caption_images and caption_images < len(set(categories)):
+    elif isinstance(caption_images, int) and 0 < caption_images < len(set(categories)):
         problems.append(f"--caption-images {caption_images} is fewer than the {len(set(categories))} categories; "
                         "give at least one image per category")
     return problems
@@ -219,15 +209,16 @@ def generate(out: str | Path, seed: int = 0, drone_images: int = 300, caption_im
             "categories": categories, "splits": splits}
 
 
+@checked
 def main(
     out: Path = Path("data/synthetic"),
     seed: int = 0,
-    drone_images: int = 300,
-    caption_images: int = 1000,
-    caption_size: int = 224,
-    drone_size: tuple[int, ...] = (480, 320),
-    drone_scale: float = 4.0,
-    categories: list[str] | None = None,
+    drone_images: NonNegativeInt = 300,
+    caption_images: NonNegativeInt = 1000,
+    caption_size: ImageSide = 224,
+    drone_size: tuple[ImageSide, ...] = (480, 320),
+    drone_scale: ResolutionRatio = 4.0,
+    categories: list[Category] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -238,10 +229,11 @@ def main(
         seed: random seed; the same seed writes the same bytes.
         drone_images: number of drone segmentation images (0 for none).
         caption_images: number of caption-set images, spread evenly over the categories (0 for none).
-        caption_size: side of the square caption-set images in pixels (RSICD: 224); the scene always covers 224 m.
+        caption_size: side of the square caption-set images in pixels, 64 or more (RSICD: 224); the scene always
+            covers 224 m.
         drone_size: width and height of the drone images in pixels (the real ones are 6000x4000, 3:2).
         drone_scale: how many times finer the drone set's ground resolution is than the caption set's (objects that
-            many times larger in pixels): the scale gap between the two real datasets.
+            many times larger in pixels; 1: the same): the scale gap between the two real datasets, at most 64.
         categories: caption-set categories to include (default: all); the drone set draws from the same ones.
         overwrite: replace an existing non-empty output folder.
         progress: show progress (a bar on a terminal, one line in a log).

@@ -26,6 +26,7 @@ from aerialdata.images import list_images, read_mask, read_rgb  # noqa: E402
 from segcap.atomic import atomic_path, check_writable  # noqa: E402
 from segcap.cli import run
 from segcap.errors import DatasetNotFoundError  # noqa: E402
+from segcap.options import NonNegativeInt, checked  # noqa: E402
 from synthetic.generate import caption_sample, drone_sample  # noqa: E402
 from synthetic.scenes import CATEGORIES  # noqa: E402
 
@@ -93,8 +94,9 @@ def make_grid(out: Path, data: Path | None = None, seed: int = 0, classes: str =
     return out
 
 
+@checked
 def main(out: Path = Path("docs/synthetic_grid.png"), data: Path | None = None, seed: int = 0,
-         classes: str = "seed10", drone: int = 2, overwrite: bool = False) -> Path:
+         classes: str = "seed10", drone: NonNegativeInt = 2, overwrite: bool = False) -> Path:
     """Draw sample synthetic images beside their coloured masks and captions.
 
     Args:

@@ -109,7 +109,7 @@ def data(tmp_path_factory) -> dict:
              tiny_model={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "num_key_value_heads": 2, "max_position_embeddings": 128},
              tokenizer={"kind": "word", "vocab_size": 200}, epochs=20, learning_rate=0.01, batch_size=8,
-             max_length=128, save_checkpoints=False, progress=False, num_threads=1)
+             max_length=128, save_checkpoints=False, progress=False, threads=1)
     yield {"root": root, "big": big, "scenes": scenes, "folder": folder, "segmentation": seg, "llm": root / "lm",
            "inputs": [*scenes.values(), folder]}
     torch.set_num_threads(before)

@@ -10,8 +10,10 @@ import typing
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import SchedulerType
 
+from aerialdata import prepare
 from bench import evaluation_speed, segmentation_predict, segmentation_train, synthetic_speed
 from captioners import train as captioners_train
 from composition import extract, show
@@ -19,8 +21,9 @@ from evaluation import score
 from llm import finetune, generate
 from pipeline import caption
 from pipeline import run as prun
-from segcap.cli import check_options, config_kwargs, parse, run
+from segcap.cli import parse, run
 from segcap.errors import ConfigError
+from segcap.options import NonNegativeInt, PositiveInt, check_options, config_kwargs
 from segmentation import predict, scene, train
 from synthetic import generate as synth
 from synthetic import grid
@@ -151,11 +154,11 @@ def test_subprocess_exit_2_and_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "composition.extract", "--config", str(cfg), "--masks", "m", "--out",
                         str(tmp_path / "o.jsonl")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2
-    assert r.stderr.strip() == (f"error: {cfg}: max_dominant 'three' is invalid; expected an integer (default: 3)")
+    assert r.stderr.strip() == f"error: {cfg}: max_dominant 'three' is invalid; expected an integer >= 1 (default: 3)"
     r = subprocess.run([sys.executable, "-m", "composition.extract", "--masks", "m", "--out", "o", "--workers", "two"],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: command line: --workers 'two' is invalid; expected an integer (default: 0)"
+    assert r.stderr.strip() == "error: command line: --workers 'two' is invalid; expected an integer >= 0 (default: 0)"
 
 
 def test_help_from_the_shell_names_the_module_and_the_options():
@@ -216,3 +219,58 @@ def test_flag_forms_of_the_entry_points():
     assert kw["file"] == Path("c.jsonl") and kw["index"] == -1
     kw = parse(prun.main, ["--from", "score", "--force", "llm", "captions"], aliases=prun.ALIASES)
     assert kw["from_stage"] == "score" and kw["force"] == ["llm", "captions"]
+
+
+# ---------------------------------------------------------------- bounds in the signature: one check for every source
+@pytest.mark.parametrize("fn,required,key,value,expected", [
+    (generate.main, {"model": "m", "compositions": "c", "out": "o"}, "num_beams", 0, "expected an integer >= 1 (default: 1)"),
+    (train.main, {}, "val_fraction", 1.0, "expected a number in [0, 1) (default: 0.2)"),
+    (train.main, {}, "threads", 0, "expected an integer >= 1 or null (default: null)"),
+    (predict.main, {"checkpoint": "c", "images": "i", "out": "o"}, "workers", -1,
+     "expected an integer >= 0 (default: 1)"),
+    (extract.main, {"masks": "m", "out": "o"}, "surround_share", 0, "expected a number in (0, 1] (default: 0.75)"),
+    (finetune.main, {"compositions": "c", "captions": "c", "out": "o"}, "learning_rate", -0.1,
+     "expected a number > 0 (default: 0.001)"),
+])
+def test_a_bound_is_refused_from_yaml_flag_section_and_call(tmp_path, capsys, fn, required, key, value, expected):
+    cfg = _yaml(tmp_path, f"{key}: {value}\n")
+    err = _exit_2(fn, ["--config", str(cfg)], capsys)
+    assert f"{cfg}: {key} {value!r} is invalid; {expected}" in err
+    err = _exit_2(fn, [f"--{key.replace('_', '-')}", str(value)], capsys)
+    assert f"command line: --{key.replace('_', '-')} '{value}' is invalid; {expected}" in err
+    with pytest.raises(ConfigError, match=r"^section s: " + key):
+        check_options(fn, {key: value}, "section s")
+    with pytest.raises(ConfigError) as e:  # a direct call from Python: refused before the body runs
+        fn(**required, **{key: value})
+    assert str(e.value) == f"{fn.__module__}: {key} {value!r} is invalid; {expected}"
+
+
+def test_a_bound_inside_a_list_of_mappings_is_named_by_its_place():
+    with pytest.raises(ConfigError) as e:
+        check_options(train.main, {"sources": [{"kind": "loveda", "root": "x", "gsd": -1}], "caption_gsd": 0}, "s")
+    assert e.value.problems == ["s: sources[0].gsd -1 is invalid; expected a number > 0 or null",
+                                "s: caption_gsd 0 is invalid; expected a number > 0 or null (default: null)"]
+
+
+def test_bounded_values_come_back_as_plain_numbers(tmp_path):
+    cfg = _yaml(tmp_path, "sources: [{kind: loveda, root: x, gsd: 0.3}]\ncaption_gsd: 1\n")
+    kw = parse(train.main, ["--config", str(cfg), "--val-fraction", "0.5", "--threads", "2",
+                            "--decoder-channels", "8", "8", "8", "8", "8"])
+    assert type(kw["val_fraction"]) is float and type(kw["threads"]) is int and type(kw["caption_gsd"]) is float
+    assert [type(c) for c in kw["decoder_channels"]] == [int] * 5 and type(kw["sources"][0].gsd) is float
+    yaml.safe_dump({k: v for k, v in kw.items() if isinstance(v, int | float | tuple)})  # config.yaml records them
+
+
+MINE = [synth.main, grid.main, train.main, predict.main, scene.main, extract.main, show.main, finetune.main,
+        generate.main, score.main, prepare.main]
+
+
+@pytest.mark.parametrize("fn", MINE, ids=lambda f: f.__module__)
+def test_entry_points_are_checked_and_share_the_runtime_names(fn):
+    assert getattr(fn, "__checked__", False), f"{fn.__module__}.main lacks @segcap.options.checked"
+    hints = typing.get_type_hints(fn)
+    assert not {"num_threads", "num_workers"} & set(hints), "the runtime options are threads and workers"
+    if "threads" in hints:
+        assert hints["threads"] == PositiveInt | None and inspect.signature(fn).parameters["threads"].default is None
+    if "workers" in hints:
+        assert hints["workers"] is NonNegativeInt

@@ -107,8 +107,8 @@ def test_prompt_modes_take_the_scene_line_and_the_composition_apart(records, cap
     # a record without scenes: composition reads as full, scene as blind
     for mode, same in (("full", "full"), ("composition", "full"), ("scene", "blind"), ("blind", "blind")):
         assert PromptTemplate(mode=mode).render_text(clauses) == PromptTemplate(mode=same).render_text(clauses)
-    assert PromptTemplate(mode="scenes").problems() == ["prompt_mode 'scenes' is not one of full, composition, "
-                                                         "scene, blind"]
+    assert PromptTemplate(mode="scenes").problems() == ["PromptTemplate: mode 'scenes' is invalid; expected one of "
+                                                         "full, composition, scene, blind (default: full)"]
     # through the examples: each image's prompt has its own scene line
     scened = [with_scenes(r, [{"name": Path(r["image"]).stem.split("_")[0], "probability": 0.9}]) for r in records]
     images, _ = build_image_examples(scened, capset, "train", PromptTemplate(mode="scene"))
@@ -200,7 +200,7 @@ def test_unknown_module_and_bad_tiny_dims():
                                     "hidden_dropout": 0.1})
     problems = option_problems(opts, cuda=False)
     text = "\n".join(problems)
-    assert "lora_r must be a positive integer" in text
+    assert "ModelOptions: lora_r 0 is invalid; expected an integer >= 1 (default: 16)" in text
     assert "unknown LlamaConfig field(s) hidden_dropout" in text
     assert "not so: hidden_size = 48, intermediate_size = 100" in text
     ok = ModelOptions(method="lora", lora_target_modules=("q_proj", "qkv", "dense"), tiny_model=TINY)
@@ -248,11 +248,15 @@ def test_cli_reports_all_problems_and_exits_2(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as e:
         run(main, ["--compositions", str(tmp_path / "none.jsonl"), "--captions", str(CAPTIONS), "--out",
-                   str(tmp_path / "o"), "--quantize", "nf4", "--epochs", "0"])
+                   str(tmp_path / "o"), "--quantize", "nf4", "--train-split", "val"])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 3 problems with the options:")
-    for part in ("quantize nf4 needs --method lora", "epochs must be a positive number", "compositions not found",
-                 "none.jsonl"):
+    for part in ("quantize nf4 needs --method lora", "train_split and eval_split are both 'val'",
+                 "compositions not found", "none.jsonl"):
         assert part in err
+    with pytest.raises(SystemExit) as e:  # a bound: refused by the typed check, before the rules between options
+        run(main, ["--compositions", str(tmp_path / "none.jsonl"), "--captions", str(CAPTIONS), "--out",
+                   str(tmp_path / "o"), "--epochs", "0"])
+    assert "--epochs '0' is invalid; expected a number > 0 (default: 10.0)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written

@@ -28,7 +28,7 @@ CAPTIONS = FIX / "rsicd" / "dataset_rsicd.json"
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
         "num_key_value_heads": 2, "max_position_embeddings": 128}
 FAST = dict(compositions=COMPOSITIONS, captions=CAPTIONS, tiny_model=TINY, tokenizer={"kind": "word", "vocab_size": 200},
-            batch_size=8, eval_batch_size=16, max_length=128, logging_steps=1, progress=False, num_threads=1)
+            batch_size=8, eval_batch_size=16, max_length=128, logging_steps=1, progress=False, threads=1)
 
 
 def _records(split=None):
@@ -214,7 +214,7 @@ def test_two_cpu_processes_torchrun(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llm.finetune",
            "--compositions", str(COMPOSITIONS), "--captions", str(CAPTIONS), "--out", str(out), "--epochs", "2",
            "--batch-size", "4", "--tiny-model", json.dumps(TINY), "--tokenizer", '{"kind": "word", "vocab_size": 200}',
-           "--no-progress", "--num-threads", "1"]
+           "--no-progress", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = json.loads((out / "segcap_llm.json").read_text())["figures"]

@@ -341,7 +341,7 @@ def test_lora_on_a_cached_hub_model_trains_and_reloads(cache, offline, tmp_path,
     out = tmp_path / "lora"
     finetune(compositions=LLM_FIX / "compositions.jsonl", captions=LLM_FIX / "rsicd", out=out, base_model=HUB_ID,
              method="lora", lora_target_modules=["q_proj", "v_proj"], epochs=1, batch_size=8, max_length=64,
-             save_checkpoints=False, progress=False, num_threads=1, eval_split="none")
+             save_checkpoints=False, progress=False, threads=1, eval_split="none")
     meta = read_meta(out)
     assert meta["base_model"] == HUB_ID
     assert resolve_base(out, meta) == HUB_ID

@@ -23,7 +23,7 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
         "num_key_value_heads": 2, "max_position_embeddings": 128}
 LLM_FAST = dict(compositions=LLM / "compositions.jsonl", captions=LLM / "rsicd" / "dataset_rsicd.json", tiny_model=TINY,
                 tokenizer={"kind": "word", "vocab_size": 200}, batch_size=4, eval_batch_size=16, max_length=128,
-                captions_per_image="sample", logging_steps=1, num_threads=1, save_checkpoints=False)
+                captions_per_image="sample", logging_steps=1, threads=1, save_checkpoints=False)
 
 
 class Terminal(io.StringIO):

@@ -138,8 +138,8 @@ def test_prompt_with_retrieval_shows_the_neighbours_captions():
 
 @pytest.mark.parametrize("kw, words", [
     ({"template": "{instruction}\n{composition}\nCaption:", "retrieval_k": 2}, "lacks {neighbours}"),
-    ({"retrieval_k": -1}, "retrieval_k must be an integer >= 0"),
-    ({"retrieval_k": 1, "retrieval_captions": 0}, "retrieval_captions must be an integer >= 1"),
+    ({"retrieval_k": -1}, "PromptTemplate: retrieval_k -1 is invalid; expected an integer >= 0"),
+    ({"retrieval_k": 1, "retrieval_captions": 0}, "retrieval_captions 0 is invalid; expected an integer >= 1"),
 ])
 def test_bad_retrieval_options_are_named(kw, words):
     assert any(words in p for p in PromptTemplate(**kw).problems())
@@ -298,7 +298,7 @@ def test_generate_cli_consensus(rag_model, tmp_path, capsys):
     (["--consensus", "1"], "--consensus must be 0 (off) or at least 2"),
     (["--candidates", "top"], "candidates"),
     (["--consensus-pool", "2"], "--consensus-pool 2 needs --consensus N"),
-    (["--consensus", "3", "--consensus-pool", "-1"], "--consensus-pool must be >= 0"),
+    (["--consensus", "3", "--consensus-pool", "-1"], "--consensus-pool '-1' is invalid; expected an integer >= 0"),
 ])
 def test_generate_cli_refuses_bad_consensus(flags, words, tmp_path, capsys):
     argv = ["--model", str(tmp_path), "--compositions", str(COMPOSITIONS), "--out", str(tmp_path / "p.json"), *flags]

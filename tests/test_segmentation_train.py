@@ -137,7 +137,8 @@ def test_sources_config_errors_before_any_work(tmp_path, capsys):
         (dict(data_root=DRONE, caption_gsd=1.0), "caption_gsd 1.0 goes with sources"),
         (dict(sources=[], caption_gsd=1.0), "empty list"),
         (dict(sources=[drone, drone], caption_gsd=1.0), "listed twice"),
-        (dict(sources=[{**drone, "gsd": -1}], caption_gsd=0), "positive number of metres per pixel.*\n.*gsd must"),
+        (dict(sources=[{**drone, "gsd": -1}], caption_gsd=0),
+         r"sources\[0\].gsd -1 is invalid; expected a number > 0 or null\n.*caption_gsd 0 is invalid"),
         # the drone fixture has no synthetic marker, so nothing states its ground resolution
         (dict(sources=[{"kind": "drone", "root": DRONE}], caption_gsd=1.0), "drone .* states no ground resolution"),
     ]
@@ -222,15 +223,22 @@ def test_eval_every_measures_every_nth_and_the_last_epoch(tmp_path):
     assert [h.get("val_miou") is not None for h in m["history"]] == [False, True, True]
     assert m["best_epoch"] in (2, 3)  # the best weights come from a measured epoch
     assert (out / "history.png").is_file()
-    with pytest.raises(ConfigError, match="eval-every"):
+    with pytest.raises(ConfigError, match="eval_every 0 is invalid; expected an integer >= 1"):
         train.main(**TINY, out=tmp_path / "bad", eval_every=0)
 
 
 def test_bad_options_reported_together(tmp_path):
     with pytest.raises(ConfigError) as e:
-        train.main(data_root=DRONE, out=tmp_path / "x", crop_size=50, batch_size=0, target_scale=-1)
+        train.main(data_root=DRONE, out=tmp_path / "x", crop_size=50, decoder_channels=(8, 8), resume=True,
+                   overwrite=True)
     msg = str(e.value)
-    assert "3 problems" in msg and "multiple of 32" in msg and "try 64" in msg
+    assert "3 problems" in msg and "multiple of 32" in msg and "try 64" in msg and "5 positive numbers" in msg
+    with pytest.raises(ConfigError) as e:  # bounds are the signature's: all of them at once, before the rules above
+        train.main(data_root=DRONE, out=tmp_path / "x", crop_size=50, batch_size=0, target_scale=-1)
+    assert e.value.problems == [
+        "segmentation.train: target_scale -1 is invalid; expected a number > 0 or null (default: null)",
+        "segmentation.train: batch_size 0 is invalid; expected an integer >= 1 (default: 8)"]
+    assert not (tmp_path / "x").exists()
 
 
 def test_config_parses_against_entry_point(tmp_path):
