@@ -5,6 +5,7 @@
 * ``vit-gpt2``: transformers' VisionEncoderDecoderModel, a tiny one built offline or a checkpoint (:mod:`captioners.hf`).
 * ``blip``: BlipForConditionalGeneration from a checkpoint, zero-shot or fine-tuned (:mod:`captioners.hf`).
 
-Commands: ``python -m captioners.train`` and ``python -m captioners.generate``; library:
-``captioners.model.load_captioner(folder).caption(images)``.
+The architectures are one table, :data:`captioners.registry.ARCHS` (name, pipeline system, options, training job,
+loader, default config); a new one is its own module plus one entry there. Commands: ``python -m captioners.train``
+and ``python -m captioners.generate``; library: ``captioners.model.load_captioner(folder).caption(images)``.
 """

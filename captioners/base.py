@@ -1,5 +1,6 @@
-"""What every captioner shares: the architecture names, the model folder's ``captioner.yaml``, devices, and the
-``caption(images)`` loop over batches.
+"""What every captioner shares: the model folder's ``captioner.yaml``, devices, the ``caption(images)`` loop over
+batches (:class:`Captioner`) and what captioners.train asks of an architecture's training (:class:`Job`). The
+architectures themselves are the table :data:`captioners.registry.ARCHS`.
 
 A trained model folder (``captioners.train --out``) holds everything needed to load it::
 
@@ -21,13 +22,13 @@ import numpy as np
 import torch
 import yaml
 
+from aerialdata.captionset import CaptionDataset, CaptionImage
 from captioners.data import check_image
+from captioners.registry import ARCHS
 from segcap.atomic import write_text
 from segcap.errors import ConfigError, DataError, one_line
 from segcap.progress import Progress
 
-ARCHS = ("cnn-lstm", "vit-gpt2", "blip")
-Arch = Literal["cnn-lstm", "vit-gpt2", "blip"]
 Device = Literal["auto", "cpu", "cuda"]
 CONFIG_FILE = "captioner.yaml"
 FORMAT = "segcap.captioner/1"
@@ -71,13 +72,19 @@ class Captioner:
     """Pixels in, captions out. Subclasses set :attr:`arch` and implement :meth:`_caption_batch`.
 
     Attributes:
-        arch: ``cnn-lstm``, ``vit-gpt2`` or ``blip``.
+        arch: its name in :data:`captioners.registry.ARCHS`.
         folder: where the model was loaded from (a folder, or a hub id for a zero-shot checkpoint).
         device: where it runs.
         max_length: longest caption, in words (cnn-lstm) or tokens (vit-gpt2, blip).
     """
 
     arch: str = ""
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device, options: dict[str, Any] | None = None) -> Captioner:
+        """The captioner in a folder written by captioners.train (``options``: its captioner.yaml's), or in a
+        pretrained checkpoint (``options`` None) where the architecture has them."""
+        raise NotImplementedError
 
     def __init__(self, folder: str | Path, device: torch.device, max_length: int):
         self.folder = folder
@@ -123,3 +130,73 @@ class Captioner:
     @property
     def module(self) -> torch.nn.Module:
         raise NotImplementedError
+
+
+class Job:
+    """One architecture's training as captioners.train sees it: its checks of the options, then its model with its
+    vocabulary or tokenizer, its images made ready, the loss of a batch, and what it saves.
+
+    Built as ``job(options, train_items, device)``, ``options`` being captioners.train's arguments.
+    """
+
+    freeze_encoder = False  # freeze_encoder's default
+    loss_name = "cross-entropy per token"
+    module: torch.nn.Module  # what is trained and saved in the training state
+    cache_seconds: float = 0.0  # time to make its images ready
+
+    @classmethod
+    def problems(cls, o: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+        """What is wrong with the options for this architecture (the options of other architectures are refused by
+        captioners.train from :data:`captioners.registry.ARCHS`)."""
+        return []
+
+    @classmethod
+    def builds_vocabulary(cls, o: dict[str, Any]) -> bool:
+        """Whether it builds a word vocabulary from the training captions (``min_count``)."""
+        return False
+
+    @classmethod
+    def learning_rate(cls, o: dict[str, Any]) -> float:
+        """AdamW's learning rate when none is given."""
+        raise NotImplementedError
+
+    def __init__(self, o: dict[str, Any], train: list[CaptionImage], device: torch.device):
+        """Its model on ``device``, with the vocabulary or tokenizer it builds from the training images' captions."""
+        raise NotImplementedError
+
+    def prepare(self, ds: CaptionDataset, train: list[CaptionImage], val: list[CaptionImage], progress: bool):
+        """Make the images of both splits ready (read and resized, or their features cached)."""
+
+    def loss(self, split: str, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(mean loss to back-propagate, summed loss, words or tokens) of the images at ``batch`` in ``split``
+        (train or val), each with all its captions."""
+        raise NotImplementedError
+
+    def train(self, mode: bool) -> None:
+        """Training (True) or evaluation (False) mode."""
+
+    def save(self, folder: Path) -> None:
+        """Its weights and vocabulary or tokenizer into the model folder."""
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """What rebuilds it: the options of captioner.yaml, which its Captioner's ``load`` reads."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the log: the model and its data."""
+        return ""
+
+    def figures(self, val: list[CaptionImage]) -> dict[str, Any]:
+        """Its own figures for metrics.json."""
+        return {}
+
+
+def flatten(items: Sequence[CaptionImage], batch: list[int]) -> tuple[list[int], list[str]]:
+    """(owner position in the batch, caption) for every caption of the batch's images."""
+    owner, caps = [], []
+    for pos, i in enumerate(batch):
+        for s in items[i].sentences:
+            owner.append(pos)
+            caps.append(s)
+    return owner, caps

@@ -13,7 +13,8 @@ Each step (nanoGPT-style shapes; B images, L locations, D features, H hidden, V 
 
 The initial (h, c) come from the mean feature; the loss adds the paper's doubly stochastic term
 ``alpha_c * mean((1 - sum_t alpha_t)^2)``, which asks every location to be looked at about once over a caption.
-Decoding is greedy or beam search (:func:`beam_search`; width 1 gives greedy's caption exactly).
+Decoding is greedy or beam search (:func:`beam_search`; width 1 gives greedy's caption exactly). Trained by
+captioners.train through :class:`CnnLstmJob` (a frozen trunk's features are computed once and cached).
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioners.base import Captioner
-from captioners.data import resize
-from captioners.encoders import IMAGENET_MEAN, IMAGENET_STD, build_trunk
+from aerialdata.captionset import CaptionImage
+from captioners.base import Captioner, Job, flatten
+from captioners.data import CACHE_BYTES, ImageStore, resize
+from captioners.encoders import (
+    CALIBRATION_IMAGES,
+    ENCODERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_trunk,
+    calibrate_batchnorm,
+    encoder_weights_problems,
+)
 from captioners.text import END_ID, PAD_ID, START_ID, UNK_ID, VOCAB_FILE, Vocabulary
 from segcap.errors import DataError, one_line, weights_file_problem
+from segcap.progress import Progress
 
 WEIGHTS_FILE = "model.pt"
 NEG = float("-inf")
@@ -246,7 +257,8 @@ class CnnLstmCaptioner(Captioner):
         self.vocab = vocab
 
     @classmethod
-    def load(cls, folder: Path, options: dict, device: torch.device) -> CnnLstmCaptioner:
+    def load(cls, folder: str | Path, device: torch.device, options: dict | None = None) -> CnnLstmCaptioner:
+        folder, options = Path(folder), options or {}
         known = CnnLstmOptions.__dataclass_fields__
         opts = CnnLstmOptions(**{k: v for k, v in options.items() if k in known})
         vocab = Vocabulary.load(folder / VOCAB_FILE)
@@ -284,3 +296,105 @@ class CnnLstmCaptioner(Captioner):
         else:
             ids = beam_search(self.model.decoder, feats, num_beams, max_length, self.model.opts.length_penalty)
         return [self.vocab.decode(row) for row in ids]
+
+
+class CnnLstmJob(Job):
+    """captioners.train's cnn-lstm: the trunk frozen (its features cached once, random BatchNorm statistics estimated
+    on the training images first) or trained, the adapter and the decoder trained with the attention term."""
+
+    freeze_encoder = True  # training the backbone is slow on CPU
+    loss_name = "cross-entropy per word"
+
+    @classmethod
+    def problems(cls, o, defaults):
+        out = []
+        if o["encoder"] in ENCODERS:
+            out += encoder_weights_problems(o["encoder"], o["encoder_weights"])
+        if o["attention_grid"] >= 1 and o["image_size"] // o["encoder_stride"] < 1:
+            out.append(f"image_size {o['image_size']} is smaller than encoder_stride {o['encoder_stride']}")
+        return out
+
+    @classmethod
+    def builds_vocabulary(cls, o):
+        return True
+
+    @classmethod
+    def learning_rate(cls, o):
+        return 4e-3
+
+    def __init__(self, o: dict, train: list[CaptionImage], device: torch.device):
+        self.device, self.freeze, self.alpha_c = device, o["freeze_encoder"], o["alpha_c"]
+        self.weights = o["encoder_weights"]
+        self.opts = CnnLstmOptions(
+            encoder=o["encoder"], encoder_stride=o["encoder_stride"], image_size=o["image_size"],
+            attention_grid=o["attention_grid"], feature_dim=o["feature_dim"], embed_dim=o["embed_dim"],
+            hidden_dim=o["hidden_dim"], attention_dim=o["attention_dim"], dropout=o["dropout"],
+            max_length=o["max_length"])
+        self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
+        self.module = self.model = CnnLstm(self.opts, len(self.vocab), self.weights).to(device)
+        if self.freeze:
+            self.model.trunk.requires_grad_(False)
+        self.items: dict[str, list[CaptionImage]] = {}
+        self.images: dict[str, ImageStore] = {}
+        self.features: dict[str, torch.Tensor] = {}  # (N, C, h, w) half floats: the frozen trunk's output
+        self.ids: dict[str, list[list[list[int]]]] = {}
+        self.calibrated = 0
+
+    def describe(self) -> str:
+        mode = "frozen, features cached" if self.freeze else "trained"
+        return (f"{self.opts.encoder} trunk to stride {self.opts.encoder_stride} ({self.model.weights_source} "
+                f"weights, {mode}), {self.opts.image_size} px, vocabulary {len(self.vocab)} words")
+
+    def prepare(self, ds, train, val, progress):
+        size = self.opts.image_size
+        for split, items in (("train", train), ("val", val)):
+            self.items[split] = items
+            self.ids[split] = [[self.vocab.encode(s, self.opts.max_length) for s in it.sentences] for it in items]
+            # a frozen trunk reads each image once (for its features) and keeps none of them
+            self.images[split] = ImageStore(ds, items, size, max_bytes=0 if self.freeze else CACHE_BYTES)
+        if self.model.weights_source == "random":  # random BatchNorm statistics: estimate them on the images
+            batches = (self._pixels(x) for x in self.images["train"].chunks(stop=CALIBRATION_IMAGES))
+            self.calibrated = calibrate_batchnorm(self.model.trunk, batches)
+        if self.freeze:  # the trunk never changes: its features once, for every image
+            self.model.trunk.eval()
+            for split in ("train", "val"):
+                parts = []
+                with torch.no_grad(), Progress(total=len(self.items[split]), desc=f"features ({split})",
+                                               unit="image", enabled=progress and bool(self.items[split])) as bar:
+                    for x in self.images[split].chunks():
+                        parts.append(self.model.trunk(self._pixels(x)).half().cpu())
+                        bar.update(len(x))
+                self.features[split] = torch.cat(parts) if parts else torch.empty(0)
+
+    def _pixels(self, images: np.ndarray) -> torch.Tensor:
+        return pixels(images, self.opts.image_size).to(self.device)
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+        if self.freeze:
+            self.model.trunk.eval()
+
+    def loss(self, split, batch):
+        owner, _ = flatten(self.items[split], batch)
+        if self.freeze:
+            trunk_map = self.features[split][batch].to(self.device).float()
+        else:
+            trunk_map = self.model.trunk(self._pixels(self.images[split].get(batch)))
+        feats = self.model.features(trunk_map)[torch.tensor(owner, device=self.device)]  # (N, L, D)
+        seqs = [s for i in batch for s in self.ids[split][i]]
+        caps = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            caps[r, : len(s)] = torch.tensor(s)
+        return self.model.loss(feats, caps.to(self.device), self.alpha_c)
+
+    def save(self, folder):
+        torch.save(self.model.state_dict(), folder / WEIGHTS_FILE)
+        self.vocab.save(folder / VOCAB_FILE)
+
+    def options(self):
+        return {**self.opts.to_dict(), "encoder_weights": self.model.weights_source,
+                "freeze_encoder": self.freeze, "min_count": self.vocab.min_count}
+
+    def figures(self, val):
+        return {"vocab_size": len(self.vocab), "batchnorm_calibration_images": self.calibrated,
+                "val_unknown_word_rate": round(self.vocab.unknown_rate(s for it in val for s in it.sentences), 4)}

@@ -30,7 +30,7 @@ import torch
 
 from aerialdata.captionset import is_blank
 from aerialdata.images import read_rgb
-from captioners.base import ARCHS, CONFIG_FILE, Arch, Device, read_config, resolve_device
+from captioners.base import CONFIG_FILE, Device, read_config, resolve_device
 from captioners.data import (
     empty_split_problem,
     missing_images_problem,
@@ -39,6 +39,7 @@ from captioners.data import (
     unreadable_images_problem,
 )
 from captioners.model import load_captioner, model_arch
+from captioners.registry import ARCHS, Arch
 from captioners.text import SPECIALS, VOCAB_FILE, Vocabulary
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
@@ -57,7 +58,7 @@ def main(
     batch_size: int = 32,
     max_length: int | None = None,
     device: Device = "auto",
-    num_threads: int = 0,
+    threads: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -76,7 +77,7 @@ def main(
         batch_size: images per forward pass.
         max_length: longest caption in words (cnn-lstm) or tokens (default: the model's).
         device: auto (CUDA when there is one), cpu or cuda.
-        num_threads: torch CPU threads (0: torch's default).
+        threads: torch CPU threads; empty: torch's default.
         progress: show progress (a bar on a terminal, one line in a log).
         overwrite: replace an existing predictions file.
     """
@@ -88,8 +89,8 @@ def main(
         problems.append(f"batch_size must be >= 1 (got {batch_size})")
     if max_length is not None and max_length < 1:
         problems.append(f"max_length must be >= 1 (got {max_length})")
-    if num_threads < 0:
-        problems.append(f"num_threads must be >= 0 (got {num_threads})")
+    if threads is not None and threads < 1:
+        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
     try:
         found = model_arch(model)
         if arch is not None and found != arch:
@@ -126,8 +127,8 @@ def main(
             problems.append(str(e))
     if problems:
         raise ConfigError(problems)
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
+    if threads:
+        torch.set_num_threads(threads)
 
     # 2. the captioner, then the images a batch at a time
     quiet_library_bars()  # in a log, no bar for loading weights

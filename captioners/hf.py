@@ -15,8 +15,12 @@ Where the weights come from (``checkpoint``):
   message saying what to download and where (:mod:`segcap.hub`).
 
 Images are resized to the image processor's size with :func:`captioners.data.resize` and then go through the
-processor (rescale, normalise), in training and in captioning alike. Training runs the vision encoder once per image
-and decodes all of the image's captions against its features.
+processor (rescale, normalise), in training and in captioning alike. Training (:class:`HFJob`) runs the vision encoder
+once per image and decodes all of the image's captions against its features.
+
+What differs between the architectures (the classes that load a checkpoint, a caption's labels, the loss, the vision
+encoder) is a subclass of :class:`HFCaptioner` each, named by :data:`captioners.registry.ARCHS`:
+:class:`VitGpt2Captioner` and :class:`BlipCaptioner`.
 """
 
 from __future__ import annotations
@@ -48,20 +52,21 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from captioners.base import Captioner
-from captioners.data import resize
+from aerialdata.captionset import CaptionImage
+from captioners.base import Captioner, Job, flatten
+from captioners.data import ImageStore, resize
+from captioners.registry import ARCHS, MODEL_TYPES
 from captioners.text import END, PAD, SPECIALS, START, UNK, Vocabulary, normalize
 from segcap import hub
 from segcap.errors import ConfigError, DataError
 
-MODEL_TYPES = {"vision-encoder-decoder": "vit-gpt2", "blip": "blip"}  # config.json model_type -> arch
-EXAMPLES = {"vit-gpt2": "nlpconnect/vit-gpt2-image-captioning", "blip": "Salesforce/blip-image-captioning-base"}
 TINY_DEFAULTS = {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "patch_size": 16, "intermediate_size": 256}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 IGNORE = -100
+TINY_LEARNING_RATE = 1e-3  # AdamW's default for a model built here (a checkpoint: its class's learning_rate)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -121,7 +126,7 @@ def hub_checkpoint_type(repo_id: str, option: str = "model") -> str | None:
 
 def checkpoint_problems(checkpoint: str | Path, arch: str, option: str = "checkpoint") -> list[str]:
     """Why ``checkpoint`` cannot be loaded as ``arch`` now (empty: it can)."""
-    name = str(checkpoint)
+    name, example = str(checkpoint), ARCHS[arch].example
     if is_hub_id(name):
         missing = _hub_missing(name)
         if missing:
@@ -131,15 +136,15 @@ def checkpoint_problems(checkpoint: str | Path, arch: str, option: str = "checkp
             return []  # online: transformers downloads it
     elif not Path(name).expanduser().is_dir():
         return [f"{option} {name} is not a folder; pass a local {arch} checkpoint folder (with config.json) or a hub "
-                f"id such as {EXAMPLES[arch]}"]
+                f"id such as {example}"]
     found = checkpoint_type(name)
     if found is None:
         return [f"{option} {name} has no readable config.json; it is not a Hugging Face checkpoint (a {arch} "
-                f"checkpoint such as {EXAMPLES[arch]} is expected)"]
+                f"checkpoint such as {example} is expected)"]
     if MODEL_TYPES.get(found) != arch:
         what = f"a {MODEL_TYPES[found]} checkpoint" if found in MODEL_TYPES else f"a {found!r} model"
         return [f"{option} {name} is {what}, not {arch} (config.json model_type {found!r}); pass a {arch} checkpoint "
-                f"such as {EXAMPLES[arch]}, or --arch {MODEL_TYPES.get(found, arch)}"]
+                f"such as {example}, or --arch {MODEL_TYPES.get(found, arch)}"]
     return []
 
 
@@ -156,16 +161,10 @@ def load_checkpoint(checkpoint: str | Path, arch: str, option: str = "checkpoint
         raise ConfigError(problems)
     name = str(checkpoint)
     kwargs, ctx = _access(name)
+    kind = ARCHS[arch].captioner
     try:
         with ctx:
-            if arch == "blip":
-                processor = BlipProcessor.from_pretrained(name, **kwargs)
-                model = BlipForConditionalGeneration.from_pretrained(name, **kwargs)
-                tokenizer, image_processor = processor.tokenizer, processor.image_processor
-            else:
-                model = VisionEncoderDecoderModel.from_pretrained(name, **kwargs)
-                tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-                image_processor = AutoImageProcessor.from_pretrained(name, **kwargs)
+            model, tokenizer, image_processor = kind.from_pretrained(name, **kwargs)
     except hub.DOWNLOAD_ERRORS as e:
         if is_hub_id(name):
             reason = f"transformers could not load it: {e.__class__.__name__}: {str(e).strip().splitlines()[0]}"
@@ -174,23 +173,8 @@ def load_checkpoint(checkpoint: str | Path, arch: str, option: str = "checkpoint
                         "incomplete or damaged") from e
     if tokenizer.pad_token_id is None:  # GPT-2 has none: padding never carries loss, eos serves
         tokenizer.pad_token = tokenizer.eos_token
-    _fix_generation_ids(model, tokenizer, arch)
+    kind.fix_generation_ids(model, tokenizer)
     return model, tokenizer, image_processor
-
-
-def _fix_generation_ids(model, tokenizer, arch: str) -> None:
-    if arch != "vit-gpt2":
-        return
-    cfg, gen = model.config, model.generation_config
-    if cfg.decoder_start_token_id is None:
-        cfg.decoder_start_token_id = tokenizer.bos_token_id
-    if cfg.pad_token_id is None:
-        cfg.pad_token_id = tokenizer.pad_token_id
-    if cfg.eos_token_id is None:
-        cfg.eos_token_id = tokenizer.eos_token_id
-    for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
-        if getattr(gen, key, None) is None:
-            setattr(gen, key, getattr(cfg, key))
 
 
 # ------------------------------------------------------------------------------------------------ tiny models
@@ -240,7 +224,7 @@ def build_tiny_vit_gpt2(vocab: Vocabulary, image_size: int, fields: dict | None,
     config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
     model = VisionEncoderDecoderModel(config=config)
-    _fix_generation_ids(model, tokenizer, "vit-gpt2")
+    VitGpt2Captioner.fix_generation_ids(model, tokenizer)
     processor = ViTImageProcessor(do_resize=True, size={"height": image_size, "width": image_size},
                                   image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     return model, tokenizer, processor
@@ -279,23 +263,16 @@ class HFText:
 
     def __init__(self, arch: str, tokenizer, words: bool, max_length: int):
         self.arch, self.tokenizer, self.words, self.max_length = arch, tokenizer, words, max_length
+        self.label_ids = ARCHS[arch].captioner.label_ids
 
     def labels(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input ids, labels) (N, T), padded; labels are -100 on padding.
-
-        vit-gpt2: ids are the caption's tokens + eos (the model shifts them right behind decoder_start_token_id).
-        blip: ``[DEC]`` (bos) + tokens + ``[SEP]`` as the BLIP decoder is trained; the loss shifts by one itself.
-        """
+        """(input ids, labels) (N, T), padded; labels are -100 on padding; a caption's ids are its tokens as the
+        architecture's ``label_ids`` frames them."""
         tok = self.tokenizer
         rows = []
         for c in captions:
             text = normalize(c) if self.words else " ".join(c.split())
-            if self.arch == "blip":
-                ids = tok(text, add_special_tokens=False)["input_ids"][: self.max_length]
-                rows.append([tok.bos_token_id, *ids, tok.sep_token_id])
-            else:
-                ids = tok(text, add_special_tokens=False)["input_ids"][: self.max_length]
-                rows.append([*ids, tok.eos_token_id])
+            rows.append(self.label_ids(tok, tok(text, add_special_tokens=False)["input_ids"][: self.max_length]))
         n = max(len(r) for r in rows)
         ids = torch.full((len(rows), n), tok.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
@@ -325,19 +302,7 @@ def hf_loss(arch: str, model, pixels: torch.Tensor, owner: torch.Tensor, ids: to
             ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(mean cross-entropy per token, summed cross-entropy, tokens) of captions ``ids``/``labels`` (N, T) whose image
     is ``owner`` (N,) in ``pixels`` (B, 3, S, S): the vision encoder runs once per image."""
-    if arch == "blip":
-        embeds = model.vision_model(pixel_values=pixels).last_hidden_state  # (B, P, E)
-        mask = (labels != IGNORE).long()
-        logits = model.text_decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=embeds[owner],
-                                    return_dict=True).logits[:, :-1]  # (N, T-1, V)
-        target = labels[:, 1:]
-    else:
-        hidden = model.encoder(pixel_values=pixels).last_hidden_state  # (B, P, E)
-        valid = (labels != IGNORE).long()
-        mask = torch.cat([torch.ones_like(valid[:, :1]), valid[:, :-1]], 1)  # the decoder reads labels shifted right
-        out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owner]), labels=labels,
-                    decoder_attention_mask=mask)
-        logits, target = out.logits, labels  # (N, T, V)
+    logits, target = ARCHS[arch].captioner.logits(model, pixels, owner, ids, labels)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE,
                          reduction="sum")
     n = int((target != IGNORE).sum())
@@ -346,7 +311,37 @@ def hf_loss(arch: str, model, pixels: torch.Tensor, owner: torch.Tensor, ids: to
 
 # ------------------------------------------------------------------------------------------------ captioner
 class HFCaptioner(Captioner):
-    """A vit-gpt2 or blip model with its tokenizer and image processor."""
+    """A transformers captioner: its model, tokenizer and image processor, captioning with ``generate``. Each
+    architecture is a subclass saying how its checkpoint loads and how it learns (:class:`HFJob`)."""
+
+    learning_rate = 5e-5  # AdamW's default when fine-tuning a checkpoint
+    tiny: Any = None  # (vocab, image_size, tiny_model, max_length, seed) -> (model, tokenizer, image processor)
+
+    @staticmethod
+    def from_pretrained(name: str, **kwargs) -> tuple[Any, Any, Any]:
+        """(model, tokenizer, image processor) of a checkpoint folder or hub id."""
+        raise NotImplementedError
+
+    @staticmethod
+    def fix_generation_ids(model, tokenizer) -> None:
+        """Set the generation ids a checkpoint leaves unset."""
+
+    @staticmethod
+    def label_ids(tokenizer, ids: list[int]) -> list[int]:
+        """A caption's token ids as its decoder learns them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def vision(model) -> torch.nn.Module:
+        """The vision encoder (the part freeze_encoder freezes)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def logits(model, pixels: torch.Tensor, owner: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (N, T, V), targets (N, T)) of captions whose image is ``owner`` (N,) in ``pixels`` (B, 3, S, S),
+        the vision encoder run once per image."""
+        raise NotImplementedError
 
     def __init__(self, arch: str, model, tokenizer, image_processor, folder: str | Path, device: torch.device,
                  max_length: int = 30, words: bool = False):
@@ -359,11 +354,11 @@ class HFCaptioner(Captioner):
         self.words = words
 
     @classmethod
-    def load(cls, checkpoint: str | Path, arch: str, device: torch.device, options: dict | None = None,
+    def load(cls, checkpoint: str | Path, device: torch.device, options: dict | None = None,
              option: str = "model") -> HFCaptioner:
         options = options or {}
-        model, tokenizer, image_processor = load_checkpoint(checkpoint, arch, option)
-        return cls(arch, model, tokenizer, image_processor, checkpoint, device,
+        model, tokenizer, image_processor = load_checkpoint(checkpoint, cls.arch, option)
+        return cls(cls.arch, model, tokenizer, image_processor, checkpoint, device,
                    int(options.get("max_length", 30)), bool(options.get("word_tokenizer", False)))
 
     @property
@@ -379,3 +374,166 @@ class HFCaptioner(Captioner):
         ids = self.model.generate(pixel_values=x, **kwargs)
         texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
+
+
+class VitGpt2Captioner(HFCaptioner):
+    """ViT encoder + GPT-2 decoder (VisionEncoderDecoderModel): a checkpoint, or the tiny model built here."""
+
+    arch = "vit-gpt2"
+    tiny = staticmethod(build_tiny_vit_gpt2)
+
+    @staticmethod
+    def from_pretrained(name, **kwargs):
+        return (VisionEncoderDecoderModel.from_pretrained(name, **kwargs), AutoTokenizer.from_pretrained(name, **kwargs),
+                AutoImageProcessor.from_pretrained(name, **kwargs))
+
+    @staticmethod
+    def fix_generation_ids(model, tokenizer):
+        cfg, gen = model.config, model.generation_config
+        if cfg.decoder_start_token_id is None:
+            cfg.decoder_start_token_id = tokenizer.bos_token_id
+        if cfg.pad_token_id is None:
+            cfg.pad_token_id = tokenizer.pad_token_id
+        if cfg.eos_token_id is None:
+            cfg.eos_token_id = tokenizer.eos_token_id
+        for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+            if getattr(gen, key, None) is None:
+                setattr(gen, key, getattr(cfg, key))
+
+    @staticmethod
+    def label_ids(tokenizer, ids):
+        return [*ids, tokenizer.eos_token_id]  # the model shifts them right behind decoder_start_token_id
+
+    @staticmethod
+    def vision(model):
+        return model.encoder
+
+    @staticmethod
+    def logits(model, pixels, owner, ids, labels):
+        hidden = model.encoder(pixel_values=pixels).last_hidden_state  # (B, P, E)
+        valid = (labels != IGNORE).long()
+        mask = torch.cat([torch.ones_like(valid[:, :1]), valid[:, :-1]], 1)  # the decoder reads labels shifted right
+        out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owner]), labels=labels,
+                    decoder_attention_mask=mask)
+        return out.logits, labels  # (N, T, V)
+
+
+class BlipCaptioner(HFCaptioner):
+    """BLIP (BlipForConditionalGeneration + BlipProcessor), from a checkpoint."""
+
+    arch = "blip"
+    learning_rate = 2e-5
+
+    @staticmethod
+    def from_pretrained(name, **kwargs):
+        processor = BlipProcessor.from_pretrained(name, **kwargs)
+        model = BlipForConditionalGeneration.from_pretrained(name, **kwargs)
+        return model, processor.tokenizer, processor.image_processor
+
+    @staticmethod
+    def label_ids(tokenizer, ids):
+        return [tokenizer.bos_token_id, *ids, tokenizer.sep_token_id]  # [DEC] ... [SEP], as BLIP's decoder learns
+
+    @staticmethod
+    def vision(model):
+        return model.vision_model
+
+    @staticmethod
+    def logits(model, pixels, owner, ids, labels):
+        embeds = model.vision_model(pixel_values=pixels).last_hidden_state  # (B, P, E)
+        mask = (labels != IGNORE).long()
+        logits = model.text_decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=embeds[owner],
+                                    return_dict=True).logits[:, :-1]  # (N, T-1, V): the decoder shifts by one itself
+        return logits, labels[:, 1:]
+
+
+# ------------------------------------------------------------------------------------------------ training
+class HFJob(Job):
+    """captioners.train's vit-gpt2 and blip: a checkpoint fine-tuned (its vision encoder frozen or not), or the tiny
+    model built from the training captions."""
+
+    @classmethod
+    def problems(cls, o, defaults):
+        arch = ARCHS[o["arch"]]
+        if o["checkpoint"] is None:
+            if arch.needs_checkpoint:
+                return [f"arch {arch.name} needs a checkpoint: a local {arch.name} checkpoint folder or a hub id such "
+                        f"as {arch.example} (`hf download` it first where offline)"]
+            out = tiny_problems(o["tiny_model"])
+            patch = {**{"patch_size": 16}, **(o["tiny_model"] or {})}.get("patch_size", 16)
+            if isinstance(patch, int) and patch > 0 and o["image_size"] % patch:
+                out.append(f"image_size {o['image_size']} must be a multiple of tiny_model.patch_size {patch}")
+            return out
+        out = []
+        if o["tiny_model"] is not None and "tiny_model" in arch.options:
+            out.append("tiny_model applies when no checkpoint is given; a checkpoint brings its own sizes")
+        if o["image_size"] != defaults["image_size"]:
+            out.append(f"image_size applies to a model built here; a {arch.name} checkpoint brings its own image "
+                       "processor (remove image_size)")
+        return out + checkpoint_problems(o["checkpoint"], arch.name)
+
+    @classmethod
+    def builds_vocabulary(cls, o):
+        return o["checkpoint"] is None
+
+    @classmethod
+    def learning_rate(cls, o):
+        return TINY_LEARNING_RATE if o["checkpoint"] is None else ARCHS[o["arch"]].captioner.learning_rate
+
+    def __init__(self, o: dict[str, Any], train: list[CaptionImage], device: torch.device):
+        self.arch, self.device, self.checkpoint = o["arch"], device, o["checkpoint"]
+        kind = ARCHS[self.arch].captioner
+        self.max_length = o["max_length"]
+        self.vocab: Vocabulary | None = None
+        if self.checkpoint is None:  # the tiny model, its word tokenizer built from the training captions
+            self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
+            model, self.tokenizer, self.processor = kind.tiny(self.vocab, o["image_size"], o["tiny_model"],
+                                                              self.max_length, o["seed"])
+        else:
+            model, self.tokenizer, self.processor = load_checkpoint(self.checkpoint, self.arch)
+        self.module = self.model = model.to(device)
+        self.model.config.use_cache = False
+        self.freeze = o["freeze_encoder"]
+        if self.freeze:
+            kind.vision(self.model).requires_grad_(False)
+        self.size = processor_size(self.processor) or o["image_size"]
+        self.text = HFText(self.arch, self.tokenizer, self.vocab is not None, self.max_length)
+        self.items: dict[str, list[CaptionImage]] = {}
+        self.images: dict[str, ImageStore] = {}
+
+    def describe(self) -> str:
+        source = self.checkpoint or "tiny, random weights"
+        return (f"{source}, {self.size} px, tokenizer of {len(self.tokenizer)} tokens"
+                + (", vision encoder frozen" if self.freeze else ""))
+
+    def prepare(self, ds, train, val, progress):
+        for split, items in (("train", train), ("val", val)):
+            self.items[split] = items
+            self.images[split] = ImageStore(ds, items, self.size)
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+
+    def loss(self, split, batch):
+        owner, caps = flatten(self.items[split], batch)
+        x = self.processor(images=list(self.images[split].get(batch)), return_tensors="pt")["pixel_values"]
+        ids, labels = self.text.labels(caps)
+        return hf_loss(self.arch, self.model, x.to(self.device, self.model.dtype),
+                       torch.tensor(owner, device=self.device), ids.to(self.device), labels.to(self.device))
+
+    def save(self, folder):
+        self.model.config.use_cache = True
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        self.processor.save_pretrained(str(folder))
+
+    def options(self):
+        return {"checkpoint": self.checkpoint, "image_size": self.size, "max_length": self.max_length,
+                "word_tokenizer": self.vocab is not None, "freeze_encoder": self.freeze,
+                **({"min_count": self.vocab.min_count} if self.vocab is not None else {})}
+
+    def figures(self, val):
+        out: dict[str, Any] = {"tokenizer_size": len(self.tokenizer)}
+        if self.vocab is not None:
+            out["val_unknown_word_rate"] = round(self.vocab.unknown_rate(s for it in val for s in it.sentences), 4)
+        return out

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from captioners.base import ARCHS, CONFIG_FILE, Captioner, read_config, resolve_device
-from captioners.cnn_lstm import CnnLstmCaptioner
-from captioners.hf import MODEL_TYPES, HFCaptioner, checkpoint_type, hub_checkpoint_type, is_hub_id
+from captioners.base import CONFIG_FILE, Captioner, read_config, resolve_device
+from captioners.hf import checkpoint_type, hub_checkpoint_type, is_hub_id
+from captioners.registry import ARCHS, MODEL_TYPES, arch_entry
 from segcap.errors import ConfigError
 
 __all__ = ["load_captioner", "model_arch", "Captioner", "ARCHS"]
@@ -48,8 +48,8 @@ def load_captioner(folder: str | Path, device: str = "auto", arch: str | None = 
     """The captioner in ``folder`` (a captioners.train folder, or a BLIP / VisionEncoderDecoder checkpoint folder or
     hub id), on ``device`` (``auto``: CUDA when there is one). With ``arch``, a model of another architecture is a
     ConfigError."""
-    if arch is not None and arch not in ARCHS:
-        raise ConfigError(f"arch {arch!r} is not one of {', '.join(ARCHS)}")
+    if arch is not None:
+        arch_entry(arch)
     dev = resolve_device(device)
     name = str(folder)
     found = model_arch(name)
@@ -57,8 +57,5 @@ def load_captioner(folder: str | Path, device: str = "auto", arch: str | None = 
         raise ConfigError(f"{name} holds a {found} captioner, not {arch}; pass a {arch} model or --arch {found}")
     path = Path(name).expanduser()
     if (path / CONFIG_FILE).is_file():
-        doc = read_config(path)
-        if found == "cnn-lstm":
-            return CnnLstmCaptioner.load(path, doc["options"], dev)
-        return HFCaptioner.load(path, found, dev, doc["options"])
-    return HFCaptioner.load(name, found, dev)
+        return ARCHS[found].load(path, dev, read_config(path)["options"])
+    return ARCHS[found].load(name, dev)  # a pretrained checkpoint, zero-shot

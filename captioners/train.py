@@ -40,7 +40,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,28 +53,16 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from aerialdata.captionset import CaptionDataset, CaptionImage, screen_blank_captions
-from captioners.base import CONFIG_FILE, Arch, Device, resolve_device, write_config
-from captioners.cnn_lstm import WEIGHTS_FILE, CnnLstm, CnnLstmOptions, pixels
+from captioners.base import CONFIG_FILE, Device, Job, resolve_device, write_config
 from captioners.data import (
-    CACHE_BYTES,
-    ImageStore,
     empty_split_problem,
     missing_images_problem,
     open_caption_set,
     split_items,
     unreadable_images_problem,
 )
-from captioners.encoders import CALIBRATION_IMAGES, ENCODERS, calibrate_batchnorm, encoder_weights_problems
-from captioners.hf import (
-    HFText,
-    build_tiny_vit_gpt2,
-    checkpoint_problems,
-    hf_loss,
-    load_checkpoint,
-    processor_size,
-    tiny_problems,
-)
-from captioners.text import PAD_ID, SPECIALS, VOCAB_FILE, Vocabulary, words
+from captioners.registry import ARCHS, Arch, arch_entry, foreign_options
+from captioners.text import SPECIALS, Vocabulary, words
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, SegcapError
@@ -91,14 +78,10 @@ from segcap.training import (
 )
 
 SPLIT = Literal["train", "val", "test", "restval"]
-LEARNING_RATES = {"cnn-lstm": 4e-3, "vit-gpt2": 1e-3, "vit-gpt2 checkpoint": 5e-5, "blip": 2e-5}
-CALIBRATION = CALIBRATION_IMAGES  # training images that estimate a random trunk's BatchNorm statistics
 BEST_FILE = "best.pt"  # in last/: the weights of the best epoch so far (select best)
 # options that may change between a run and its --resume (where it runs and what it shows, not what it learns); every
 # other option must be the one the run started with (segmentation.train and llm.finetune keep the same rule)
-RESUME_FREE = ("out", "device", "num_threads", "progress", "resume", "overwrite")
-CNN_LSTM_ONLY = ("encoder", "encoder_weights", "encoder_stride", "attention_grid", "feature_dim", "embed_dim",
-                 "hidden_dim", "attention_dim", "dropout", "alpha_c")
+RESUME_FREE = ("out", "device", "threads", "progress", "resume", "overwrite")
 
 
 def main(
@@ -134,7 +117,7 @@ def main(
     seed: int = 0,
     device: Device = "auto",
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
-    num_threads: int = 0,
+    threads: int | None = None,
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
@@ -185,14 +168,14 @@ def main(
         device: auto (CUDA when there is one), cpu or cuda.
         precision: auto (bf16 on CUDA where supported, else fp16; fp32 on CPU), fp32, fp16 (CUDA) or bf16: mixed
             precision through accelerate.
-        num_threads: torch CPU threads (0: torch's default).
+        threads: torch CPU threads; empty: torch's default.
         progress: show progress (a bar on a terminal, one line per epoch in a log).
         resume: continue an interrupted run in out from its last epoch (out/last/; the same options).
         overwrite: replace an existing model folder written by captioners.train.
     """
     t0 = time.perf_counter()
     if freeze_encoder is None:
-        freeze_encoder = arch == "cnn-lstm"
+        freeze_encoder = arch_entry(arch).job.freeze_encoder
     opts = {k: v for k, v in locals().items() if k != "t0"}
 
     # 1. setup: every problem at once, before any work or any file
@@ -203,7 +186,7 @@ def main(
         #    before its first epoch is saved removes what it wrote
         with run_.folder.hold(run_.options, acc.is_main_process, acc.wait_for_everyone,
                               has_checkpoint=lambda: state_folder(run_.out) is not None):
-            # 3. build: the model, its vocabulary or tokenizer, and the images (features cached for a frozen cnn-lstm)
+            # 3. build: the arch's job (captioners.registry.ARCHS): model, vocabulary or tokenizer, images ready
             job = build(run_, acc)
             # 4. fit: epochs over every training image with all its captions, val loss and the state each epoch
             fitted = fit(run_, acc, job)
@@ -284,7 +267,7 @@ def setup(opts: dict[str, Any]) -> _Run:
                 val_items = kept
         splits = {train_split: train_items, val_split: val_items}
         problems += [p for p in (missing_images_problem(ds, splits), unreadable_images_problem(ds, splits)) if p]
-        if train_items and (opts["arch"] == "cnn-lstm" or (opts["arch"] == "vit-gpt2" and opts["checkpoint"] is None)):
+        if train_items and ARCHS[opts["arch"]].job.builds_vocabulary(opts):
             problems += _vocabulary_problems(train_items, opts["min_count"])
     dev = torch.device("cpu")
     try:
@@ -303,8 +286,8 @@ def setup(opts: dict[str, Any]) -> _Run:
     folder.refuse_clobber()
     for note in notes:
         print(note, file=sys.stderr, flush=True)
-    if opts["num_threads"] > 0:
-        torch.set_num_threads(opts["num_threads"])
+    if opts["threads"]:
+        torch.set_num_threads(opts["threads"])
     quiet_library_bars()  # in a log, no bars for saving and loading weights
     return _Run(opts, options, ds, train_items, val_items, dev, out, folder)  # type: ignore[arg-type]  (ds is set)
 
@@ -333,12 +316,11 @@ def make_accelerator(r: _Run) -> Accelerator:
     return Accelerator(cpu=not cuda, mixed_precision=mixed, step_scheduler_with_optimizer=False)
 
 
-def build(r: _Run, acc: Accelerator) -> _Job:
+def build(r: _Run, acc: Accelerator) -> Job:
     """The architecture's job (model, vocabulary or tokenizer) on this process's device, its images ready."""
     o = r.opts
     torch.manual_seed(o["seed"])
-    job: _Job = _CnnLstmJob(o, r.train_items, acc.device) if o["arch"] == "cnn-lstm" else \
-        _HFJob(o, r.train_items, acc.device)
+    job = ARCHS[o["arch"]].job(o, r.train_items, acc.device)
     t_cache = time.perf_counter()
     job.prepare(r.ds, r.train_items, r.val_items, o["progress"] and acc.is_main_process)
     job.cache_seconds = time.perf_counter() - t_cache
@@ -347,7 +329,7 @@ def build(r: _Run, acc: Accelerator) -> _Job:
     return job
 
 
-def fit(r: _Run, acc: Accelerator, job: _Job) -> _Fitted:
+def fit(r: _Run, acc: Accelerator, job: Job) -> _Fitted:
     """AdamW and the schedule (transformers' cosine or constant, with warm-up) prepared by accelerate; with
     --resume, the state of out/last/; then the epochs still to do, the state saved after each."""
     o = r.opts
@@ -360,7 +342,7 @@ def fit(r: _Run, acc: Accelerator, job: _Job) -> _Fitted:
               + (f" x{acc.num_processes}" if acc.num_processes > 1 else "")
               + (f", {acc.mixed_precision}" if acc.mixed_precision != "no" else "")
               + f", {torch.get_num_threads()} threads; images ready in {job.cache_seconds:.1f} s", flush=True)
-    lr = o["learning_rate"] if o["learning_rate"] is not None else _default_lr(o["arch"], o["checkpoint"])
+    lr = o["learning_rate"] if o["learning_rate"] is not None else job.learning_rate(o)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=o["weight_decay"])
     steps_per_epoch = math.ceil(len(r.train_items) / (o["batch_size"] * acc.num_processes))
     step = _Step(job)
@@ -380,7 +362,7 @@ def fit(r: _Run, acc: Accelerator, job: _Job) -> _Fitted:
                    loop.train_seconds + time.perf_counter() - t_train, n_all, n_train)
 
 
-def save(r: _Run, acc: Accelerator, job: _Job, f: _Fitted, t0: float) -> None:
+def save(r: _Run, acc: Accelerator, job: Job, f: _Fitted, t0: float) -> None:
     """Main process: the model folder written in a temporary folder and renamed onto --out (the training state
     goes with the folder it replaces)."""
     o, history, arch = r.opts, f.history, r.opts["arch"]
@@ -390,7 +372,7 @@ def save(r: _Run, acc: Accelerator, job: _Job, f: _Fitted, t0: float) -> None:
         "selected": o["select"],
         "selected_epoch": f.chosen,
         "best_val_loss": min((row["val_loss"] for row in history if row["val_loss"] is not None), default=None),
-        "loss": "cross-entropy per word" if arch == "cnn-lstm" else "cross-entropy per token",
+        "loss": job.loss_name,
         "train_images": len(r.train_items),
         "train_captions": sum(len(it.sentences) for it in r.train_items),
         "val_images": len(r.val_items),
@@ -428,8 +410,8 @@ def _option_problems(o: dict[str, Any]) -> list[str]:
               "max_length", "epochs", "batch_size"):
         if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < 1:
             out.append(f"{k} must be a positive integer (got {o[k]!r})")
-    if o["num_threads"] < 0:
-        out.append(f"num_threads must be >= 0 (got {o['num_threads']})")
+    if o["threads"] is not None and o["threads"] < 1:
+        out.append(f"--threads must be at least 1 (got {o['threads']}); leave it empty for torch's default")
     if not 0 <= o["dropout"] < 1:
         out.append(f"dropout must be in [0, 1) (got {o['dropout']!r})")
     for k in ("alpha_c", "weight_decay", "grad_clip"):
@@ -442,37 +424,9 @@ def _option_problems(o: dict[str, Any]) -> list[str]:
                    "(or val_split: none)")
     if o["select"] == "best" and o["val_split"] == "none":
         out.append("select: best needs a val split to choose by; set val_split or select: last")
-    arch, defaults = o["arch"], _defaults()
-    if arch != "cnn-lstm":
-        changed = [k for k in CNN_LSTM_ONLY if o[k] != defaults[k]]
-        if changed:
-            out.append(f"{', '.join(changed)} apply to arch cnn-lstm only (arch is {arch}); remove them")
-    if arch == "cnn-lstm":
-        if o["checkpoint"] is not None:
-            out.append("checkpoint applies to vit-gpt2 and blip; cnn-lstm takes encoder_weights for its backbone")
-        if o["tiny_model"] is not None:
-            out.append("tiny_model applies to the tiny vit-gpt2 only (arch is cnn-lstm)")
-        if o["encoder"] in ENCODERS:
-            out += encoder_weights_problems(o["encoder"], o["encoder_weights"])
-        if o["attention_grid"] >= 1 and o["image_size"] // o["encoder_stride"] < 1:
-            out.append(f"image_size {o['image_size']} is smaller than encoder_stride {o['encoder_stride']}")
-    elif o["checkpoint"] is None:
-        if arch == "blip":
-            out.append("arch blip needs a checkpoint: a local BLIP captioning folder or a hub id such as "
-                       "Salesforce/blip-image-captioning-base (`hf download` it first where offline)")
-        else:
-            out += tiny_problems(o["tiny_model"])
-            patch = {**{"patch_size": 16}, **(o["tiny_model"] or {})}.get("patch_size", 16)
-            if isinstance(patch, int) and patch > 0 and o["image_size"] % patch:
-                out.append(f"image_size {o['image_size']} must be a multiple of tiny_model.patch_size {patch}")
-    else:
-        if o["tiny_model"] is not None:
-            out.append("tiny_model applies when no checkpoint is given; a checkpoint brings its own sizes")
-        if o["image_size"] != defaults["image_size"]:
-            out.append("image_size applies to cnn-lstm and the tiny vit-gpt2; a checkpoint brings its own image "
-                       "processor (remove image_size)")
-        out += checkpoint_problems(o["checkpoint"], arch)
-    return out
+    arch, defaults = ARCHS[o["arch"]], _defaults()
+    out += foreign_options(arch.name, [k for k in defaults if o[k] != defaults[k]])
+    return out + arch.job.problems(o, defaults)
 
 
 def _defaults() -> dict[str, Any]:
@@ -495,12 +449,6 @@ def _vocabulary_problems(train: list[CaptionImage], min_count: int) -> list[str]
             f"caption written would be empty; lower --min-count (e.g. {max(1, top)})"]
 
 
-def _default_lr(arch: str, checkpoint: str | None) -> float:
-    if arch == "vit-gpt2" and checkpoint is not None:
-        return LEARNING_RATES["vit-gpt2 checkpoint"]
-    return LEARNING_RATES[arch]
-
-
 def _scheduler(optimizer, kind: str, total: int):
     """transformers' schedule: a linear warm-up over 5% of the steps (at most 100), then cosine to zero or
     constant."""
@@ -514,7 +462,7 @@ class _Step(torch.nn.Module):
     """The job's loss as a module's forward, so that DDP (under torchrun) sees the forward pass and averages the
     gradients of the job's module, its only submodule."""
 
-    def __init__(self, job: _Job):
+    def __init__(self, job: Job):
         super().__init__()
         self.job = job
         self.net = job.module
@@ -565,7 +513,7 @@ def _shares(order: np.ndarray, batch_size: int, acc: Accelerator) -> list[list[i
     return out
 
 
-def _fit(r: _Run, acc: Accelerator, job: _Job, step: torch.nn.Module, params: list, optimizer, scheduler,
+def _fit(r: _Run, acc: Accelerator, job: Job, step: torch.nn.Module, params: list, optimizer, scheduler,
          loop: _Loop) -> None:
     """The epochs after ``loop.epoch`` over every training image with all its captions (shuffled with the seed:
     the same order in every process, each its share), the val loss each epoch, the best weights kept with
@@ -625,7 +573,7 @@ def _summed(acc: Accelerator, total: float, count: int) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def _val_loss(job: _Job, n: int, batch_size: int, acc: Accelerator) -> float:
+def _val_loss(job: Job, n: int, batch_size: int, acc: Accelerator) -> float:
     """Cross-entropy per word (token) over the val images, each process on its contiguous share."""
     job.train(False)
     ce_sum, count = 0.0, 0
@@ -665,171 +613,6 @@ def _write_history(folder: Path, history: list[dict], chosen: int, title: str, l
     fig.tight_layout()
     with atomic_path(folder / "history.png") as tmp:
         fig.savefig(tmp, format="png")
-
-
-# ------------------------------------------------------------------------------------------------ the two kinds
-class _Job:
-    """One architecture's model, data and loss as the training loop sees them."""
-
-    module: torch.nn.Module
-    cache_seconds: float = 0.0  # time to make its images ready (features cached for a frozen cnn-lstm)
-
-    def prepare(self, ds: CaptionDataset, train: list[CaptionImage], val: list[CaptionImage], progress: bool): ...
-    def loss(self, split: str, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]: ...
-    def train(self, mode: bool) -> None: ...
-    def save(self, folder: Path) -> None: ...
-    def options(self) -> dict[str, Any]: ...
-    def describe(self) -> str: ...
-    def figures(self, val: list[CaptionImage]) -> dict[str, Any]: ...
-
-
-def _flatten(items: Sequence[CaptionImage], batch: list[int]) -> tuple[list[int], list[str]]:
-    """(owner position in the batch, caption) for every caption of the batch's images."""
-    owner, caps = [], []
-    for pos, i in enumerate(batch):
-        for s in items[i].sentences:
-            owner.append(pos)
-            caps.append(s)
-    return owner, caps
-
-
-class _CnnLstmJob(_Job):
-    def __init__(self, o: dict[str, Any], train: list[CaptionImage], device: torch.device):
-        self.device, self.freeze, self.alpha_c = device, o["freeze_encoder"], o["alpha_c"]
-        self.weights = o["encoder_weights"]
-        self.opts = CnnLstmOptions(
-            encoder=o["encoder"], encoder_stride=o["encoder_stride"], image_size=o["image_size"],
-            attention_grid=o["attention_grid"], feature_dim=o["feature_dim"], embed_dim=o["embed_dim"],
-            hidden_dim=o["hidden_dim"], attention_dim=o["attention_dim"], dropout=o["dropout"],
-            max_length=o["max_length"])
-        self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
-        self.module = self.model = CnnLstm(self.opts, len(self.vocab), self.weights).to(device)
-        if self.freeze:
-            self.model.trunk.requires_grad_(False)
-        self.items: dict[str, list[CaptionImage]] = {}
-        self.images: dict[str, ImageStore] = {}
-        self.features: dict[str, torch.Tensor] = {}  # (N, C, h, w) half floats: the frozen trunk's output
-        self.ids: dict[str, list[list[list[int]]]] = {}
-        self.calibrated = 0
-
-    def describe(self) -> str:
-        mode = "frozen, features cached" if self.freeze else "trained"
-        return (f"{self.opts.encoder} trunk to stride {self.opts.encoder_stride} ({self.model.weights_source} "
-                f"weights, {mode}), {self.opts.image_size} px, vocabulary {len(self.vocab)} words")
-
-    def prepare(self, ds, train, val, progress):
-        size = self.opts.image_size
-        for split, items in (("train", train), ("val", val)):
-            self.items[split] = items
-            self.ids[split] = [[self.vocab.encode(s, self.opts.max_length) for s in it.sentences] for it in items]
-            # a frozen trunk reads each image once (for its features) and keeps none of them
-            self.images[split] = ImageStore(ds, items, size, max_bytes=0 if self.freeze else CACHE_BYTES)
-        if self.model.weights_source == "random":  # random BatchNorm statistics: estimate them on the images
-            batches = (self._pixels(x) for x in self.images["train"].chunks(stop=CALIBRATION))
-            self.calibrated = calibrate_batchnorm(self.model.trunk, batches)
-        if self.freeze:  # the trunk never changes: its features once, for every image
-            self.model.trunk.eval()
-            for split in ("train", "val"):
-                parts = []
-                with torch.no_grad(), Progress(total=len(self.items[split]), desc=f"features ({split})",
-                                               unit="image", enabled=progress and bool(self.items[split])) as bar:
-                    for x in self.images[split].chunks():
-                        parts.append(self.model.trunk(self._pixels(x)).half().cpu())
-                        bar.update(len(x))
-                self.features[split] = torch.cat(parts) if parts else torch.empty(0)
-
-    def _pixels(self, images: np.ndarray) -> torch.Tensor:
-        return pixels(images, self.opts.image_size).to(self.device)
-
-    def train(self, mode: bool) -> None:
-        self.model.train(mode)
-        if self.freeze:
-            self.model.trunk.eval()
-
-    def loss(self, split, batch):
-        owner, _ = _flatten(self.items[split], batch)
-        if self.freeze:
-            trunk_map = self.features[split][batch].to(self.device).float()
-        else:
-            trunk_map = self.model.trunk(self._pixels(self.images[split].get(batch)))
-        feats = self.model.features(trunk_map)[torch.tensor(owner, device=self.device)]  # (N, L, D)
-        seqs = [s for i in batch for s in self.ids[split][i]]
-        caps = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            caps[r, : len(s)] = torch.tensor(s)
-        return self.model.loss(feats, caps.to(self.device), self.alpha_c)
-
-    def save(self, folder):
-        torch.save(self.model.state_dict(), folder / WEIGHTS_FILE)
-        self.vocab.save(folder / VOCAB_FILE)
-
-    def options(self):
-        return {**self.opts.to_dict(), "encoder_weights": self.model.weights_source,
-                "freeze_encoder": self.freeze, "min_count": self.vocab.min_count}
-
-    def figures(self, val):
-        return {"vocab_size": len(self.vocab), "batchnorm_calibration_images": self.calibrated,
-                "val_unknown_word_rate": round(self.vocab.unknown_rate(s for it in val for s in it.sentences), 4)}
-
-
-class _HFJob(_Job):
-    def __init__(self, o: dict[str, Any], train: list[CaptionImage], device: torch.device):
-        self.arch, self.device, self.checkpoint = o["arch"], device, o["checkpoint"]
-        self.max_length = o["max_length"]
-        self.vocab: Vocabulary | None = None
-        if self.checkpoint is None:  # the tiny vit-gpt2, its word tokenizer built from the training captions
-            self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
-            model, self.tokenizer, self.processor = build_tiny_vit_gpt2(
-                self.vocab, o["image_size"], o["tiny_model"], self.max_length, o["seed"])
-        else:
-            model, self.tokenizer, self.processor = load_checkpoint(self.checkpoint, self.arch)
-        self.module = self.model = model.to(device)
-        self.model.config.use_cache = False
-        self.freeze = o["freeze_encoder"]
-        self.vision = self.model.vision_model if self.arch == "blip" else self.model.encoder
-        if self.freeze:
-            self.vision.requires_grad_(False)
-        self.size = processor_size(self.processor) or o["image_size"]
-        self.text = HFText(self.arch, self.tokenizer, self.vocab is not None, self.max_length)
-        self.items: dict[str, list[CaptionImage]] = {}
-        self.images: dict[str, ImageStore] = {}
-
-    def describe(self) -> str:
-        source = self.checkpoint or "tiny, random weights"
-        return (f"{source}, {self.size} px, tokenizer of {len(self.tokenizer)} tokens"
-                + (", vision encoder frozen" if self.freeze else ""))
-
-    def prepare(self, ds, train, val, progress):
-        for split, items in (("train", train), ("val", val)):
-            self.items[split] = items
-            self.images[split] = ImageStore(ds, items, self.size)
-
-    def train(self, mode: bool) -> None:
-        self.model.train(mode)
-
-    def loss(self, split, batch):
-        owner, caps = _flatten(self.items[split], batch)
-        x = self.processor(images=list(self.images[split].get(batch)), return_tensors="pt")["pixel_values"]
-        ids, labels = self.text.labels(caps)
-        return hf_loss(self.arch, self.model, x.to(self.device, self.model.dtype),
-                       torch.tensor(owner, device=self.device), ids.to(self.device), labels.to(self.device))
-
-    def save(self, folder):
-        self.model.config.use_cache = True
-        self.model.save_pretrained(str(folder))
-        self.tokenizer.save_pretrained(str(folder))
-        self.processor.save_pretrained(str(folder))
-
-    def options(self):
-        return {"checkpoint": self.checkpoint, "image_size": self.size, "max_length": self.max_length,
-                "word_tokenizer": self.vocab is not None, "freeze_encoder": self.freeze,
-                **({"min_count": self.vocab.min_count} if self.vocab is not None else {})}
-
-    def figures(self, val):
-        out: dict[str, Any] = {"tokenizer_size": len(self.tokenizer)}
-        if self.vocab is not None:
-            out["val_unknown_word_rate"] = round(self.vocab.unknown_rate(s for it in val for s in it.sentences), 4)
-        return out
 
 
 if __name__ == "__main__":

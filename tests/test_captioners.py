@@ -8,6 +8,8 @@ import inspect
 import json
 import shutil
 import socket
+import typing
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,13 @@ from aerialdata.captionset import CaptionDataset
 from aerialdata.images import read_rgb
 from captioners import encoders, train
 from captioners import generate as gen
+from captioners.base import Captioner, Job
 from captioners.cnn_lstm import CnnLstm, CnnLstmOptions, beam_search, greedy
 from captioners.data import open_caption_set
 from captioners.encoders import build_trunk, calibrate_batchnorm, encoder_weights_problems
 from captioners.hf import HFText, build_tiny_vit_gpt2, hf_loss, load_checkpoint, tiny_blip_checkpoint
 from captioners.model import load_captioner
+from captioners.registry import ARCHS, SYSTEMS, CaptionerArch
 from captioners.text import END_ID, START_ID, UNK_ID, Vocabulary, words
 from evaluation.predictions import read_predictions
 from segcap.cli import config_kwargs, parse, run
@@ -357,9 +361,12 @@ def test_empty_split_exit_2(tmp_path, capsys, cnn_model):
     (train.main, "encoder_weights: IMAGENET1K_V1", "cannot be downloaded now (HF_HUB_OFFLINE=1 is set)"),
     (train.main, "arch: blip\ncheckpoint: Salesforce/blip-image-captioning-base",
      "hf download Salesforce/blip-image-captioning-base"),
-    (train.main, "arch: vit-gpt2\nencoder: resnet50", "encoder apply to arch cnn-lstm only"),
+    (train.main, "arch: vit-gpt2\nencoder: resnet50", "encoder applies to arch cnn-lstm only (arch is vit-gpt2)"),
+    (train.main, "checkpoint: x", "checkpoint applies to arch vit-gpt2 and blip only (arch is cnn-lstm)"),
+    (train.main, "threads: 0", "--threads must be at least 1 (got 0); leave it empty for torch's default"),
     (gen.main, "num_beams: 0", "num_beams must be >= 1 (got 0)"),
     (gen.main, "split: dev", "split 'dev' is invalid; expected one of test, val, train, restval"),
+    (gen.main, "arch: blipp", "arch 'blipp' is invalid; expected one of cnn-lstm, vit-gpt2, blip"),
 ])
 def test_bad_option_in_yaml_exit_2(tmp_path, capsys, monkeypatch, cnn_model, fn, text, expected):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-hub"))
@@ -413,3 +420,66 @@ def test_help_shows_every_option(fn, capsys):
     out = " ".join(capsys.readouterr().out.split())
     for name in inspect.signature(fn).parameters:
         assert "--" + name.replace("_", "-") in out
+
+
+# ------------------------------------------------------------------------------------------------ the table
+def test_every_architecture_is_complete_in_the_table():
+    assert typing.get_args(typing.get_type_hints(train.main)["arch"]) == tuple(ARCHS)  # --arch's choices
+    assert typing.get_args(typing.get_type_hints(gen.main)["arch"])[0] == typing.get_type_hints(train.main)["arch"]
+    params = inspect.signature(train.main).parameters
+    assert len(SYSTEMS) == len(ARCHS)
+    for name, entry in ARCHS.items():
+        assert entry.name == name and SYSTEMS[entry.system] is entry and entry.note
+        assert issubclass(entry.job, Job) and issubclass(entry.captioner, Captioner) and entry.captioner.arch == name
+        assert set(entry.options) <= set(params)
+        assert (entry.config is None) == entry.needs_checkpoint
+        if entry.config is not None:  # the default config trains this architecture
+            assert config_kwargs(train.main, entry.default_config())["arch"] == name
+
+
+class ToyJob(Job):
+    """A new architecture, all in this file: it learns the most frequent training caption (and one weight, so that
+    the training loop has something to optimise)."""
+
+    @classmethod
+    def learning_rate(cls, o):
+        return 0.1
+
+    def __init__(self, o, train_items, device):
+        self.module = torch.nn.Linear(1, 1)
+        self.caption = Counter(s for it in train_items for s in it.sentences).most_common(1)[0][0]
+
+    def loss(self, split, batch):
+        loss = self.module.weight.square().sum()
+        return loss, loss.detach(), 1
+
+    def save(self, folder):
+        (folder / "caption.txt").write_text(self.caption)
+
+    def options(self):
+        return {}
+
+
+class ToyCaptioner(Captioner):
+    arch = "toy"
+
+    @classmethod
+    def load(cls, folder, device, options=None):
+        cap = cls(folder, device, 30)
+        cap.text = (Path(folder) / "caption.txt").read_text()
+        return cap
+
+    def _caption_batch(self, images, num_beams, max_length):
+        return [self.text] * len(images)
+
+
+def test_a_new_architecture_is_one_module_and_one_entry(tmp_path, monkeypatch):
+    monkeypatch.setitem(ARCHS, "toy", CaptionerArch(
+        name="toy", system="toy", options=(), job_class=f"{__name__}:ToyJob",
+        captioner_class=f"{__name__}:ToyCaptioner", config=None, note="the most frequent caption"))
+    out = train.main(captions=FIX, out=tmp_path / "toy", arch="toy", epochs=1, batch_size=4, progress=False)
+    assert load_captioner(out).arch == "toy"
+    preds = json.loads(gen.main(model=out, captions=FIX, out=tmp_path / "p.json", progress=False).read_text())
+    assert len(preds) == 4 and len({p["caption"] for p in preds}) == 1
+    with pytest.raises(ConfigError, match="encoder applies to arch cnn-lstm only"):
+        train.main(captions=FIX, out=tmp_path / "toy2", arch="toy", encoder="resnet50", progress=False)

@@ -26,7 +26,7 @@ from segcap.training import (
 HERE = Path(__file__).resolve().parent
 CAPS = HERE / "data" / "captioners"
 TINY_CNN = dict(image_size=32, attention_grid=4, feature_dim=16, embed_dim=16, hidden_dim=32, attention_dim=16,
-                min_count=1, batch_size=4, progress=False, num_threads=1)
+                min_count=1, batch_size=4, progress=False, threads=1)
 
 
 def _folder(out: Path, resume=False, overwrite=False, **kw) -> OutputFolder:

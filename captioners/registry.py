@@ -1,0 +1,123 @@
+"""The end-to-end captioner architectures: one table, :data:`ARCHS`, that captioners.train, captioners.generate, the
+loader (:func:`captioners.model.load_captioner`), the app and the pipeline read.
+
+    from captioners.registry import ARCHS, SYSTEMS
+    ARCHS["cnn-lstm"].system             # "cnn_lstm": the pipeline's system name (SYSTEMS["cnn_lstm"] is the entry)
+    ARCHS["blip"].needs_checkpoint       # True: trained from a pretrained checkpoint the user names
+    ARCHS["vit-gpt2"].default_config()   # the packaged configs/captioners/vit-gpt2-tiny.yaml
+    ARCHS["cnn-lstm"].job                # captioners.cnn_lstm.CnnLstmJob: how captioners.train trains it
+    ARCHS["cnn-lstm"].load(folder, device, options)   # a trained model folder as a Captioner
+
+An entry names its classes ("module:Class") instead of importing them, as transformers' auto mappings do: the modules
+that implement an architecture read this table, and the pipeline reads names and notes without loading any model.
+
+Adding an architecture: one module with its :class:`captioners.base.Captioner` (``load``, ``_caption_batch``) and
+its :class:`captioners.base.Job` (``problems``, ``prepare``, ``loss``, ``save``...), and one entry below; its options
+are parameters of captioners.train, listed in ``options`` so that every other architecture refuses them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from segcap.errors import ConfigError
+from segcap.resources import config_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from captioners.base import Captioner, Job
+
+
+@dataclass(frozen=True)
+class CaptionerArch:
+    """One architecture: what captioners.train, the loader and the pipeline need to know of it."""
+
+    name: str  # --arch, and the arch of a model folder's captioner.yaml
+    system: str  # the pipeline's system name: its captioners/<system>/ folder and row of the report
+    options: tuple[str, ...]  # captioners.train options only this architecture reads (any other refuses them)
+    job_class: str  # "module:Class" of its training job (captioners.base.Job)
+    captioner_class: str  # "module:Class" of its Captioner; its ``load`` reads a trained folder (or a checkpoint)
+    config: str | None  # its default captioners.train config; None: it needs a checkpoint the user names
+    note: str  # the report's one-line description
+    needs_checkpoint: bool = False  # trained (or used zero-shot) from a pretrained ``checkpoint`` only
+    model_type: str | None = None  # config.json model_type of its transformers checkpoints (loaded zero-shot)
+    example: str | None = None  # a pretrained checkpoint, named in messages
+
+    @property
+    def job(self) -> type[Job]:
+        """The training job class (``job(options, train_items, device)``)."""
+        return _resolve(self.job_class)
+
+    @property
+    def captioner(self) -> type[Captioner]:
+        """The Captioner class."""
+        return _resolve(self.captioner_class)
+
+    def load(self, folder: str | Path, device: torch.device, options: dict[str, Any] | None = None) -> Captioner:
+        """The captioner in ``folder`` (a captioners.train folder, whose captioner.yaml has ``options``), or in a
+        pretrained checkpoint folder or hub id (``options`` None)."""
+        return self.captioner.load(folder, device, options)
+
+    def default_config(self) -> Path | None:
+        """Its default training config: ./configs/... from a clone's root, else the packaged file."""
+        return None if self.config is None else config_path(self.config)
+
+
+def _resolve(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+ARCHS: dict[str, CaptionerArch] = {a.name: a for a in (
+    CaptionerArch(
+        name="cnn-lstm", system="cnn_lstm",
+        options=("encoder", "encoder_weights", "encoder_stride", "attention_grid", "feature_dim", "embed_dim",
+                 "hidden_dim", "attention_dim", "dropout", "alpha_c"),
+        job_class="captioners.cnn_lstm:CnnLstmJob", captioner_class="captioners.cnn_lstm:CnnLstmCaptioner",
+        config="configs/captioners/synthetic.yaml",
+        note="end to end: CNN encoder + LSTM with soft attention, trained on the captions (greedy)"),
+    CaptionerArch(
+        name="vit-gpt2", system="vit_gpt2", options=("checkpoint", "tiny_model"),
+        job_class="captioners.hf:HFJob", captioner_class="captioners.hf:VitGpt2Captioner",
+        config="configs/captioners/vit-gpt2-tiny.yaml",
+        note="end to end: ViT encoder + GPT-2 decoder, trained on the captions (greedy)",
+        model_type="vision-encoder-decoder", example="nlpconnect/vit-gpt2-image-captioning"),
+    CaptionerArch(
+        name="blip", system="blip", options=("checkpoint",),
+        job_class="captioners.hf:HFJob", captioner_class="captioners.hf:BlipCaptioner",
+        config=None, note="end to end: BLIP (greedy)", needs_checkpoint=True,
+        model_type="blip", example="Salesforce/blip-image-captioning-base"),
+)}
+Arch = Literal[tuple(ARCHS)]  # --arch's choices
+SYSTEMS = {a.system: a for a in ARCHS.values()}  # the pipeline's system name -> its entry
+MODEL_TYPES = {a.model_type: a.name for a in ARCHS.values() if a.model_type}  # config.json model_type -> arch
+
+
+def arch_entry(name: str) -> CaptionerArch:
+    """The entry of ``name``, or a ConfigError naming the architectures."""
+    if name in ARCHS:
+        return ARCHS[name]
+    close = difflib.get_close_matches(str(name), ARCHS, n=1)
+    raise ConfigError(f"arch {name!r} is not one of {', '.join(ARCHS)}"
+                      + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def foreign_options(arch: str, changed: Collection[str]) -> list[str]:
+    """What is wrong with setting ``changed`` options for ``arch``: one problem per group of them that only other
+    architectures read (``encoder applies to arch cnn-lstm only (arch is vit-gpt2); remove it``)."""
+    readers: dict[str, list[str]] = {}  # an option that only some architectures read -> those architectures
+    for entry in ARCHS.values():
+        for k in entry.options:
+            readers.setdefault(k, []).append(entry.name)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for k, names in readers.items():
+        if k in changed and k not in ARCHS[arch].options:
+            groups.setdefault(tuple(names), []).append(k)
+    return [f"{', '.join(keys)} {'applies' if len(keys) == 1 else 'apply'} to arch {' and '.join(names)} only (arch "
+            f"is {arch}); remove {'it' if len(keys) == 1 else 'them'}" for names, keys in groups.items()]
