@@ -28,10 +28,8 @@ demo: setup
 # The demo plus the chain with retrieval-augmented prompts (and consensus decoding) and the retrieval-only ablation,
 # in the same run folder: after `make demo` only the new stages run (about 5 min more).
 demo-retrieval: setup
-	$(PY) -m pipeline.run --config configs/pipeline/synthetic.yaml --systems $(RETRIEVAL_SYSTEMS)
-
-RETRIEVAL_SYSTEMS := pipeline pipeline_beam pipeline_mbr pipeline_pool oracle template nearest nearest_consensus blind cnn_lstm \
-	pipeline_rag pipeline_rag_mbr rag_only
+	$(PY) -m pipeline.run --config configs/pipeline/synthetic.yaml \
+		--systems $$($(PY) -m pipeline.systems --default --group retrieval)
 
 test: setup
 	$(PY) -m pytest

@@ -1,7 +1,6 @@
-"""Where a pipeline run keeps everything: the stage and system names, the paths under ``run_dir``, the stamps.
+"""Where a pipeline run keeps everything: the paths under ``run_dir``, the stamps, the digests of outputs.
 
-``pipeline.report`` and ``pipeline.run`` both read a run through this module (run -> report -> layout), so neither
-imports the other's internals. A run folder holds::
+``pipeline.report``, the stages (:mod:`pipeline.stages`) and the executor all read a run through this module. A run folder holds::
 
     stages/<stage>.json           stamp of a finished stage: fingerprint, digest of its outputs, seconds, commands
     stages/<stage>.started.json   the fingerprint an unfinished stage started with (resume only with the same)
@@ -33,47 +32,7 @@ from pathlib import Path
 
 from aerialdata.captionset import CaptionDataset, find_images_dir, find_json
 from aerialdata.classes import ClassTable, class_table_from_dict, load_class_table
-from segmentation.model import SCENE_HEAD_FILES, read_checkpoint_config
-
-STAGES = ("data", "segmentation", "scenes", "masks", "compositions", "llm", "oracle", "blind", "rag", "rag_only",
-          "scene_only", "composition_only", "captioners", "captions", "score", "report")
-CHAIN_SYSTEMS = ("pipeline", "pipeline_beam", "oracle", "template", "nearest", "nearest_consensus", "blind")
-# the chain with retrieval-augmented prompts and/or consensus decoding (pipeline_pool: with the neighbours' captions
-# as votes), and the retrieval-only ablation (issue 15)
-RETRIEVAL_SYSTEMS = ("pipeline_rag", "pipeline_mbr", "pipeline_pool", "pipeline_rag_mbr", "rag_only")
-END_TO_END = {"cnn_lstm": "cnn-lstm", "vit_gpt2": "vit-gpt2", "blip": "blip"}  # system -> captioners.train arch
-# references that bound a real benchmark (issue 23), no chain in them: the true class's most frequent training
-# caption (the ceiling of a scene classifier), and the nearest training image in the CNN+LSTM encoder's space
-REFERENCE_SYSTEMS = ("class_oracle", "image_nearest")
-# what the record's parts carry when it has a scene field (scene_head): the chain trained on the scene line alone, and
-# on the composition without it (pipeline reads both)
-ABLATION_SYSTEMS = ("pipeline_scene", "pipeline_composition")
-SYSTEMS = (*CHAIN_SYSTEMS, *RETRIEVAL_SYSTEMS, *REFERENCE_SYSTEMS, *ABLATION_SYSTEMS, *END_TO_END)
-LLM_FOLDER = {"llm": "pipeline", "oracle": "oracle", "blind": "blind", "rag": "pipeline_rag", "rag_only": "rag_only",
-              "scene_only": "pipeline_scene", "composition_only": "pipeline_composition"}
-OPTIONAL_UPSTREAM = ("scenes", "scene_only", "composition_only")  # counted upstream only when they run (fingerprint)
-LLM_STAGES = tuple(LLM_FOLDER)  # the fine-tune stages; each writes its model to llm/<LLM_FOLDER[stage]>
-
-# What each stage reads from the stages before it: its fingerprint holds their digests.
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "data": (),
-    "segmentation": ("data",),
-    "scenes": ("data", "segmentation"),
-    "masks": ("data", "segmentation", "scenes"),  # scenes: only with the scene_head option (pipeline.run.fingerprint)
-    "compositions": ("data", "segmentation", "masks"),
-    "llm": ("data", "compositions"),
-    "oracle": ("data", "compositions"),
-    "blind": ("data", "compositions"),
-    "rag": ("data", "compositions"),
-    "rag_only": ("data", "compositions"),
-    "scene_only": ("data", "compositions"),
-    "composition_only": ("data", "compositions"),
-    "captioners": ("data",),
-    "captions": ("data", "segmentation", "compositions", "llm", "oracle", "blind", "rag", "rag_only", "scene_only",
-                 "composition_only", "captioners"),
-    "score": ("data", "captions"),
-    "report": STAGES[:-1],
-}
+from segmentation.model import read_checkpoint_config
 
 FULL_HASH_BYTES = 4 << 20  # files up to this size are hashed whole
 SAMPLE_BYTES = 64 << 10  # larger ones (photos of a real drone set, weights) by three samples, size and time
@@ -194,35 +153,6 @@ class Layout:
     def read_stamp(self, stage: str) -> dict:
         """The stamp of a finished stage ({} when it has not finished)."""
         return read_json(self.stamp(stage))
-
-    def outputs(self, stage: str) -> list[Path]:
-        """The files and folders of ``stage`` that later stages read (what its digest covers)."""
-        if stage == "data":
-            drone = [] if self.checkpoint_given else [self.drone_images, self.drone_root / "label_images_semantic"]
-            return [self.references, self.images, self.truth_masks, *drone]
-        if stage == "segmentation":
-            return [self.checkpoint / name for name in CHECKPOINT_FILES]
-        if stage == "scenes":
-            return [self.scenes / name for name in SCENE_HEAD_FILES]
-        if stage == "masks":
-            return [self.masks]
-        if stage == "compositions":
-            return [self.predicted, self.truth, self.classes_yaml]
-        if stage in LLM_STAGES:
-            return [self.llm(LLM_FOLDER[stage])]
-        if stage == "captioners":
-            return [self.run_dir / "captioners"]
-        if stage == "captions":
-            return [self.predictions]
-        if stage == "score":
-            return [self.scores]
-        if stage == "report":
-            return [self.report, self.examples]
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-
-    def digest(self, stage: str) -> str:
-        """The digest of ``stage``'s outputs as they are on disk now (see the module docstring)."""
-        return files_digest(self.outputs(stage), skip=("checkpoints",))
 
     def scored_split(self) -> str | None:
         """The split of the caption set that was captioned and scored (None before the captions stage)."""

@@ -17,41 +17,14 @@ from composition.evidence import evidence, evidence_md, load_caption_words
 from composition.health import DOMINANT_IMAGES, DOMINANT_PERCENT, FEW_ORDERS, MIN_IMAGES, flags_text, health
 from composition.schema import read_jsonl
 from composition.text import to_prompt
-from pipeline.layout import END_TO_END, LLM_FOLDER, STAGES, Layout, read_json
+from pipeline.layout import Layout, read_json
+from pipeline.stages import STAGES
+from pipeline.stages.llm import LLM_STAGES
+from pipeline.systems import end_to_end, notes
 from segcap import atomic
 from segcap.errors import DataError
 
 METRICS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-SYSTEM_NOTES = {
-    "pipeline": "predicted masks -> composition -> LLM (greedy)",
-    "oracle": "exact masks -> composition -> LLM (greedy): what segmentation errors cost",
-    "template": "rules over the predicted composition, no learning",
-    "nearest": "caption of the training image with the closest composition vector",
-    "nearest_consensus": "of the captions of the k closest training compositions, the one with the highest CIDEr-D "
-                         "against the others (Devlin et al. 2015)",
-    "blind": "same LLM trained with the composition text removed: what image content adds",
-    "pipeline_rag": "the chain with retrieval-augmented prompts: composition + captions of the closest training "
-                    "compositions (greedy)",
-    "pipeline_mbr": "the chain, consensus decoding: of N beam candidates, the one with the highest CIDEr-D against "
-                    "the others, each weighted by the LLM's probability of it",
-    "pipeline_pool": "the chain's N beam candidates and every caption of the k closest training compositions, "
-                     "each weighted by the LLM's probability of it given the composition: the caption with the "
-                     "highest weighted CIDEr-D against the rest",
-    "pipeline_rag_mbr": "retrieval-augmented prompts and consensus decoding",
-    "rag_only": "retrieval-only ablation: the neighbours' captions without the composition text (greedy)",
-    "human": "each reference scored against the other references of its image (ceiling)",
-    "cnn_lstm": "end to end: CNN encoder + LSTM with soft attention, trained on the captions (greedy)",
-    "vit_gpt2": "end to end: ViT encoder + GPT-2 decoder, trained on the captions (greedy)",
-    "blip": "end to end: BLIP (greedy)",
-    "class_oracle": "the most frequent training caption of the image's true category, no model: the ceiling of a "
-                    "scene classifier",
-    "pipeline_scene": "ablation: the chain's LLM trained on the record's scene line alone (greedy)",
-    "pipeline_composition": "ablation: the chain's LLM trained on the composition without its scene line (greedy)",
-    "image_nearest": "caption of the training image nearest in the CNN+LSTM encoder's feature space (global average "
-                     "pool, cosine), chosen as nearest chooses",
-}
-
-
 def machine() -> str:
     import torch
 
@@ -112,7 +85,7 @@ def ratios(scores: dict) -> list[str]:
     if cider.get("cnn_lstm") is not None and cider.get("image_nearest"):
         out.append(f"cnn_lstm CIDEr / image_nearest CIDEr = {cider['cnn_lstm'] / cider['image_nearest']:.2f} (the "
                    "decoder against a lookup in its own encoder's space)")
-    for name in END_TO_END:  # the chain against a model that captions the pixels directly, both decodings alike
+    for name in end_to_end():  # the chain against a model that captions the pixels directly, both decodings alike
         for chain, other in (("pipeline", name), *((k, f"{name}{k[8:]}") for k in cider if k.startswith("pipeline_"))):
             if cider.get(chain) is not None and cider.get(other):
                 out.append(f"{chain} CIDEr / {other} CIDEr = {cider[chain] / cider[other]:.2f} "
@@ -127,7 +100,7 @@ def _results_md(scores: dict) -> list[str]:
     for name in scores["systems"]:
         s = scores["overall"][name]
         base, _, beams = name.partition("_beam")
-        note = f"as {base}, beam search ({beams} beams)" if beams else SYSTEM_NOTES.get(name, "")
+        note = f"as {base}, beam search ({beams} beams)" if beams else notes().get(name, "")
         lines.append(f"| {name} | " + " | ".join(f"{s.get(m, float('nan')):.3f}" for m in metrics) + f" | {note} |")
     return lines
 
@@ -353,7 +326,7 @@ def write_report(layout: Layout) -> Path:
 
     # 4. language models
     llm_rows = []
-    for name in LLM_FOLDER.values():
+    for name in (spec.folder for spec in LLM_STAGES.values()):
         folder = layout.llm(name)
         retrieval = (read_json(folder / "segcap_llm.json").get("prompt") or {}).get("retrieval_k")
         if retrieval:
@@ -366,7 +339,7 @@ def write_report(layout: Layout) -> Path:
 
     # 5. end-to-end captioners: what the chain is compared with
     e2e = []
-    for name in END_TO_END:
+    for name in end_to_end():
         folder = layout.captioner(name)
         m = read_json(folder / "metrics.json")
         if not m:

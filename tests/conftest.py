@@ -29,3 +29,19 @@ def _gpu_skip(request):
 
         if not torch.cuda.is_available():
             pytest.skip("needs CUDA")
+
+
+@pytest.fixture
+def stage_bodies(monkeypatch):
+    """Replace the bodies of pipeline stages for one test: ``stage_bodies({"llm": fn, ...})`` with
+    ``fn(run, fresh, commands) -> result``; the stages keep their options, outputs and upstream."""
+    import dataclasses
+
+    from pipeline.stages import STAGES
+
+    def replace(bodies: dict) -> None:
+        for name, fn in bodies.items():
+            body = lambda run, opts, fresh, commands, fn=fn: fn(run, fresh, commands)  # noqa: E731
+            monkeypatch.setitem(STAGES, name, dataclasses.replace(STAGES[name], run=body))
+
+    return replace

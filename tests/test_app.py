@@ -71,7 +71,7 @@ def tiny_lm(folder: Path) -> Path:
              tiny_model={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "num_key_value_heads": 2, "max_position_embeddings": 128},
              tokenizer={"kind": "word", "vocab_size": 200}, epochs=1, batch_size=8, max_length=128,
-             save_checkpoints=False, progress=False, num_threads=1)
+             save_checkpoints=False, progress=False, threads=1)
     return folder
 
 
@@ -314,7 +314,7 @@ def test_a_trained_end_to_end_captioner_through_its_own_loader(models, tmp_path)
     captions = json.loads((run / "stages" / "data.json").read_text())["result"]["captions"]
     train.main(captions=Path(captions), out=run / "captioners" / "cnn_lstm", image_size=32, feature_dim=16,
                embed_dim=16, hidden_dim=32, attention_dim=16, min_count=1, epochs=1, batch_size=8, val_split="none",
-               select="last", num_threads=1, progress=False)
+               select="last", threads=1, progress=False)
     at = start({**models, "run_dir": run})
     assert isinstance(captions_of(at)["cnn_lstm (end-to-end)"], str)
     assert not [c.value for c in at.sidebar.caption if "end-to-end" in c.value]

@@ -78,9 +78,10 @@ run = prun.make_run(**options, sources=prun.section_sources(["--config", "config
 out["demo_run"] = {"systems": list(run.systems), "llm_file": sorted(run.llm_file), "seg_file": sorted(run.segmentation_file)}
 # pipeline.run's own defaults, <its parent folder>/configs/..., are the shipped files where no configs/ is beside it
 import inspect
+from captioners.registry import ARCHS
 defaults = [inspect.signature(prun.main).parameters[k].default for k in ("segmentation_config", "composition_config", "llm_config")]
 out["run_defaults"] = {str(p): [str(config_path(p)), sorted(load_yaml(p))]
-                       for p in [*defaults, *prun.CAPTIONER_CONFIGS.values()] if p}
+                       for p in [*defaults, *(a.config for a in ARCHS.values())] if p}
 print(json.dumps(out))
 '''
 
@@ -159,7 +160,7 @@ def test_installed_package_reads_its_own_files(installed):
 
     assert len(out["run_defaults"]) == 3 + 2
     for default, (found, keys) in out["run_defaults"].items():
-        assert not Path(default).exists() and Path(found).is_relative_to(shipped) and keys, default
+        assert not (work / default).exists() and Path(found).is_relative_to(shipped) and keys, default
 
     # a missing config names what was looked for, and where
     assert f"{work / 'configs/pipeline/nope.yaml'} and {shipped / 'pipeline/nope.yaml'}" in out["errors"]["config"]
@@ -179,7 +180,7 @@ def test_installed_demo_config_runs(installed):
                       "categories": ["pond", "river", "forest"]},
         "segmentation": {"epochs": 1, "batch_size": 4, "crop_size": 32, "target_scale": 0.5,
                          "decoder_channels": [16, 8, 8, 8, 8], "samples": 0, "cache_images": True, "threads": 1},
-        "llm": {"epochs": 1, "save_checkpoints": False, "num_threads": 1,
+        "llm": {"epochs": 1, "save_checkpoints": False, "threads": 1,
                 "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}},
     }

@@ -18,12 +18,19 @@ import yaml
 
 from composition.health import health
 from llm.retrieval import consensus_order
+from pipeline import executor
 from pipeline import run as prun
 from pipeline.baselines import NearestNeighbour, template_caption
-from pipeline.layout import STAGES, files_digest
+from pipeline.layout import files_digest
 from pipeline.report import ratios
+from pipeline.stages import STAGES as STAGE_TABLE
+from pipeline.stages import base as stage_base
+from pipeline.stages import data as data_stage
+from pipeline.stages import llm as llm_stage
 from segcap.cli import config_kwargs, parse
 from segcap.errors import ConfigError, DatasetNotFoundError
+
+STAGES = executor.names()
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +92,7 @@ def _touch(path: Path) -> None:
 
 
 @pytest.fixture
-def fake_run(tmp_path, monkeypatch):
+def fake_run(tmp_path, monkeypatch, stage_bodies):
     """Stand-in stages that log (stage, fresh) and write their first output, so that their digest changes."""
     calls: list[str] = []
     log: list[tuple[str, bool]] = []
@@ -98,13 +105,13 @@ def fake_run(tmp_path, monkeypatch):
                 stage.fail_once = False
                 raise RuntimeError("power cut")
             if not (name == "segmentation" and run.layout.checkpoint_given):
-                _touch(run.layout.outputs(name)[0])
+                _touch(STAGE_TABLE[name].outputs(run.layout)[0])
             commands.append(f"python -m {name}")
             return {"stage": name}
         return stage
 
     funcs = {s: fake(s) for s in STAGES}
-    monkeypatch.setattr(prun, "STAGE_FUNCS", funcs)
+    stage_bodies({s: (lambda run, fresh, commands, s=s: funcs[s](run, fresh, commands)) for s in STAGES})
     monkeypatch.setattr(prun, "input_problems", lambda run, stages=None: [])  # stand-in outputs are no real inputs
     cfg = dict(run_dir=tmp_path / "run", data_root=tmp_path / "data", progress=False)
     return calls, funcs, cfg, log
@@ -197,7 +204,7 @@ def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
         seen[Path(kw["out"]).name] = kw
         return kw["out"]
 
-    monkeypatch.setattr(prun, "finetune_llm", record)
+    monkeypatch.setattr(llm_stage, "finetune_llm", record)
     run = prun.make_run(**{**dict(run_dir=cfg["run_dir"], data_root=cfg["data_root"], drone_root=None,
                                   captions_root=None, captions_json="dataset_rsicd.json", images_dir="RSICD_images",
                                   generate=True, synthetic=None, classes="aerial10",
@@ -207,8 +214,8 @@ def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
                                   llm_config=prun.REPO / "configs" / "llm" / "tiny.yaml", llm=None, num_beams=3,
                                   systems=("pipeline", "pipeline_rag", "rag_only"), split="test", progress=False),
                            "retrieval_k": 4, "retrieval_captions": 2})
-    for stage in ("llm", "rag", "rag_only"):
-        prun.stage_llm(run, True, [], stage=stage)
+    for stage in ("llm", "rag", "rag_only"):  # the real bodies (fake_run's stand-ins are in the table)
+        llm_stage.run_llm(stage, run, llm_stage.llm_options(run, stage), True, [])
     assert seen["pipeline"]["retrieval_k"] == 0
     assert seen["pipeline_rag"]["retrieval_k"] == 4 and seen["pipeline_rag"]["retrieval_captions"] == 2
     assert seen["rag_only"]["retrieval_k"] == 4 and seen["rag_only"]["prompt_mode"] == "blind"
@@ -241,7 +248,7 @@ def test_stamps_record_commands_and_digest(fake_run):
 
 
 def test_as_command():
-    cmd = prun._as_command("llm.generate", {"model": Path("m"), "num_beams": 3, "overwrite": True,
+    cmd = stage_base.as_command("llm.generate", {"model": Path("m"), "num_beams": 3, "overwrite": True,
                                             "names": ["a", "b c"], "category": None, "strict": False,
                                             "tiny_model": {"hidden_size": 32}, "progress": True})
     assert cmd == ("python -m llm.generate --model m --num-beams 3 --overwrite --names a 'b c' --category null "
@@ -313,14 +320,14 @@ def test_call_layers_config_then_pipeline_then_user(tmp_path):
     cfg = tmp_path / "e.yaml"
     cfg.write_text("a: 1\nb: from-config\nc: 1\n")
     commands: list[str] = []
-    got = prun._call(commands, "s", entry, config=cfg, file_options=config_kwargs(entry, cfg), user={"c": 3},
+    got = stage_base.call(commands, "s", entry, config=cfg, file_options=config_kwargs(entry, cfg), user={"c": 3},
                      b=None, c=2, d=2)
     assert got == {"a": 1, "b": None, "c": 3, "d": 2}
     assert commands == [f"python -m tests.test_pipeline --config {cfg} --b null --c 3 --d 2"]
     with pytest.raises(ConfigError, match="stage s .*unknown option.*e"):
-        prun._call(commands, "s", entry, user={"e": 1})
+        stage_base.call(commands, "s", entry, user={"e": 1})
     with pytest.raises(ConfigError, match="stage s .*: c 'many' is invalid; expected an integer"):
-        prun._call(commands, "s", entry, user={"c": "many"})
+        stage_base.call(commands, "s", entry, user={"c": "many"})
 
 
 def test_changed_options_rerun_the_stage_and_everything_downstream(fake_run, tmp_path):
@@ -445,7 +452,7 @@ def _options(tmp_path: Path, **over) -> dict:
 def test_segmentation_stamp_records_best_val_miou(tmp_path):
     ckpt = _checkpoint(tmp_path / "ckpt", {"best_val_miou": 0.42, "best_epoch": 3})
     run = prun.make_run(**_options(tmp_path, segmentation_checkpoint=ckpt))
-    assert prun.stage_segmentation(run, True, [])["best_val_miou"] == 0.42
+    assert executor.run_stage(run, "segmentation", True, [])["best_val_miou"] == 0.42
     with pytest.raises(ConfigError, match="has no config.yaml"):
         (ckpt / "config.yaml").unlink()
         prun.make_run(**_options(tmp_path, segmentation_checkpoint=ckpt))
@@ -459,7 +466,7 @@ def test_data_stage_writes_the_synthetic_sets_with_the_asked_options(tmp_path):
     def data(**over):
         commands: list[str] = []
         run = prun.make_run(**_options(tmp_path, **over))
-        return prun.stage_data(run, True, commands)["status"], commands
+        return executor.run_stage(run, "data", True, commands)["status"], commands
 
     status, commands = data(synthetic={**TINY_DATA, "seed": 1})
     assert status == "generated" and commands[0].startswith("python -m synthetic.generate --out")
@@ -467,14 +474,14 @@ def test_data_stage_writes_the_synthetic_sets_with_the_asked_options(tmp_path):
     assert data(synthetic={**TINY_DATA, "seed": 2})[0] == "generated"  # other options: written again
     refs = json.loads((tmp_path / "data" / "rsicd" / "dataset_rsicd.json").read_text())
     assert refs["generator"]["seed"] == 2
-    (tmp_path / "data" / prun.GENERATED).unlink()  # written by synthetic.generate itself, options unknown
+    (tmp_path / "data" / data_stage.GENERATED).unlink()  # written by synthetic.generate itself, options unknown
     assert data(synthetic={**TINY_DATA, "seed": 2})[0] == "generated"
     assert data(synthetic={**TINY_DATA, "seed": 2}, generate=False) == ("present", [])
 
     # data the pipeline did not write is never replaced, and missing data is named
     refs["generator"] = {"name": "someone else"}
     (tmp_path / "data" / "rsicd" / "dataset_rsicd.json").write_text(json.dumps(refs))
-    (tmp_path / "data" / prun.GENERATED).unlink()
+    (tmp_path / "data" / data_stage.GENERATED).unlink()
     assert data(synthetic={**TINY_DATA, "seed": 3}) == ("present", [])
     (tmp_path / "data" / "rsicd" / "dataset_rsicd.json").unlink()
     with pytest.raises(DatasetNotFoundError, match="holds files that synthetic.generate did not write"):
@@ -533,7 +540,7 @@ def test_captioner_entries_checked_with_the_rest_before_any_stage(fake_run, tmp_
     run = prun.make_run(**_defaults({**cfg, "systems": ("pipeline", "cnn_lstm"),
                                      "captioners": {"blip": {"zero_shot": True}}}))
     entry = run.captioners["cnn_lstm"]
-    assert list(run.captioners) == ["cnn_lstm"] and entry["config"] == prun.CAPTIONER_CONFIGS["cnn_lstm"]
+    assert list(run.captioners) == ["cnn_lstm"] and entry["config"] == prun.default_config("cnn_lstm")
     assert entry["file"]["epochs"] >= 1 and entry["options"] == {} and not entry["zero_shot"]
 
 

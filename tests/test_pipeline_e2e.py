@@ -18,7 +18,9 @@ import torch
 import yaml
 
 from pipeline import run as prun
-from pipeline.layout import STAGES
+from pipeline.executor import names
+
+STAGES = names()
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,14 +72,14 @@ def test_real_stages_on_a_tiny_set(tmp_path, torch_threads):
         synthetic={"seed": 1, "drone_images": 4, "drone_size": [96, 64], "caption_images": 12, "caption_size": 64,
                    "categories": ["pond", "river", "forest"]},
         classes="aerial10", segmentation_config=seg,
-        llm_config=llm_config(tmp_path, save_checkpoints=False, num_threads=torch_threads),
+        llm_config=llm_config(tmp_path, save_checkpoints=False, threads=torch_threads),
         llm={"tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}},
         num_beams=1, systems=("pipeline", "pipeline_pool", "template", "nearest", "cnn_lstm"), split="val",
         progress=False, consensus=2, retrieval_k=2,
         captioners={"cnn_lstm": {"epochs": 1, "image_size": 32, "attention_grid": 4, "feature_dim": 16,
                                  "embed_dim": 16, "hidden_dim": 32, "attention_dim": 16, "min_count": 1,
-                                 "batch_size": 4, "num_threads": torch_threads}},
+                                 "batch_size": 4, "threads": torch_threads}},
     )
     rows = prun.main(**cfg)
     assert [r["status"] for r in rows] == ["ran"] * len(STAGES)

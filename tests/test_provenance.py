@@ -65,7 +65,7 @@ def caption_lm(tmp_path_factory) -> Path:
              tiny_model={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "num_key_value_heads": 2, "max_position_embeddings": 128},
              tokenizer={"kind": "word", "vocab_size": 200}, epochs=1, batch_size=8, max_length=128,
-             save_checkpoints=False, progress=False, num_threads=1)
+             save_checkpoints=False, progress=False, threads=1)
     return out
 
 

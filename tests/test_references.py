@@ -28,8 +28,11 @@ from pipeline.baselines import (
     most_frequent,
     neighbour_caption,
 )
-from pipeline.layout import SYSTEMS
-from pipeline.report import SYSTEM_NOTES, per_class_md, ratios
+from pipeline.executor import run_stage
+from pipeline.report import per_class_md, ratios
+from pipeline.stages import STAGES
+from pipeline.stages.base import hashed
+from pipeline.systems import SYSTEMS, notes
 from segmentation.model import CONFIG_FORMAT
 
 JSON, IMAGES = "dataset_tiny.json", "imgs"
@@ -143,7 +146,7 @@ def test_per_class_table_has_a_row_per_class_and_a_column_per_system():
     assert per_class_md({"systems": ["nearest"], "per_category": {}}) == []
     tied = {"systems": ["a", "b"], "per_category": {"x": {"images": 1, "scores": {"a": {"CIDEr": 0}, "b": {"CIDEr": 0}}}}}
     assert per_class_md(tied)[2] == "| x | 1 | 0.00 | 0.00 |"
-    assert {"class_oracle", "image_nearest"} <= set(SYSTEMS) and {"class_oracle", "image_nearest"} <= set(SYSTEM_NOTES)
+    assert {"class_oracle", "image_nearest"} <= set(SYSTEMS) and {"class_oracle", "image_nearest"} <= set(notes())
     lines = ratios({"overall": {"pipeline": {"CIDEr": 1.0}, "class_oracle": {"CIDEr": 2.0}, "nearest": {"CIDEr": 0.9},
                                 "image_nearest": {"CIDEr": 0.6}, "cnn_lstm": {"CIDEr": 0.3}}})
     assert "best chain system (pipeline) CIDEr / class_oracle CIDEr = 0.50 (against the ceiling of a scene " \
@@ -176,16 +179,16 @@ def test_references_pass_through_the_captions_score_and_report_stages(caption_se
         cv2.imwrite(str(lay.masks / f"{Path(name).stem}.png"), np.zeros((SIZE, SIZE), np.uint8))
 
     # the encoder options are the default cnn_lstm config's, and they are in the stage's fingerprint
-    assert prun.own_options(run, "captions")["image_nearest"] == {
+    assert hashed(STAGES["captions"].options(run))["image_nearest"] == {
         "encoder": "mobilenet_v2", "encoder_weights": None, "encoder_stride": 8, "image_size": 128, "seed": 0}
     bigger = prun.make_run(**_options(tmp_path, captions_root=caption_set, captions_json=JSON, images_dir=IMAGES,
                                       generate=False, segmentation_checkpoint=ckpt,
                                       systems=("class_oracle", "image_nearest", "cnn_lstm"),
                                       captioners={"cnn_lstm": {"image_size": 64}}))
-    assert prun.own_options(bigger, "captions")["image_nearest"]["image_size"] == 64
-    assert "image_nearest" not in prun.own_options(prun.make_run(**_options(tmp_path)), "captions")
+    assert hashed(STAGES["captions"].options(bigger))["image_nearest"]["image_size"] == 64
+    assert "image_nearest" not in hashed(STAGES["captions"].options(prun.make_run(**_options(tmp_path))))
 
-    result = prun.stage_captions(run, True, [])
+    result = run_stage(run, "captions")
     assert set(result["predictions"]) == {"nearest", "class_oracle", "image_nearest"}
     assert result["references"]["class_oracle"]["degenerate"] is None
     preds = {name: {p["image_id"]: p["caption"] for p in json.loads(Path(f).read_text())}
@@ -196,13 +199,13 @@ def test_references_pass_through_the_captions_score_and_report_stages(caption_se
     # scored as the pipeline scores, without METEOR (its JVM takes ~10 s to start; tests/test_evaluation.py has it)
     monkeypatch.setattr("evaluation.report.CocoScorer", lambda metrics, tokenize=True: CocoScorer(
         ("bleu", "rouge", "cider"), tokenize=tokenize))
-    prun.stage_score(run, True, [])
+    run_stage(run, "score")
     scores = json.loads(lay.scores_json.read_text())
     assert {"class_oracle", "image_nearest"} <= set(scores["systems"]) and set(scores["per_category"]) == {
         "forest", "pond"}
     lay.stamps.mkdir()
     lay.stamp("captions").write_text(json.dumps({"result": result}))
-    report = Path(prun.stage_report(run, True, [])["report"]).read_text()
+    report = Path(run_stage(run, "report")["report"]).read_text()
     assert "### CIDEr per class" in report and "| category | images | nearest | class_oracle | image_nearest |" in report
-    assert "| class_oracle |" in report and SYSTEM_NOTES["image_nearest"] in report
+    assert "| class_oracle |" in report and notes()["image_nearest"] in report
     assert "## Composition health" in report and "## Examples" in report and lay.examples.is_file()

@@ -41,7 +41,7 @@ from llm import finetune as finetune_mod
 from llm import generate as generate_mod
 from pipeline import caption as caption_mod
 from pipeline import run as prun
-from pipeline.layout import STAGES
+from pipeline.executor import names
 from segcap import atomic
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DataError, FolderLockedError, SegcapError
@@ -49,6 +49,8 @@ from segmentation import predict as predict_mod
 from segmentation import train as train_mod
 from segmentation.model import CONFIG_FORMAT, Segmenter, build_model, load_segmenter
 from synthetic import generate as synthetic_mod
+
+STAGES = names()
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -286,7 +288,7 @@ def test_negative_workers_are_refused(fn, args, tmp_path, checkpoint, capsys, mo
     _no_loading(monkeypatch)
     args = [str(a).replace("OUT", str(tmp_path)).replace("CKPT", str(checkpoint)) for a in args]
     code, err = cli(fn, args, capsys)
-    assert code == 2 and "--workers must be 0" in err and not list(tmp_path.iterdir())
+    assert code == 2 and "--workers '-3' is invalid; expected an integer >= 0" in err and not list(tmp_path.iterdir())
 
 
 def test_a_value_check_names_the_config_file_it_came_from(tmp_path, capsys):
@@ -371,13 +373,13 @@ def test_llm_resume_refuses_changed_options_and_an_empty_folder(tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     (out / finetune_mod.RUN_FILE).write_text(json.dumps(
-        {"learning_rate": 0.001, "lr_scheduler": "cosine", "epochs": 2.0, "num_threads": 0}))
+        {"learning_rate": 0.001, "lr_scheduler": "cosine", "epochs": 2.0, "threads": 2}))
     with pytest.raises(ConfigError) as e:
         finetune_mod.main(out=out, resume=True, learning_rate=0.01, lr_scheduler="linear", epochs=1.0,
-                          num_threads=1, **fast)
+                          threads=1, **fast)
     msg = str(e.value)
     assert "learning_rate 0.001, now 0.01" in msg and "lr_scheduler 'cosine', now 'linear'" in msg
-    assert "epochs 2.0, now 1.0" in msg and "num_threads 0" not in msg  # threads may change; epochs only grow
+    assert "epochs 2.0, now 1.0" in msg and "threads 2" not in msg  # threads may change; epochs only grow
     shutil.rmtree(out / "checkpoints")
     with pytest.raises(ConfigError, match="no checkpoint in checkpoints/"):
         finetune_mod.main(out=out, resume=True, learning_rate=0.001, epochs=2.0, **fast)
@@ -517,7 +519,7 @@ def _tiny_pipeline(tmp: Path, name: str) -> Path:
     seg.write_text(yaml.safe_dump({"epochs": 2, "batch_size": 4, "crop_size": 32, "target_scale": 0.5,
                                    "decoder_channels": [16, 8, 8, 8, 8], "samples": 0, "threads": 1}))
     llm = yaml.safe_load((REPO / "configs" / "llm" / "tiny.yaml").read_text())
-    llm.update(epochs=2, num_threads=1, tiny_model={**llm["tiny_model"], "hidden_size": 32, "intermediate_size": 64,
+    llm.update(epochs=2, threads=1, tiny_model={**llm["tiny_model"], "hidden_size": 32, "intermediate_size": 64,
                                                    "num_hidden_layers": 1, "num_attention_heads": 2,
                                                    "num_key_value_heads": 2, "max_position_embeddings": 256})
     (tmp / "llm.yaml").write_text(yaml.safe_dump(llm))

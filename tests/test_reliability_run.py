@@ -44,7 +44,7 @@ from evaluation import score as score_mod
 from llm import generate as generate_mod
 from llm.generate import Captioner
 from pipeline import run as prun
-from pipeline.layout import STAGES
+from pipeline.executor import names
 from segcap.atomic import write_jsonl
 from segcap.cli import parse
 from segcap.cli import run as run_cli
@@ -53,6 +53,8 @@ from segmentation import train as train_mod
 from segmentation.model import CONFIG_FORMAT, build_model
 from synthetic import generate as synthetic_mod
 from tests.test_pipeline_e2e import llm_config
+
+STAGES = names()
 
 TESTS = Path(__file__).resolve().parent
 EVAL = TESTS / "data" / "evaluation"
@@ -117,7 +119,7 @@ def options(tmp: Path, captions: Path, checkpoint: Path, **over) -> dict:
     """pipeline.run on ``captions`` with a given segmentation checkpoint and a one-layer LM, every file checked."""
     return {**dict(run_dir=tmp / "run", data_root=tmp / "unused", captions_root=captions, generate=False,
                    segmentation_checkpoint=checkpoint, classes="aerial10",
-                   llm_config=llm_config(tmp, save_checkpoints=False, num_threads=1),
+                   llm_config=llm_config(tmp, save_checkpoints=False, threads=1),
                    llm={"tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                        "num_attention_heads": 2, "num_key_value_heads": 2,
                                        "max_position_embeddings": 256}},
@@ -126,11 +128,11 @@ def options(tmp: Path, captions: Path, checkpoint: Path, **over) -> dict:
 
 
 @pytest.fixture
-def no_stage(monkeypatch) -> None:
+def no_stage(stage_bodies) -> None:
     """Fail the test if any stage starts: the inputs must be refused before the first."""
     def boom(run, fresh, commands):
         raise AssertionError("a stage ran before the inputs were checked")
-    monkeypatch.setattr(prun, "STAGE_FUNCS", dict.fromkeys(STAGES, boom))
+    stage_bodies(dict.fromkeys(STAGES, boom))
 
 
 def pickled_object(path: Path) -> Path:
@@ -244,7 +246,7 @@ def test_a_consensus_pool_larger_than_the_training_set_is_refused_before_the_fir
         prun.main(**options(tmp_path, ucm_set, checkpoint, systems=POOL_SYSTEMS, retrieval_k=50))
 
 
-def _degenerate_stages(monkeypatch, fail_at: str) -> list[str]:
+def _degenerate_stages(monkeypatch, stage_bodies, fail_at: str) -> list[str]:
     """Stand-in stages: the compositions stage writes 24 records of one class (health flags), ``fail_at`` fails."""
     ran: list[str] = []
     table = load_class_table("aerial10")
@@ -260,14 +262,14 @@ def _degenerate_stages(monkeypatch, fail_at: str) -> list[str]:
             return {}
         return fn
 
-    monkeypatch.setattr(prun, "STAGE_FUNCS", {s: stage(s) for s in STAGES})
+    stage_bodies({s: stage(s) for s in STAGES})
     monkeypatch.setattr(prun, "input_problems", lambda run, stages=None: [])
     return ran
 
 
 def test_health_flags_printed_once_the_compositions_exist_and_again_when_a_later_stage_fails(
-        tmp_path, monkeypatch, capsys):
-    ran = _degenerate_stages(monkeypatch, fail_at="captions")
+        tmp_path, monkeypatch, capsys, stage_bodies):
+    ran = _degenerate_stages(monkeypatch, stage_bodies, fail_at="captions")
     code, out, err = cli(prun.main, ["--run-dir", tmp_path / "run", "--data-root", tmp_path / "data",
                                      "--no-progress"], capsys)
     assert code == 2 and one_message(err) and "captions broke" in err
@@ -309,7 +311,7 @@ def test_bad_source_entries_are_named_by_key_and_value(where, tmp_path, capsys):
     code, _, err = cli(train_mod.main, [*args, "--out", tmp_path / "out"], capsys)
     assert code == 2 and "Traceback" not in err and "expected a list (each SourceSpec)" not in err, err
     assert f"{label}.kind 'lovedaa' is not one of drone, loveda, openearthmap, folder (did you mean loveda?)" in err
-    assert f"{label}.gsd 'fine' is invalid; expected a number or null" in err
+    assert f"{label}.gsd 'fine' is invalid; expected a number > 0 or null" in err
     assert f"{label}: unknown key clas_map (did you mean class_map?); the keys are kind, root, gsd, class_map" in err
     assert not (tmp_path / "out").exists()
 

@@ -22,6 +22,7 @@ from aerialdata.classes import load_class_table
 from captioners import generate as gen_mod
 from captioners import train as ctrain_mod
 from captioners.base import write_config
+from captioners.cnn_lstm import CnnLstmJob
 from captioners.text import SPECIALS, Vocabulary
 from composition import extract as extract_mod
 from llm import finetune as finetune_mod
@@ -46,7 +47,7 @@ SEG_FAST = dict(crop_size=32, decoder_channels=(16, 8, 8, 8, 8), epochs=1, batch
 LLM_TINY = dict(tiny_model={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128},
                 tokenizer={"kind": "word", "vocab_size": 200}, batch_size=8, max_length=128, progress=False,
-                num_threads=1, epochs=1)
+                threads=1, epochs=1)
 
 
 # ---------------------------------------------------------------- helpers
@@ -134,7 +135,7 @@ def _read_only(monkeypatch):
 
 @pytest.mark.parametrize("where", ["under a file", "pseudo file system", "read-only"])
 def test_captioners_train_checks_its_output_before_training(where, tmp_path, blocked, capsys, monkeypatch):
-    monkeypatch.setattr(ctrain_mod, "_CnnLstmJob", _boom("the captioner was built"))
+    monkeypatch.setattr(CnnLstmJob, "__init__", _boom("the captioner was built"))
     out = {"under a file": blocked / "sub", "pseudo file system": Path("/proc/segcap-test"),
            "read-only": tmp_path / "model"}[where]
     if where == "read-only":
@@ -288,7 +289,7 @@ def test_finetune_leaves_out_some_blank_captions_with_a_note(tmp_path):
 
 
 def test_captioners_train_refuses_blank_captions_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ctrain_mod, "_CnnLstmJob", _boom("the captioner was built"))
+    monkeypatch.setattr(CnnLstmJob, "__init__", _boom("the captioner was built"))
     caps = _caption_set(tmp_path, {"*": "all"})
     out = tmp_path / "model"
     err = cli(ctrain_mod.main, ["--captions", caps, "--out", out, *TINY_CNN], capsys)[1]
@@ -300,11 +301,11 @@ def test_captioners_train_refuses_blank_captions_before_training(tmp_path, capsy
 def test_captioners_train_leaves_out_some_blank_captions_with_a_note(tmp_path, capsys, monkeypatch):
     seen = {}
 
-    def job(opts, train, dev):
+    def job(self, opts, train, dev):
         seen["train"] = train
         raise _Stop
 
-    monkeypatch.setattr(ctrain_mod, "_CnnLstmJob", job)
+    monkeypatch.setattr(CnnLstmJob, "__init__", job)
     caps = _caption_set(tmp_path, {"pond_1.jpg": "all", "forest_1.jpg": [0]})
     with pytest.raises(_Stop):
         ctrain_mod.main(captions=caps, out=tmp_path / "model", image_size=32, min_count=1, progress=False)
@@ -316,7 +317,7 @@ def test_captioners_train_leaves_out_some_blank_captions_with_a_note(tmp_path, c
 
 
 def test_captioners_train_refuses_a_min_count_that_leaves_no_word(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ctrain_mod, "_CnnLstmJob", _boom("the captioner was built"))
+    monkeypatch.setattr(CnnLstmJob, "__init__", _boom("the captioner was built"))
     args = ["--captions", CAPS, "--out", tmp_path / "model", *TINY_CNN, "--min-count", "1000"]
     err = one_message(*cli(ctrain_mod.main, args, capsys))
     assert "min_count 1000" in err and "vocabulary would hold no word" in err and "lower --min-count" in err

@@ -17,7 +17,10 @@ from aerialdata.classes import load_class_table
 from composition.schema import read_scenes
 from pipeline import caption
 from pipeline import run as prun
-from pipeline.layout import LLM_FOLDER, UPSTREAM
+from pipeline.executor import fingerprint, run_stage
+from pipeline.stages import STAGES
+from pipeline.stages.base import hashed
+from pipeline.stages.llm import LLM_STAGES
 from segcap.cli import run
 from segcap.errors import ConfigError
 from segmentation import predict, scene
@@ -201,33 +204,33 @@ def test_pipeline_scenes_stage(fitted, tmp_path):
     common = dict(segmentation_checkpoint=given, captions_root=caps, generate=False)
     # off (the default): the stage writes nothing; masks' fingerprint is what it was before the option existed
     off = prun.make_run(**_options(tmp_path, **common))
-    assert prun.stage_scenes(off, True, []) == {"status": "not asked for"}
+    assert run_stage(off, "scenes", True, []) == {"status": "not asked for"}
     before = json.dumps({"stage": "masks", "options": {"caption_scale": 1.0},
                          "upstream": {"data": None, "segmentation": None}}, sort_keys=True, default=str)
-    assert prun.fingerprint(off, "masks") == hashlib.sha256(before.encode()).hexdigest()[:16]
+    assert fingerprint(off, "masks") == hashlib.sha256(before.encode()).hexdigest()[:16]
     commands: list[str] = []
-    prun.stage_masks(off, True, commands)
+    run_stage(off, "masks", True, commands)
     assert "--scene-head null" in commands[0] and not (off.layout.masks / "scenes.json").exists()
     # on: the head goes to run_dir/scenes (the given checkpoint's folder stays as it was), masks read it
     on = prun.make_run(**_options(tmp_path, **common, scene_head=True))
-    assert prun.fingerprint(on, "masks") != prun.fingerprint(off, "masks")
+    assert fingerprint(on, "masks") != fingerprint(off, "masks")
     commands = []
-    result = prun.stage_scenes(on, True, commands)
+    result = run_stage(on, "scenes", True, commands)
     assert result["val_accuracy"] == 1.0 and commands[0].startswith("python -m segmentation.scene")
     assert (on.layout.scenes / "scene_head.pt").is_file() and not (given / "scene_head.pt").exists()
-    prun.stage_masks(on, True, [])
+    run_stage(on, "masks", True, [])
     assert read_scenes(on.layout.masks / "scenes.json")["red_0"][0]["name"] == "red"
     # scene_encoder pretrained: the weights the segmenter started from (none recorded here: refused, then named)
     pre = prun.make_run(**_options(tmp_path, **common, scene_head=True, scene_encoder="pretrained"))
-    assert prun.fingerprint(pre, "scenes") != prun.fingerprint(on, "scenes")
+    assert fingerprint(pre, "scenes") != fingerprint(on, "scenes")
     with pytest.raises(ConfigError, match="started from random weights"):
-        prun.stage_scenes(pre, True, [])
+        run_stage(pre, "scenes", True, [])
     weights = tmp_path / "encoder.pth"
     torch.save(build_model(default_architecture(), 2).encoder.state_dict(), weights)
     cfg = yaml.safe_load((given / "config.yaml").read_text())
     (given / "config.yaml").write_text(yaml.safe_dump({**cfg, "training": {"encoder_weights": str(weights)}}))
     commands = []
-    assert prun.stage_scenes(pre, True, commands)["val_accuracy"] == 1.0
+    assert run_stage(pre, "scenes", True, commands)["val_accuracy"] == 1.0
     assert f"--encoder-weights {weights}" in commands[0]
     assert json.loads((pre.layout.scenes / "scene_head.json").read_text())["features"]["own_encoder"]
 
@@ -238,17 +241,17 @@ def test_scene_ablation_stages_only_count_when_asked_for(fitted, tmp_path):
     plain = prun.make_run(**_options(tmp_path, **common))
     # not asked for: they train nothing, and the captions and report fingerprints read as before they existed
     for stage in ("scene_only", "composition_only"):
-        assert prun.stage_llm(plain, True, [], stage=stage) == {"status": "not asked for"}
-    upstream = [u for u in UPSTREAM["captions"] if u not in ("scene_only", "composition_only")]
-    before = json.dumps({"stage": "captions", "options": prun.own_options(plain, "captions"),
+        assert run_stage(plain, stage, True, []) == {"status": "not asked for"}
+    upstream = [u for u in STAGES["captions"].reads() if u not in ("scene_only", "composition_only")]
+    before = json.dumps({"stage": "captions", "options": hashed(STAGES["captions"].options(plain)),
                          "upstream": {u: None for u in upstream}}, sort_keys=True, default=str)
-    assert prun.fingerprint(plain, "captions") == hashlib.sha256(before.encode()).hexdigest()[:16]
+    assert fingerprint(plain, "captions") == hashlib.sha256(before.encode()).hexdigest()[:16]
     asked = prun.make_run(**_options(tmp_path, **common, systems=("pipeline", "pipeline_scene",
                                                                    "pipeline_composition")))
-    assert prun._runs(asked, "scene_only") and prun._runs(asked, "composition_only")
-    assert prun.LLM_SPECS["scene_only"].prompt_mode == "scene"
-    assert prun.LLM_SPECS["composition_only"].prompt_mode == "composition"
-    assert asked.layout.llm(LLM_FOLDER["scene_only"]).name == "pipeline_scene"
+    assert STAGES["scene_only"].active(asked) and STAGES["composition_only"].active(asked)
+    assert LLM_STAGES["scene_only"].prompt_mode == "scene"
+    assert LLM_STAGES["composition_only"].prompt_mode == "composition"
+    assert asked.layout.llm(LLM_STAGES["scene_only"].folder).name == "pipeline_scene"
 
 
 def test_pipeline_refuses_a_scene_head_without_categories_before_any_stage(tmp_path):
