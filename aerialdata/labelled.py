@@ -99,9 +99,9 @@ def load_class_map(path: str | Path | None, table: ClassTable | str | Path, kind
     Args:
         path: the YAML file; None: the shipped map of ``kind`` (``configs/classes/maps/<kind>.yaml``).
         table: the class table whose group names the map targets.
-        kind: the reader asking (``loveda``, ``openearthmap``, ``folder``); the LoveDA and OpenEarthMap readers
-            refuse a map whose ``source`` is another, so that LoveDA ids are never read through OpenEarthMap's map
-            (the folder reader takes any).
+        kind: the reader asking (``loveda``, ``openearthmap``, ``folder``); the reader of a kind with a shipped
+            map (``configs/classes/maps/<kind>.yaml``: LoveDA, OpenEarthMap) refuses a map whose ``source`` is
+            another, so that LoveDA ids are never read through OpenEarthMap's map (the folder reader takes any).
     """
     table = table if isinstance(table, ClassTable) else load_class_table(table)
     if path is None:
@@ -133,7 +133,7 @@ def class_map_from_dict(raw: object, table: ClassTable, where: Path, kind: str |
         )
     problems: list[str] = []
     source = str(raw.get("source", kind or Path(str(where)).stem))
-    if kind in ("loveda", "openearthmap") and source != kind:
+    if kind is not None and source != kind and class_map_path(kind).is_file():  # a kind with its own map
         problems.append(f"source: the map is for {source!r} but it was given to the {kind} reader; "
                         f"use configs/classes/maps/{kind}.yaml or a map written for {kind}")
     gsd = raw.get("gsd")

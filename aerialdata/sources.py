@@ -10,6 +10,11 @@ Sources and their readers (each in its own published layout; masks come out as g
     openearthmap  aerialdata.openearthmap.OpenEarthMap     openearthmap.yaml                   0.5
     folder        aerialdata.folder.FolderSource           required (example_folder.yaml)      required
 
+The kinds are one table, :data:`SOURCE_KINDS` (kind -> reader, layout, whether it takes a class map), from which
+:data:`KINDS`, the ``Kind`` choices of a config and :func:`open_source` follow. Adding a kind: its reader module (a
+:class:`aerialdata.labelled.PairedSource` subclass, ``name`` the kind), one entry below, and its class map
+``configs/classes/maps/<kind>.yaml`` (a reader of a kind with a shipped map refuses a map written for another source).
+
 Usage::
 
     from aerialdata.sources import SourceSpec, open_source
@@ -38,6 +43,7 @@ that names the root and how to get the data); OpenEarthMap's GeoTIFFs need no GD
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -63,20 +69,39 @@ from segcap.errors import ConfigError, SegcapError
 from segcap.options import PositiveFloat
 
 __all__ = [
-    "CLASS_MAP_DIR", "IGNORE", "KINDS", "SYNTHETIC_MARKER", "ClassMap", "LabelledSource", "PairedSource", "SourceSpec",
-    "as_spec", "class_map_path", "load_class_map", "open_source", "read_synthetic_marker", "source_problems",
+    "CLASS_MAP_DIR", "IGNORE", "KINDS", "SOURCE_KINDS", "SYNTHETIC_MARKER", "ClassMap", "LabelledSource",
+    "PairedSource", "SourceKind", "SourceSpec", "as_spec", "class_map_path", "load_class_map", "open_source",
+    "read_synthetic_marker", "source_problems",
 ]
 
-Kind = Literal["drone", "loveda", "openearthmap", "folder"]
-KINDS: tuple[str, ...] = ("drone", "loveda", "openearthmap", "folder")
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of labelled source: its reader and what a config may give it."""
+
+    reader: Callable[..., LabelledSource]  # its class: reader(root, table, gsd=..., class_map=... if it takes one)
+    layout: str  # what its root holds, for the message about a root that is a file
+    no_class_map: str | None = None  # why it takes no class_map (it maps its classes itself); None: it takes one
+
+    @property
+    def name(self) -> str:
+        """The kind: the reader's ``name``."""
+        return self.reader.name  # type: ignore[attr-defined]
+
+    @property
+    def takes_class_map(self) -> bool:
+        return self.no_class_map is None
 
 
-_LAYOUT_HINT = {  # what a source's root holds, for the message about a root that is a file
-    "drone": " (original_images/ and label_images_semantic/)",
-    "loveda": " (Train/ and Val/, as LoveDA's zips unpack)",
-    "openearthmap": " (one folder per region, each with images/ and labels/)",
-    "folder": " (images/ and masks/)",
-}
+SOURCE_KINDS: dict[str, SourceKind] = {k.name: k for k in (
+    SourceKind(DroneDataset, "original_images/ and label_images_semantic/",
+               no_class_map="the drone set maps its 24 classes through the class table (--classes)"),
+    SourceKind(LoveDA, "Train/ and Val/, as LoveDA's zips unpack"),
+    SourceKind(OpenEarthMap, "one folder per region, each with images/ and labels/"),
+    SourceKind(FolderSource, "images/ and masks/"),
+)}
+KINDS: tuple[str, ...] = tuple(SOURCE_KINDS)
+Kind = Literal[KINDS]  # a config's kind: one of KINDS
 
 
 @dataclass(frozen=True)
@@ -107,7 +132,7 @@ class SourceSpec:
 class LabelledSource(Protocol):
     """What every reader (DroneDataset included) offers."""
 
-    name: str                   # "drone", "loveda", "openearthmap", "folder"
+    name: str                   # its kind: one of KINDS
     root: Path
     gsd: float | None           # metres per pixel (None only for a drone/folder set whose gsd was not given)
     synthetic: bool             # True when the set was written by synthetic.generate (marker file)
@@ -164,25 +189,20 @@ def open_source(spec: SourceSpec, table: ClassTable | str | Path) -> LabelledSou
     """
     table = table if isinstance(table, ClassTable) else load_class_table(table)
     where = f"source {spec.kind} {spec.root}"
-    if spec.kind not in KINDS:
+    kind = SOURCE_KINDS.get(spec.kind)
+    if kind is None:
         close = difflib.get_close_matches(str(spec.kind), KINDS, n=1)
         raise ConfigError(f"source kind {spec.kind!r} is unknown; use one of {', '.join(KINDS)}"
                           + (f" (did you mean {close[0]}?)" if close else ""))
     if spec.root.exists() and not spec.root.is_dir():
         raise ConfigError(f"{where}: root {spec.root} is a file, not a folder; give the folder that holds the "
-                          f"{spec.kind} set in its published layout{_LAYOUT_HINT.get(spec.kind, '')}")
+                          f"{spec.kind} set in its published layout ({kind.layout})")
     if spec.class_map is not None and spec.class_map.is_dir():
         raise ConfigError(f"{where}: class_map {spec.class_map} is a folder, not a file; give a class map YAML "
                           f"(e.g. {CLASS_MAP_DIR}/example_folder.yaml), or leave class_map out for the shipped one")
-    if spec.kind == "drone":
+    if not kind.takes_class_map:
         if spec.class_map is not None:
-            raise ConfigError(f"{where}: class_map {spec.class_map} is not used: the drone set maps its 24 classes "
-                              "through the class table (--classes); leave class_map out")
-        return DroneDataset(spec.root, table, gsd=spec.gsd)
-    if spec.kind == "loveda":
-        return LoveDA(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
-    if spec.kind == "openearthmap":
-        return OpenEarthMap(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
-    if spec.kind == "folder":
-        return FolderSource(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)
-    raise AssertionError(f"source kind {spec.kind!r} has no reader")  # KINDS lists every kind above
+            raise ConfigError(f"{where}: class_map {spec.class_map} is not used: {kind.no_class_map}; leave "
+                              "class_map out")
+        return kind.reader(spec.root, table, gsd=spec.gsd)
+    return kind.reader(spec.root, table, class_map=spec.class_map, gsd=spec.gsd)

@@ -19,6 +19,7 @@ from pathlib import Path
 from app.core import MAX_UPLOAD_MB, Settings
 from segcap.cli import run
 from segcap.errors import ConfigError
+from segcap.options import Port, PositiveFloat, PositiveInt, checked
 
 PAGE = Path(__file__).resolve().parent / "page.py"
 REPO = PAGE.parents[1]
@@ -31,7 +32,7 @@ def command(settings: Settings, port: int = 8501, address: str = "localhost") ->
     page_args = ["--segmentation", str(settings.segmentation), "--llm", str(settings.llm),
                  "--run-dir", "null" if settings.run_dir is None else str(settings.run_dir),
                  "--num-beams", str(settings.num_beams), "--scale", repr(settings.scale),
-                 "--threads", str(settings.threads)]
+                 "--threads", "null" if settings.threads is None else str(settings.threads)]
     if settings.captions is not None:
         page_args += ["--captions", str(settings.captions)]
     return [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(port),
@@ -76,15 +77,16 @@ def address_problems(address: str, port: int) -> list[str]:
     return problems
 
 
+@checked
 def main(
     segmentation: Path = Settings.segmentation,
     llm: Path = Settings.llm,
     run_dir: Path | None = Settings.run_dir,
     captions: Path | None = None,
-    num_beams: int = 3,
-    scale: float = 1.0,
-    threads: int = 1,
-    port: int = 8501,
+    num_beams: PositiveInt = 3,
+    scale: PositiveFloat = 1.0,
+    threads: PositiveInt | None = 1,
+    port: Port = 8501,
     address: str = "localhost",
 ) -> None:
     """Serve the web app until interrupted (Ctrl-C). The address and port are checked before the app starts (a name
@@ -100,17 +102,13 @@ def main(
         num_beams: the chain's beam search width (the page can change it).
         scale: resize factor before segmenting: the images' metres per pixel over the caption set's (the page can
             change it).
-        threads: torch threads of the app process (0: torch's default). One is as fast for one 224 px image on 2
-            cores, and steadier when other work shares them; more helps large images.
+        threads: torch CPU threads of the app process; empty (null): torch's default. One is as fast for one
+            224 px image on 2 cores, and steadier when other work shares them; more helps large images.
         port: the port to serve on.
         address: the address to serve on (localhost: this machine only; 0.0.0.0: every interface).
     """
     settings = Settings(segmentation, llm, run_dir, captions, num_beams, scale, threads)
-    problems = settings.problems()
-    if not 0 < port < 65536:
-        problems.append(f"--port must be 1..65535 (got {port})")
-    else:
-        problems += address_problems(address, port)
+    problems = settings.problems() + address_problems(address, port)
     if problems:
         raise ConfigError(problems)
     env = dict(os.environ)

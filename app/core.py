@@ -43,6 +43,7 @@ from composition.text import to_prompt
 from llm.generate import Captioner
 from pipeline.baselines import NearestNeighbour, template_caption
 from segcap.errors import ConfigError, DataError, SegcapError
+from segcap.options import PositiveFloat, PositiveInt, field_problems
 from segmentation.model import load_segmenter
 from segmentation.provenance import provenance_notice
 
@@ -71,13 +72,14 @@ class Settings:
     llm: Path = DEMO / "llm" / "pipeline"
     run_dir: Path | None = DEMO
     captions: Path | None = None
-    num_beams: int = 3
-    scale: float = 1.0
-    threads: int = 1
+    num_beams: PositiveInt = 3
+    scale: PositiveFloat = 1.0
+    threads: PositiveInt | None = 1  # None: torch's default
 
     def problems(self) -> list[str]:
-        """Every problem with these settings (empty when the app can start)."""
-        out = []
+        """Every problem with these settings (empty when the app can start): the typed check of the bounded
+        fields (:func:`segcap.options.field_problems`), then the folders."""
+        out = field_problems(self, "app settings")
         if not (Path(self.segmentation) / "model.pt").is_file():
             out.append(f"--segmentation {self.segmentation}: no model.pt there; give a segmentation.train output "
                        "folder (make demo trains one in runs/demo/segmentation)")
@@ -89,12 +91,6 @@ class Settings:
                        "null for the chain alone")
         if self.captions is not None and not Path(self.captions).exists():
             out.append(f"--captions {self.captions}: not found; give a caption set (dataset_rsicd.json or its folder)")
-        if self.num_beams < 1:
-            out.append(f"--num-beams must be at least 1 (got {self.num_beams})")
-        if self.scale <= 0:
-            out.append(f"--scale must be positive (got {self.scale})")
-        if self.threads < 0:
-            out.append(f"--threads must be 0 (torch's default) or more (got {self.threads})")
         return out
 
 
@@ -103,9 +99,9 @@ def settings_options(
     llm: Path = Settings.llm,
     run_dir: Path | None = Settings.run_dir,
     captions: Path | None = None,
-    num_beams: int = 3,
-    scale: float = 1.0,
-    threads: int = 1,
+    num_beams: PositiveInt = 3,
+    scale: PositiveFloat = 1.0,
+    threads: PositiveInt | None = 1,
 ) -> Settings:
     """The page's options (python -m app passes them on): see app.__main__.main."""
     return Settings(Path(segmentation), Path(llm), None if run_dir is None else Path(run_dir),
@@ -135,7 +131,7 @@ class Analysis:
 
 class Models:
     """The models of one app process, loaded once (the page holds it with ``st.cache_resource``). Loading sets the
-    process's torch threads to ``settings.threads`` (unless 0).
+    process's torch threads to ``settings.threads`` (unless None: torch's default).
 
     Missing optional parts (no caption set, no training compositions for the nearest baseline, no end-to-end
     captioner) are not errors: ``notes`` says what is left out and why.

@@ -44,7 +44,7 @@ ANOTHER_SCENE = "(another scene)"
 
 @st.cache_resource(show_spinner="Loading the models (once per app process)...")
 def load_models(segmentation: str, llm: str, run_dir: str | None, captions: str | None, num_beams: int,
-                scale: float, threads: int) -> Models:
+                scale: float, threads: int | None) -> Models:
     return Models(Settings(Path(segmentation), Path(llm), None if run_dir is None else Path(run_dir),
                            None if captions is None else Path(captions), num_beams, scale, threads))
 

@@ -27,6 +27,7 @@ from captioners.data import check_image
 from captioners.registry import ARCHS
 from segcap.atomic import write_text
 from segcap.errors import ConfigError, DataError, one_line
+from segcap.options import PositiveInt, checked
 from segcap.progress import Progress
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -91,9 +92,10 @@ class Captioner:
         self.device = device
         self.max_length = max_length
 
+    @checked
     @torch.inference_mode()
-    def caption(self, images: Sequence[np.ndarray], num_beams: int = 1, batch_size: int = 32,
-                max_length: int | None = None, progress: bool = False) -> list[str]:
+    def caption(self, images: Sequence[np.ndarray], num_beams: PositiveInt = 1, batch_size: PositiveInt = 32,
+                max_length: PositiveInt | None = None, progress: bool = False) -> list[str]:
         """One caption per image, in order: greedy for ``num_beams=1``, else beam search of that width.
 
         Args:
@@ -103,13 +105,7 @@ class Captioner:
             max_length: longest caption (default: the model's).
             progress: show a bar (terminal) or one line (log).
         """
-        if not isinstance(num_beams, int) or num_beams < 1:
-            raise ConfigError(f"num_beams must be an integer >= 1 (got {num_beams!r})")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
         length = self.max_length if max_length is None else max_length
-        if not isinstance(length, int) or length < 1:
-            raise ConfigError(f"max_length must be an integer >= 1 (got {length!r})")
         images = [check_image(im, i) for i, im in enumerate(images)]
         batches = [images[i: i + batch_size] for i in range(0, len(images), batch_size)]
         out: list[str] = []

@@ -44,21 +44,23 @@ from captioners.text import SPECIALS, VOCAB_FILE, Vocabulary
 from segcap.atomic import check_writable, write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, SegcapError
+from segcap.options import PositiveInt, checked
 from segcap.progress import Progress, quiet_library_bars
 
 
+@checked
 def main(
     model: Path,
     captions: Path,
     out: Path,
     split: Literal["test", "val", "train", "restval"] = "test",
-    num_beams: int = 1,
+    num_beams: PositiveInt = 1,
     images: Path | None = None,
     arch: Arch | None = None,
-    batch_size: int = 32,
-    max_length: int | None = None,
+    batch_size: PositiveInt = 32,
+    max_length: PositiveInt | None = None,
     device: Device = "auto",
-    threads: int | None = None,
+    threads: PositiveInt | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -83,14 +85,6 @@ def main(
     """
     # 1. every problem at once, before loading anything or writing anything
     problems = []
-    if num_beams < 1:
-        problems.append(f"num_beams must be >= 1 (got {num_beams})")
-    if batch_size < 1:
-        problems.append(f"batch_size must be >= 1 (got {batch_size})")
-    if max_length is not None and max_length < 1:
-        problems.append(f"max_length must be >= 1 (got {max_length})")
-    if threads is not None and threads < 1:
-        problems.append(f"--threads must be at least 1 (got {threads}); leave it empty for torch's default")
     try:
         found = model_arch(model)
         if arch is not None and found != arch:

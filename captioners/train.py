@@ -66,6 +66,7 @@ from captioners.text import SPECIALS, Vocabulary, words
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, SegcapError
+from segcap.options import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction, checked
 from segcap.progress import Progress, quiet_library_bars
 from segcap.training import (
     STATE_DIR,
@@ -84,6 +85,7 @@ BEST_FILE = "best.pt"  # in last/: the weights of the best epoch so far (select 
 RESUME_FREE = ("out", "device", "threads", "progress", "resume", "overwrite")
 
 
+@checked
 def main(
     captions: Path,
     out: Path,
@@ -96,28 +98,28 @@ def main(
     encoder_weights: str | None = None,
     encoder_stride: Literal[4, 8, 16, 32] = 8,
     freeze_encoder: bool | None = None,
-    image_size: int = 128,
-    attention_grid: int = 6,
-    feature_dim: int = 128,
-    embed_dim: int = 64,
-    hidden_dim: int = 256,
-    attention_dim: int = 64,
-    dropout: float = 0.5,
-    alpha_c: float = 1.0,
-    min_count: int = 5,
-    max_length: int = 30,
+    image_size: PositiveInt = 128,
+    attention_grid: PositiveInt = 6,
+    feature_dim: PositiveInt = 128,
+    embed_dim: PositiveInt = 64,
+    hidden_dim: PositiveInt = 256,
+    attention_dim: PositiveInt = 64,
+    dropout: UnitFraction = 0.5,
+    alpha_c: NonNegativeFloat = 1.0,
+    min_count: PositiveInt = 5,
+    max_length: PositiveInt = 30,
     tiny_model: dict | None = None,
-    epochs: int = 20,
-    batch_size: int = 32,
-    learning_rate: float | None = None,
-    weight_decay: float = 0.0,
+    epochs: PositiveInt = 20,
+    batch_size: PositiveInt = 32,
+    learning_rate: PositiveFloat | None = None,
+    weight_decay: NonNegativeFloat = 0.0,
     lr_schedule: Literal["cosine", "constant"] = "cosine",
-    grad_clip: float = 5.0,
+    grad_clip: NonNegativeFloat = 5.0,
     select: Literal["best", "last"] = "best",
     seed: int = 0,
     device: Device = "auto",
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
-    threads: int | None = None,
+    threads: PositiveInt | None = None,
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
@@ -405,20 +407,8 @@ def save(r: _Run, acc: Accelerator, job: Job, f: _Fitted, t0: float) -> None:
 
 # ------------------------------------------------------------------------------------------------ checks
 def _option_problems(o: dict[str, Any]) -> list[str]:
+    """The rules between options (each option's own bound is in its type, checked before ``main`` runs)."""
     out = []
-    for k in ("image_size", "attention_grid", "feature_dim", "embed_dim", "hidden_dim", "attention_dim", "min_count",
-              "max_length", "epochs", "batch_size"):
-        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < 1:
-            out.append(f"{k} must be a positive integer (got {o[k]!r})")
-    if o["threads"] is not None and o["threads"] < 1:
-        out.append(f"--threads must be at least 1 (got {o['threads']}); leave it empty for torch's default")
-    if not 0 <= o["dropout"] < 1:
-        out.append(f"dropout must be in [0, 1) (got {o['dropout']!r})")
-    for k in ("alpha_c", "weight_decay", "grad_clip"):
-        if not o[k] >= 0 or math.isinf(o[k]):
-            out.append(f"{k} must be a number >= 0 (got {o[k]!r})")
-    if o["learning_rate"] is not None and not (0 < o["learning_rate"] < math.inf):
-        out.append(f"learning_rate must be positive (got {o['learning_rate']!r})")
     if o["train_split"] == o["val_split"]:
         out.append(f"train_split and val_split are both {o['train_split']!r}; the val loss needs held-out images "
                    "(or val_split: none)")

@@ -283,7 +283,8 @@ class Captioner:
 
 def consensus_problems(consensus: int, pool: int = 0, train_images: int | None = None,
                        where: str = "the model's index") -> list[str]:
-    """What is wrong with ``--consensus`` / ``--consensus-pool`` (llm.generate and pipeline.caption check alike).
+    """What is wrong with ``--consensus`` / ``--consensus-pool`` together (llm.generate, pipeline.caption and
+    pipeline.archive check alike; each types ``consensus_pool`` as ``NonNegativeInt``, so ``pool`` is >= 0 here).
 
     ``train_images``: how many training images the pool is drawn from (:func:`index_images`), when known: a pool
     larger than that is refused, not quietly cut (every training image's captions would vote, and the consensus
@@ -291,9 +292,7 @@ def consensus_problems(consensus: int, pool: int = 0, train_images: int | None =
     problems = []
     if consensus < 0 or consensus == 1:
         problems.append(f"--consensus must be 0 (off) or at least 2 candidates (got {consensus})")
-    if pool < 0:
-        problems.append(f"--consensus-pool must be >= 0 training images (got {pool})")
-    elif pool and consensus < 2:
+    if pool and consensus < 2:
         problems.append(f"--consensus-pool {pool} needs --consensus N (N >= 2 candidates) to choose among")
     if pool > 0 and train_images is not None and pool > train_images:
         problems.append(pool_problem(pool, train_images, where))

@@ -22,8 +22,9 @@ models; :func:`pipeline.archive_outputs.geo_frame`), ``tiles.geojson`` (EPSG:432
 settings, so a rerun (after a crash, a kill, or with more inputs) captions only what is missing, and a rerun with
 nothing missing writes nothing. docs/archive.md: opening the outputs in QGIS and geopandas, and measured speed.
 
-Ray runs locally by default (``--workers`` segmenters, a captioner per 4 of them, as many readers and composers);
-``--address`` joins a running cluster, whose nodes need segcap installed and the inputs and models at the same paths
+Ray runs locally by default (``--workers`` segmenters, a captioner per 4 of them, as many readers and composers:
+here ``--workers`` counts Ray workers, not the data-loading processes it counts in the other commands); ``--address``
+joins a running cluster, whose nodes need segcap installed and the inputs and models at the same paths
 (this process writes ``--out``).
 Failed tasks are retried and dead actors restarted by Ray; the parts written stay written whatever happens.
 """
@@ -56,6 +57,7 @@ from pipeline.layout import read_json
 from segcap import atomic
 from segcap.cli import COMMAND_ENV, run
 from segcap.errors import ConfigError, DataError, SegcapError
+from segcap.options import NonNegativeInt, PositiveFloat, PositiveInt, TileOverlap, TileSide, checked
 from segcap.progress import Progress
 from segmentation.model import read_checkpoint_config, scene_head_folder, weights_digest
 from segmentation.provenance import provenance_notice
@@ -70,30 +72,31 @@ OBJECT_STORE_MB = 1024  # local Ray's shared object store: a few batches of tile
 MAX_ERRORS_LISTED = 20
 
 
+@checked
 def main(
     inputs: list[Path],
     segmentation: Path,
     llm: Path,
     out: Path,
-    gsd: float | None = None,
-    tile_size: int = 224,
-    overlap: float = 0.0,
+    gsd: PositiveFloat | None = None,
+    tile_size: TileSide = 224,
+    overlap: TileOverlap = 0.0,
     bands: list[int] | None = None,
-    scene_gsd: float | None = None,
+    scene_gsd: PositiveFloat | None = None,
     georeference: bool = True,
     address: str | None = None,
-    workers: int | None = None,
-    caption_workers: int | None = None,
-    threads: int = 1,
-    batch_size: int = 16,
-    part_size: int = 256,
+    workers: PositiveInt | None = None,
+    caption_workers: PositiveInt | None = None,
+    threads: PositiveInt = 1,
+    batch_size: PositiveInt = 16,
+    part_size: PositiveInt = 256,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     scene_head: str | None = "auto",
-    num_beams: int = 1,
+    num_beams: PositiveInt = 1,
     consensus: int = 0,
-    consensus_pool: int = 0,
+    consensus_pool: NonNegativeInt = 0,
     geojson: Literal["auto", "always", "never"] = "auto",
-    overview_captions: int = 6,
+    overview_captions: NonNegativeInt = 6,
     progress: bool = True,
     strict: bool = False,
     overwrite: bool = False,
@@ -116,10 +119,11 @@ def main(
         georeference: footprints in the scenes' CRS (a scene without a CRS is refused); --no-georeference accepts
             such scenes, whose tiles then have no footprint.
         address: a running Ray cluster to join (auto, host:6379, ray://host:10001); default: Ray on this machine.
-        workers: segmentation actors, and read and compose tasks at a time; default: one per core of this machine,
-            or on a cluster one per GPU (else one per threads + 1 CPUs).
-        caption_workers: caption LM actors; default: one per 4 segmentation actors.
-        threads: torch threads per model actor.
+        workers: Ray workers segmenting tiles: segmentation actors, and read and compose tasks at a time (not
+            the data-loading processes that --workers means elsewhere, so at least 1); default: one per core of
+            this machine, or on a cluster one per GPU (else one per threads + 1 CPUs).
+        caption_workers: Ray workers captioning tiles (caption LM actors); default: one per 4 segmentation actors.
+        threads: torch CPU threads per model actor (what Ray reserves for each: a number, not torch's default).
         batch_size: tiles per batch through the stages.
         part_size: tiles per part written (a part is also written every minute); what a crash can cost.
         device: where the models run: auto (GPU actors when the Ray cluster has GPUs), cpu or cuda.
@@ -139,10 +143,9 @@ def main(
 
     # 1. check everything before the work: options, models, every input, the output folder
     _require_extras()
-    problems = _option_problems(tile_size, overlap, gsd, scene_gsd, workers, caption_workers, threads, batch_size,
-                                part_size, num_beams, overview_captions) + consensus_problems(
-        consensus, consensus_pool, index_images(llm) if consensus_pool > 0 and Path(llm).is_dir() else None,
-        str(Path(llm) / INDEX_FILE))
+    problems = consensus_problems(consensus, consensus_pool,
+                                  index_images(llm) if consensus_pool > 0 and Path(llm).is_dir() else None,
+                                  str(Path(llm) / INDEX_FILE))
     seg_cfg, model_problems = _model_problems(Path(segmentation), Path(llm), consensus_pool)
     problems += model_problems
     scenes, folders, input_problems, notes = _read_inputs(inputs, bands, georeference, scene_gsd)
@@ -206,25 +209,6 @@ def _require_extras() -> None:
     if missing:
         raise ConfigError(f"pipeline.archive needs {', '.join(missing)} (the scale extra): "
                           "pip install -e '.[scale]'  (or pip install 'segcap[scale]')")
-
-
-def _option_problems(tile_size, overlap, gsd, scene_gsd, workers, caption_workers, threads, batch_size, part_size,
-                     num_beams, overview_captions) -> list[str]:
-    problems = []
-    if tile_size < 8:
-        problems.append(f"--tile-size must be at least 8 pixels (got {tile_size})")
-    if not 0 <= overlap <= 0.9:
-        problems.append(f"--overlap is the fraction of a tile shared with its neighbours, 0 to 0.9 (got {overlap})")
-    for flag, value in (("--gsd", gsd), ("--scene-gsd", scene_gsd)):
-        if value is not None and not value > 0:
-            problems.append(f"{flag} must be a positive number of metres per pixel (got {value})")
-    for flag, value, least in (("--workers", workers, 1), ("--caption-workers", caption_workers, 1),
-                               ("--threads", threads, 1), ("--batch-size", batch_size, 1),
-                               ("--part-size", part_size, 1), ("--num-beams", num_beams, 1),
-                               ("--overview-captions", overview_captions, 0)):
-        if value is not None and value < least:
-            problems.append(f"{flag} must be at least {least} (got {value})")
-    return problems
 
 
 def _model_problems(segmentation: Path, llm: Path, consensus_pool: int) -> tuple[dict | None, list[str]]:

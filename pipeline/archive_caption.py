@@ -10,13 +10,15 @@ import torch
 
 from llm.generate import Captioner
 from pipeline.archive_stages import CAPTION_FIELDS, table
+from segcap.options import NonNegativeInt, PositiveInt, checked
 
 
 class CaptionTiles:
     """Caption a batch of records with the caption LM, as pipeline.caption does. A Ray actor."""
 
-    def __init__(self, llm: str, num_beams: int = 1, consensus: int = 0, consensus_pool: int = 0,
-                 batch_size: int = 64, device: str = "cpu", threads: int = 1):
+    @checked
+    def __init__(self, llm: str, num_beams: PositiveInt = 1, consensus: int = 0, consensus_pool: NonNegativeInt = 0,
+                 batch_size: PositiveInt = 64, device: str = "cpu", threads: PositiveInt = 1):
         if device == "cpu":  # the LM moves itself to any GPU it finds, one this actor was not given
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         torch.set_num_threads(threads)

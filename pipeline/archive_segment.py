@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.archive_stages import SEGMENT_FIELDS, UNLABELED, table, valid_mask
+from segcap.options import PositiveInt, checked
 from segmentation.model import load_segmenter
 
 
@@ -20,7 +21,9 @@ class SegmentTiles:
     """Segment a batch of tiles, each on its own as pipeline.caption segments an image (scale 1); the scene head's
     top scenes too when the checkpoint has one. A Ray actor: the model loads once."""
 
-    def __init__(self, segmentation: str, scene_head: str | None = "auto", device: str = "cpu", threads: int = 1):
+    @checked
+    def __init__(self, segmentation: str, scene_head: str | None = "auto", device: str = "cpu",
+                 threads: PositiveInt = 1):
         torch.set_num_threads(threads)
         self.seg = load_segmenter(segmentation, device=device, scene_head=scene_head)
 

@@ -44,6 +44,7 @@ from llm.retrieval import INDEX_FILE
 from segcap import atomic
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError
+from segcap.options import NonNegativeInt, PositiveFloat, PositiveInt, checked
 from segmentation.model import PAD_MULTIPLE, load_segmenter
 from segmentation.provenance import provenance_notice
 
@@ -51,6 +52,7 @@ LARGE_PIXELS = 24_000_000  # beyond this (after --scale), say that segmenting ta
 MIN_SIDE = PAD_MULTIPLE  # below this many px a side (after --scale), the segmenter sees mostly its zero padding
 
 
+@checked
 def main(
     images: list[Path],
     segmentation: Path,
@@ -58,11 +60,11 @@ def main(
     explain: bool = False,
     overlay: Path | None = None,
     json: Path | None = None,
-    scale: float = 1.0,
+    scale: PositiveFloat = 1.0,
     scene_head: str | None = "auto",
-    num_beams: int = 1,
+    num_beams: PositiveInt = 1,
     consensus: int = 0,
-    consensus_pool: int = 0,
+    consensus_pool: NonNegativeInt = 0,
     bands: list[int] | None = None,
     strict: bool = False,
     overwrite: bool = False,
@@ -106,10 +108,6 @@ def main(
         problems.append(f"--segmentation {segmentation}: no model.pt there; give a segmentation.train output folder")
     if not Path(llm).is_dir():
         problems.append(f"--llm {llm}: not a folder; give an llm.finetune output folder")
-    if scale <= 0:
-        problems.append(f"--scale must be positive, got {scale}")
-    if num_beams < 1:
-        problems.append(f"--num-beams must be at least 1 (got {num_beams})")
     problems += consensus_problems(consensus, consensus_pool,
                                    index_images(llm) if consensus_pool > 0 and Path(llm).is_dir() else None,
                                    str(Path(llm) / INDEX_FILE))

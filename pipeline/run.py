@@ -29,12 +29,14 @@ that failed), before its error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from aerialdata.captionset import CaptionDataset
@@ -52,10 +54,17 @@ from pipeline.stages import Run
 from pipeline.stages.captioners import default_config
 from pipeline.systems import SYSTEMS, default_systems, end_to_end
 from segcap import atomic
-from segcap.cli import check_options, config_kwargs
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DataError
-from segmentation.model import SCENE_VIEWS, encoder_weights_problems
+from segcap.options import (
+    AtLeastTwo,
+    PositiveFloat,
+    PositiveInt,
+    check_options,
+    config_kwargs,
+    option_problems,
+)
+from segmentation.model import SceneViews, encoder_weights_problems
 from segmentation.scene import scene_classes
 from segmentation.train import form_problems
 from segmentation.train import main as train_segmenter
@@ -63,6 +72,7 @@ from synthetic.generate import main as generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 ALIASES = {"from_stage": ["--from"]}  # `from` is a Python keyword
+RUN_CONTROL = ("force", "from_stage", "only")  # main's options that say which stages run, not how
 SECTIONS: dict[str, Callable[..., Any]] = {  # the pipeline config's per-stage sections and whose options they hold
     "synthetic": generate_synthetic, "segmentation": train_segmenter, "llm": finetune_llm}
 PRETRAINED_OPTION = "checkpoint"  # the captioners.train option naming a pretrained checkpoint (folder or hub id)
@@ -139,39 +149,27 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
     return out
 
 
-def make_run(
-    run_dir: Path, data_root: Path, drone_root: Path | None, captions_root: Path | None, captions_json: str | None,
-    images_dir: str | None, generate: bool, synthetic: dict | None, classes: str, segmentation_config: Path,
-    segmentation_checkpoint: Path | None, segmentation: dict | None, caption_scale: float, composition_config: Path,
-    llm_config: Path, llm: dict | None, num_beams: int, systems: Sequence[str], split: str, progress: bool,
-    captioners: dict | None = None, sources: dict[str, str] | None = None, retrieval_k: int = 5,
-    retrieval_captions: int = 1, consensus: int = 5, consensus_candidates: str = "beam", scene_head: bool = False,
-    scene_encoder: str = "segmenter", scene_views: int = 1,
-) -> Run:
-    """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run."""
+def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
+    """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run.
+
+    ``given`` are :func:`main`'s options (those left out take its defaults); their types, choices and bounds are
+    :func:`main`'s signature, checked here with everything else. ``sources`` name where the stage sections came from,
+    for messages (:func:`section_sources`)."""
+    problems = option_problems(main, {k: v for k, v in given.items() if k not in RUN_CONTROL}, "pipeline.run")
+    o = SimpleNamespace(**{**{k: p.default for k, p in inspect.signature(main).parameters.items()}, **given})
+    for key in ("run_dir", "data_root", "segmentation_config", "composition_config", "llm_config"):
+        setattr(o, key, Path(getattr(o, key)))
+    o.systems = tuple(o.systems)
+    systems, segmentation_checkpoint = o.systems, o.segmentation_checkpoint
     sources = {**section_sources([]), **(sources or {})}
-    problems = [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
-    if num_beams < 1:
-        problems.append(f"num_beams must be >= 1, got {num_beams}")
-    if retrieval_k < 1:
-        problems.append(f"retrieval_k must be >= 1 (the neighbours the pipeline_rag and rag_only prompts show, and "
-                        "nearest_consensus and pipeline_pool vote with), "
-                        f"got {retrieval_k}")
-    if retrieval_captions < 1:
-        problems.append(f"retrieval_captions must be >= 1, got {retrieval_captions}")
-    if scene_views not in SCENE_VIEWS:
-        problems.append(f"scene_views must be one of {', '.join(map(str, SCENE_VIEWS))} (the image alone, its 4 "
-                        f"rotations, or those and their mirror images), got {scene_views}")
-    if consensus < 2:
-        problems.append(f"consensus must be >= 2 (candidates per image of the *_mbr systems and pipeline_pool), "
-                        f"got {consensus}")
+    problems += [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
     sections = {name: _checked(problems, fn, value or {}, sources[name])
-                for (name, fn), value in zip(SECTIONS.items(), (synthetic, segmentation, llm), strict=True)}
-    seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(segmentation_config))
-    comp_file = _config_file(problems, extract_compositions, "composition_config", Path(composition_config))
-    llm_file = _config_file(problems, finetune_llm, "llm_config", Path(llm_config))
+                for (name, fn), value in zip(SECTIONS.items(), (o.synthetic, o.segmentation, o.llm), strict=True)}
+    seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(o.segmentation_config))
+    comp_file = _config_file(problems, extract_compositions, "composition_config", Path(o.composition_config))
+    llm_file = _config_file(problems, finetune_llm, "llm_config", Path(o.llm_config))
     try:
-        load_class_table(classes)
+        load_class_table(o.classes)
     except ConfigError as e:
         problems.extend(f"classes: {p}" for p in e.problems)
     given = Path(segmentation_checkpoint) if segmentation_checkpoint else None
@@ -194,30 +192,23 @@ def make_run(
         problems.append(f"llm: retrieval_k {llm_all['retrieval_k']} in {sources['llm']} (or llm_config): in the "
                         "pipeline, retrieval is per system; set retrieval_k at the top level (pipeline_rag and "
                         "rag_only use it; pipeline, oracle and blind train without retrieval)")
-    end_to_end = captioner_entries(problems, systems, captioners, sources["captioners"])
+    end_to_end = captioner_entries(problems, systems, o.captioners, sources["captioners"])
     if problems:
         raise ConfigError(problems)
     layout = Layout(
-        run_dir=Path(run_dir),
-        captions_root=Path(captions_root) if captions_root else Path(data_root) / "rsicd",
-        drone_root=Path(drone_root) if drone_root else Path(data_root) / "drone",
-        captions_json=captions_json, images_dir=images_dir, checkpoint_given=given,
+        run_dir=o.run_dir, captions_root=Path(o.captions_root) if o.captions_root else o.data_root / "rsicd",
+        drone_root=Path(o.drone_root) if o.drone_root else o.data_root / "drone", captions_json=o.captions_json,
+        images_dir=o.images_dir, checkpoint_given=given,
     )
-    if scene_head and layout.references.is_file():  # the categories the scene head learns, before any stage runs
+    if o.scene_head and layout.references.is_file():  # the categories the scene head learns, before any stage runs
         try:
             scene_classes(CaptionDataset(layout.references, split="train", images_dir=layout.images_dir),
                           layout.references, "train")
         except (DataError, ConfigError) as e:
             raise ConfigError(f"scene_head: {e}; or set scene_head: false") from e
-    return Run(
-        layout=layout, data_root=Path(data_root), generate=generate, synthetic=sections["synthetic"],
-        classes=classes, segmentation_config=Path(segmentation_config), segmentation_file=seg_file,
-        segmentation=sections["segmentation"], caption_scale=caption_scale, composition_config=Path(composition_config),
-        composition_file=comp_file, llm_config=Path(llm_config), llm_file=llm_file, llm=sections["llm"],
-        num_beams=num_beams, retrieval_k=retrieval_k, retrieval_captions=retrieval_captions, consensus=consensus,
-        consensus_candidates=consensus_candidates, systems=tuple(systems), split=split, progress=progress,
-        captioners=end_to_end, scene_head=scene_head, scene_encoder=scene_encoder, scene_views=scene_views,
-    )
+    checked = dict(layout=layout, segmentation_file=seg_file, composition_file=comp_file, llm_file=llm_file,
+                   captioners=end_to_end, **sections)
+    return Run(**checked, **{f.name: getattr(o, f.name) for f in dataclasses.fields(Run) if f.name not in checked})
 
 
 def main(
@@ -233,20 +224,20 @@ def main(
     segmentation_config: Path = REPO / "configs" / "segmentation.yaml",
     segmentation_checkpoint: Path | None = None,
     segmentation: dict | None = None,
-    caption_scale: float = 1.0,
+    caption_scale: PositiveFloat = 1.0,
     composition_config: Path = REPO / "configs" / "composition.yaml",
     llm_config: Path = REPO / "configs" / "llm" / "tiny.yaml",
     llm: dict | None = None,
-    num_beams: int = 3,
-    retrieval_k: int = 5,
-    retrieval_captions: int = 1,
-    consensus: int = 5,
+    num_beams: PositiveInt = 3,
+    retrieval_k: PositiveInt = 5,
+    retrieval_captions: PositiveInt = 1,
+    consensus: AtLeastTwo = 5,
     consensus_candidates: Literal["beam", "sample"] = "beam",
     systems: tuple[str, ...] = default_systems(),
     captioners: dict | None = None,
     scene_head: bool = False,
     scene_encoder: Literal["segmenter", "pretrained"] = "segmenter",
-    scene_views: int = 1,
+    scene_views: SceneViews = 1,
     split: Literal["test", "val"] = "test",
     force: list[str] | None = None,
     from_stage: str | None = None,
@@ -304,17 +295,9 @@ def main(
         only: run just this stage (its inputs must exist).
         progress: show progress bars.
     """
-    options = dict(
-        run_dir=run_dir, data_root=data_root, drone_root=drone_root, captions_root=captions_root,
-        captions_json=captions_json, images_dir=images_dir, generate=generate, synthetic=synthetic, classes=classes,
-        segmentation_config=segmentation_config, segmentation_checkpoint=segmentation_checkpoint,
-        segmentation=segmentation, caption_scale=caption_scale, composition_config=composition_config,
-        llm_config=llm_config, llm=llm, num_beams=num_beams, systems=systems, split=split, progress=progress,
-        captioners=captioners, retrieval_k=retrieval_k, retrieval_captions=retrieval_captions, consensus=consensus,
-        consensus_candidates=consensus_candidates, scene_head=scene_head, scene_encoder=scene_encoder,
-        scene_views=scene_views,
-    )
-    return _main(options, force, from_stage, only)
+    options = dict(locals())  # every option above, as make_run takes them
+    control = {k: options.pop(k) for k in RUN_CONTROL}
+    return _main(options, **control)
 
 
 def _main(options: dict[str, Any], force: list[str] | None, from_stage: str | None, only: str | None,

@@ -12,8 +12,9 @@ Constrained types (jsonargparse's, see :mod:`jsonargparse.typing`): :data:`Posit
 :data:`ClosedUnitInterval` ([0, 1]), :data:`OpenUnitInterval` ((0, 1)); and the project's own, made with
 ``restricted_number_type`` here (one name per bound: jsonargparse refuses a second name for the same bound):
 :data:`UnitFraction` ([0, 1): a share held out), :data:`UnitShare` ((0, 1]), :data:`Percent` ([0, 100]),
-:data:`Factor` (>= 1), :data:`ImageSide` (>= 64 pixels), :data:`ResolutionRatio` ((0, 64]). A value outside one is a
-problem like ``num_beams 0 is invalid; expected an integer >= 1 (default: 1)``.
+:data:`Factor` (>= 1), :data:`ImageSide` (>= 64 pixels), :data:`ResolutionRatio` ((0, 64]), :data:`TileSide` (>= 8
+pixels), :data:`TileOverlap` ([0, 0.9]), :data:`Port` (1..65535). A value outside one is a problem like ``num_beams 0
+is invalid; expected an integer >= 1 (default: 1)``.
 
 The runtime group: options about where and how a command runs, with one name and one meaning wherever they appear
 (a command has those it needs):
@@ -67,8 +68,9 @@ from jsonargparse.typing import (
 from segcap.errors import ConfigError, one_line
 from segcap.resources import config_path, configs_dir, looked_for
 
-__all__ = ["COMMAND_LINE", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
-           "OpenUnitInterval", "Percent", "PositiveFloat", "PositiveInt", "ResolutionRatio", "UnitFraction",
+__all__ = ["COMMAND_LINE", "AtLeastTwo", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
+           "OpenUnitInterval", "Percent", "Port", "PositiveFloat", "PositiveInt", "ResolutionRatio", "TileOverlap",
+           "TileSide", "UnitFraction",
            "UnitShare", "arg_docs", "check_options", "checked", "config_kwargs", "describe", "field_problems",
            "flag", "hints_of", "is_mapping_list", "is_sequence", "load_yaml", "name_sources", "non_none",
            "option_problems", "params_of", "restricted_number_type", "show_default", "typed_options", "yaml_value"]
@@ -80,8 +82,13 @@ UnitShare = restricted_number_type("UnitShare", float, [(">", 0), ("<=", 1)], do
 Percent = restricted_number_type("Percent", float, [(">=", 0), ("<=", 100)], docstring="a percentage: [0, 100]")
 Factor = restricted_number_type("Factor", float, (">=", 1.0), docstring="a factor >= 1 (1: unchanged)")
 ImageSide = restricted_number_type("ImageSide", int, (">=", 64), docstring="an image side in pixels, >= 64")
+AtLeastTwo = restricted_number_type("AtLeastTwo", int, (">=", 2), docstring="an integer >= 2")
 ResolutionRatio = restricted_number_type("ResolutionRatio", float, [(">", 0), ("<=", 64)],
                                          docstring="how many times finer one ground resolution is: (0, 64]")
+TileSide = restricted_number_type("TileSide", int, (">=", 8), docstring="a tile side in pixels, >= 8")
+TileOverlap = restricted_number_type("TileOverlap", float, [(">=", 0), ("<=", 0.9)],
+                                     docstring="the share of a tile its neighbours overlap: [0, 0.9]")
+Port = restricted_number_type("Port", int, [(">=", 1), ("<=", 65535)], docstring="a TCP port: 1..65535")
 
 F = TypeVar("F", bound=Callable[..., Any])
 COMMAND_LINE = "command line"  # the source named for values from flags

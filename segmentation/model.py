@@ -49,6 +49,7 @@ import pickle
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -260,6 +261,7 @@ class SceneHead(torch.nn.Module):
 
 
 SCENE_VIEWS = (1, 4, 8)  # a scene head's views: the image alone, its 4 rotations, or those and their mirror images
+SceneViews = Literal[SCENE_VIEWS]  # the option's type: one of SCENE_VIEWS
 
 
 def dihedral(image: np.ndarray, k: int) -> np.ndarray:

@@ -54,8 +54,8 @@ from segcap.workers import WorkerInit
 from segmentation.model import (
     SCENE_HEAD_FILES,
     SCENE_HEAD_SCHEMA,
-    SCENE_VIEWS,
     SceneHead,
+    SceneViews,
     dihedral,
     encoder_weights_problems,
     is_imagenet,
@@ -87,7 +87,7 @@ def main(
     scale: PositiveFloat = 1.0,
     strides: tuple[int, ...] = (16, 32),
     colour: bool = True,
-    views: int = 1,
+    views: SceneViews = 1,
     encoder_weights: Path | None = None,
     l2: tuple[NonNegativeFloat, ...] = L2_GRID,
     batch_size: PositiveInt = 16,
@@ -228,9 +228,6 @@ def option_problems(strides, l2, split: str, val_split: str, test_split: str | N
     if not strides or bad:
         problems.append(f"--strides {' '.join(map(str, strides))}: each must be one of 2, 4, 8, 16, 32 (the encoder's "
                         "stages by stride), at least one")
-    if views not in SCENE_VIEWS:
-        problems.append(f"--views {views}: give one of {', '.join(map(str, SCENE_VIEWS))} (the image alone, its 4 "
-                        "rotations, or those and their mirror images)")
     if not l2:
         problems.append("--l2 is empty: give one or more strengths >= 0")
     if len({split, val_split, test_split} - {None}) < len([s for s in (split, val_split, test_split) if s]):

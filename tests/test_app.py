@@ -553,10 +553,15 @@ def test_batch_tab_captions_uploads_a_folder_and_the_demo_images(models, tmp_pat
 # ---------------------------------------------------------------------------------------------------- launcher
 def test_launcher_checks_the_folders_before_starting(tmp_path):
     with pytest.raises(ConfigError) as e:
-        launcher.main(segmentation=tmp_path / "seg", llm=tmp_path / "lm", run_dir=tmp_path / "run", port=0)
+        launcher.main(segmentation=tmp_path / "seg", llm=tmp_path / "lm", run_dir=tmp_path / "run")
     text = str(e.value)
-    for part in ("--segmentation", "--llm", "--run-dir", "--port"):
+    for part in ("--segmentation", "--llm", "--run-dir"):
         assert part in text
+    with pytest.raises(ConfigError, match=r"port 0 is invalid; expected an integer >= 1 and <= 65535"):
+        launcher.main(segmentation=tmp_path / "seg", port=0)  # the bounds first, as for the flags
+    assert Settings(num_beams=0, threads=0).problems()[:2] == [
+        "app settings: num_beams 0 is invalid; expected an integer >= 1 (default: 3)",
+        "app settings: threads 0 is invalid; expected an integer >= 1 or null (default: 1)"]
 
 
 def test_launcher_command_serves_the_page_offline():

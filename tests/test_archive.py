@@ -40,6 +40,7 @@ from pipeline import archive
 from pipeline import caption as one_by_one
 from pipeline.archive_outputs import PARTS, class_column
 from segcap.cli import run
+from segcap.errors import ConfigError
 from segmentation.model import CONFIG_FORMAT, build_model
 
 TESTS = Path(__file__).resolve().parent
@@ -192,8 +193,16 @@ def test_bad_input_is_one_message_and_exit_2_before_the_work(data, tmp_path, cap
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert "is a file, not a folder" in refused([str(data["scenes"]["big"]), *models, "--out", str(blocker)], capsys)
-    err = refused([str(tmp_path / "none.tif"), *models, "--out", str(out), "--overlap", "1.5"], capsys)
-    assert err.startswith("error: 2 problems") and "input not found" in err and "--overlap" in err
+    err = refused([str(tmp_path / "none.tif"), *models, "--out", str(out), "--overlap", "1.5", "--tile-size", "4"],
+                  capsys)  # the options' bounds first, together
+    assert err.startswith("error: 2 problems") and "input not found" not in err
+    assert "--overlap '1.5' is invalid; expected a number in [0, 0.9] (default: 0.0)" in err
+    assert "--tile-size '4' is invalid; expected an integer >= 8 (default: 224)" in err
+    err = refused([str(tmp_path / "none.tif"), *models, "--out", str(out), "--consensus-pool", "2"], capsys)
+    assert "input not found" in err and "--consensus-pool 2 needs --consensus" in err  # then the rest, together
+    with pytest.raises(ConfigError, match=r"pipeline.archive: workers 0 is invalid; expected an integer >= 1 or null"):
+        archive.main(inputs=[data["scenes"]["big"]], segmentation=data["segmentation"], llm=data["llm"], out=out,
+                     workers=0)  # a direct call is checked alike
     monkeypatch.setitem(sys.modules, "ray", None)  # the scale extra not installed
     assert "pip install -e '.[scale]'" in refused([str(data["scenes"]["big"]), *models, "--out", str(out)], capsys)
     assert not out.exists()

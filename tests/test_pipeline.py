@@ -187,7 +187,8 @@ def test_retrieval_and_consensus_options_checked_before_any_stage(fake_run):
         prun.main(**cfg, retrieval_k=0, retrieval_captions=0, consensus=1, llm={"retrieval_k": 2},
                   systems=("pipeline", "pipeline_rag", "rag_only", "pipeline_mbr"))
     msg = str(e.value)
-    for part in ("retrieval_k must be >= 1", "retrieval_captions must be >= 1", "consensus must be >= 2",
+    for part in ("retrieval_k 0 is invalid; expected an integer >= 1", "retrieval_captions 0 is invalid",
+                 "consensus 1 is invalid; expected an integer >= 2",
                  "llm: retrieval_k 2 in option llm", "set retrieval_k at the top level"):
         assert part in msg, part
     assert not cfg["run_dir"].exists()

@@ -449,3 +449,9 @@ def test_caption_refuses_a_pool_above_the_training_images_before_the_models_load
     code, _, err = cli(caption_mod.main, [image, "--segmentation", seg, "--llm", model, "--consensus", 3,
                                           "--consensus-pool", 1000], capsys, positional=("images",))
     assert code == 2 and "--consensus-pool 1000 is more than the 3 training images" in one_message(err)
+    code, _, err = cli(caption_mod.main, [image, "--segmentation", seg, "--llm", model, "--consensus-pool", -1,
+                                          "--num-beams", 0], capsys, positional=("images",))  # bounds: the types
+    assert code == 2 and "--consensus-pool '-1' is invalid; expected an integer >= 0 (default: 0)" in err
+    assert "--num-beams '0' is invalid; expected an integer >= 1 (default: 1)" in err
+    with pytest.raises(ConfigError, match=r"^pipeline.caption: scale 0 is invalid; expected a number > 0"):
+        caption_mod.main(images=[image], segmentation=seg, llm=model, scale=0)  # a direct call, checked alike

@@ -287,7 +287,7 @@ def test_views_fit_on_every_view_and_judge_by_their_mean(fitted, tmp_path):
     each = [seg.encoder_pools([dihedral(red, k)]) for k in range(8)]
     assert np.allclose(pools["s32"], np.mean([e["s32"] for e in each], axis=0), atol=1e-6)
     assert seg.scenes([red]) == seg.scene_head.top(scene_features(pools, seg.scene_head.features))
-    with pytest.raises(ConfigError, match="--views 3"):
+    with pytest.raises(ConfigError, match="views 3 is invalid; expected one of 1, 4, 8"):
         scene.main(checkpoint=ckpt, captions=caps, out=tmp_path / "bad", views=3, **QUICK)
     assert not (tmp_path / "bad").exists()
 

@@ -23,8 +23,10 @@ from aerialdata.openearthmap import OpenEarthMap, OpenEarthMapNotFoundError
 from aerialdata.sources import (
     CLASS_MAP_DIR,
     IGNORE,
+    SOURCE_KINDS,
     SYNTHETIC_MARKER,
     LabelledSource,
+    SourceKind,
     SourceSpec,
     load_class_map,
     open_source,
@@ -365,6 +367,20 @@ def test_source_spec_and_unknown_kind():
     assert s.root == Path("/data/LoveDA") and s.class_map == Path("m.yaml") and s.gsd is None
     with pytest.raises(ConfigError, match="source kind 'potsdam' is unknown; use one of drone, loveda"):
         open_source(SourceSpec("potsdam", DATA), "aerial10")
+
+
+def test_a_new_source_kind_is_one_reader_and_one_entry(monkeypatch):
+    assert tuple(SOURCE_KINDS) == ("drone", "loveda", "openearthmap", "folder")  # the kinds' order: KINDS, Kind
+    assert all(entry.reader.name == kind for kind, entry in SOURCE_KINDS.items())
+
+    class Toy(FolderSource):
+        name = "toy"
+
+    monkeypatch.setitem(SOURCE_KINDS, "toy", SourceKind(Toy, "images/ and masks/"))
+    src = open_source(SourceSpec("toy", DATA / "folder", gsd=0.5, class_map=FOLDER_MAP), "aerial10")
+    assert isinstance(src, Toy) and src.name == "toy" and len(src) == FIXTURES["folder"][0]
+    # no shipped configs/classes/maps/toy.yaml: like the folder reader, it takes a map written for any source
+    assert load_class_map(FOLDER_MAP, "aerial10", kind="toy").source != "toy"
 
 
 def test_data_layer_stays_torch_free():
