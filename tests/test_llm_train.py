@@ -208,6 +208,7 @@ def test_nf4_finetune_cli_on_cpu(tmp_path):
     assert len(Captioner(out, max_new_tokens=6).caption(_records("test"))) == 2
 
 
+@pytest.mark.slow  # two torch processes (15 s): make test-slow; the default run stays well under 10 minutes
 def test_two_cpu_processes_torchrun(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -354,6 +354,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two torch processes (15 s): make test-slow; the default run stays well under 10 minutes
 def test_torchrun_two_processes_gloo(tmp_path):
     """Runs unchanged under torchrun: 2 CPU processes on gloo (about 20 s on 2 cores)."""
     out = tmp_path / "ddp"
