@@ -16,6 +16,7 @@ CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 
 
+@pytest.mark.slow  # a real browser and app server (35 s): make test-slow; test_app.py covers the page in-process
 def test_upload_and_caption_in_headless_chromium(tmp_path):
     seg, lm, run = tiny_segmenter(tmp_path / "seg"), tiny_lm(tmp_path / "lm"), tiny_run(tmp_path)
     image = tmp_path / "my tile.jpg"
