@@ -60,9 +60,9 @@ from segcap.options import (
     AtLeastTwo,
     PositiveFloat,
     PositiveInt,
-    check_options,
     config_kwargs,
     option_problems,
+    typed_options,
 )
 from segmentation.model import SceneViews, encoder_weights_problems
 from segmentation.scene import scene_classes
@@ -79,15 +79,6 @@ PRETRAINED_OPTION = "checkpoint"  # the captioners.train option naming a pretrai
 
 
 # ---------------------------------------------------------------------------------------------------- options
-def _checked(problems: list[str], fn: Callable[..., Any], options: dict, source: str) -> dict:
-    """:func:`check_options`, collecting its problems instead of raising (so that all are reported together)."""
-    try:
-        return check_options(fn, options, source)
-    except ConfigError as e:
-        problems.extend(e.problems)
-        return {}
-
-
 def _config_file(problems: list[str], fn: Callable[..., Any], name: str, path: Path) -> dict:
     try:
         return config_kwargs(fn, path)
@@ -133,7 +124,8 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
         if file.get("arch", END_TO_END[system]) != END_TO_END[system]:
             problems.append(f"{where}: config {config} is for arch {file['arch']}; {system} is "
                             f"{END_TO_END[system]}: name a config of that arch")
-        options = _checked(problems, train_captioner, entry, where)
+        options, found = typed_options(train_captioner, entry, where)
+        problems += found
         merged = {**file, **options}
         if "encoder_weights" in CAPTIONERS[system].options and not zero_shot:  # its encoder's weights load now
             defaults = inspect.signature(train_captioner).parameters
@@ -163,8 +155,10 @@ def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
     systems, segmentation_checkpoint = o.systems, o.segmentation_checkpoint
     sources = {**section_sources([]), **(sources or {})}
     problems += [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
-    sections = {name: _checked(problems, fn, value or {}, sources[name])
-                for (name, fn), value in zip(SECTIONS.items(), (o.synthetic, o.segmentation, o.llm), strict=True)}
+    sections = {}
+    for (name, fn), value in zip(SECTIONS.items(), (o.synthetic, o.segmentation, o.llm), strict=True):
+        sections[name], found = typed_options(fn, value or {}, sources[name])
+        problems += found
     seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(o.segmentation_config))
     comp_file = _config_file(problems, extract_compositions, "composition_config", Path(o.composition_config))
     llm_file = _config_file(problems, finetune_llm, "llm_config", Path(o.llm_config))

@@ -18,6 +18,7 @@ from segcap.training import (
     STATE_DIR,
     OutputFolder,
     read_record,
+    resume_changes,
     saved_state_options,
     state_folder,
     write_state,
@@ -204,3 +205,11 @@ def test_captioners_fresh_run_failing_in_its_first_epoch_leaves_nothing(tmp_path
     with pytest.raises(RuntimeError):
         ctrain.main(captions=CAPS, out=out, epochs=1, **TINY_CNN)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_recorded_with_a_renamed_option_resumes():
+    """num_threads / num_workers became threads / workers (issue 24): an option the earlier run recorded under a name
+    that no longer exists is not a change; a recorded option that changed still is."""
+    before = {"num_workers": 0, "num_threads": 2, "lr": 0.001}
+    assert resume_changes(before, {"workers": 2, "threads": None, "lr": 0.001}) == []
+    assert resume_changes(before, {"workers": 2, "lr": 0.01}) == ["lr 0.001, now 0.01"]

@@ -26,6 +26,7 @@ from pipeline.baselines import (
 )
 from pipeline.stages.base import Run, Stage, added, call, register
 from pipeline.stages.captioners import cnn_lstm_options
+from pipeline.stages.llm import LLM_STAGES
 from pipeline.systems import SYSTEMS, Decode, EndToEnd, producing_stages
 from segcap import atomic
 
@@ -124,7 +125,7 @@ def run_captions(run: Run, opts: CaptionOptions, fresh: bool, commands: list[str
     asked = [s for name, s in SYSTEMS.items() if name in opts.systems]
     for system in (s for s in asked if isinstance(s.make, Decode)):
         d = system.make
-        model, comps = lay.llm(_folder(d.llm)), lay.truth if d.truth else lay.predicted
+        model, comps = lay.llm(LLM_STAGES[d.llm].folder), lay.truth if d.truth else lay.predicted
         if d.beams and opts.num_beams == 1 or not model.is_dir() or not comps.is_file():
             continue  # beam search with one beam; a model its stage skipped (the oracle without exact masks)
         name = f"{system.name}{opts.num_beams}" if d.beams else system.name
@@ -154,12 +155,6 @@ def run_captions(run: Run, opts: CaptionOptions, fresh: bool, commands: list[str
     atomic.write_json(lay.systems_json, written)
     return {"split": opts.split, "predictions": written,
             **({"references": context.references} if context.references else {})}
-
-
-def _folder(stage: str) -> str:
-    from pipeline.stages.llm import LLM_STAGES
-
-    return LLM_STAGES[stage].folder
 
 
 def _upstream() -> tuple[str, ...]:
