@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 from aerialdata.captionset import CaptionDataset
 from aerialdata.classes import load_class_table
@@ -51,26 +49,19 @@ from pipeline.executor import check_only, execute, may_run, stage_problems, summ
 from pipeline.inputs import input_problems
 from pipeline.layout import CHECKPOINT_FILES, Layout
 from pipeline.stages import Run
+from pipeline.stages.base import PipelineOptions
 from pipeline.stages.captioners import default_config
-from pipeline.systems import SYSTEMS, default_systems, end_to_end
+from pipeline.systems import SYSTEMS, end_to_end
 from segcap import atomic
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DataError
-from segcap.options import (
-    AtLeastTwo,
-    PositiveFloat,
-    PositiveInt,
-    config_kwargs,
-    option_problems,
-    typed_options,
-)
-from segmentation.model import SceneViews, encoder_weights_problems
+from segcap.options import config_kwargs, flat, gathers, option_problems, options_of, typed_options
+from segmentation.model import encoder_weights_problems
 from segmentation.scene import scene_classes
 from segmentation.train import form_problems
 from segmentation.train import main as train_segmenter
 from synthetic.generate import main as generate_synthetic
 
-REPO = Path(__file__).resolve().parents[1]
 ALIASES = {"from_stage": ["--from"]}  # `from` is a Python keyword
 RUN_CONTROL = ("force", "from_stage", "only")  # main's options that say which stages run, not how
 SECTIONS: dict[str, Callable[..., Any]] = {  # the pipeline config's per-stage sections and whose options they hold
@@ -128,7 +119,7 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
         problems += found
         merged = {**file, **options}
         if "encoder_weights" in CAPTIONERS[system].options and not zero_shot:  # its encoder's weights load now
-            defaults = inspect.signature(train_captioner).parameters
+            defaults = options_of(train_captioner)
             problems += [f"{where}: {p}" for p in captioner_weights_problems(
                 merged.get("encoder", defaults["encoder"].default),
                 merged.get("encoder_weights", defaults["encoder_weights"].default))]
@@ -147,11 +138,11 @@ def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
     ``given`` are :func:`main`'s options (those left out take its defaults); their types, choices and bounds are
     :func:`main`'s signature, checked here with everything else. ``sources`` name where the stage sections came from,
     for messages (:func:`section_sources`)."""
-    problems = option_problems(main, {k: v for k, v in given.items() if k not in RUN_CONTROL}, "pipeline.run")
-    o = SimpleNamespace(**{**{k: p.default for k, p in inspect.signature(main).parameters.items()}, **given})
-    for key in ("run_dir", "data_root", "segmentation_config", "composition_config", "llm_config"):
-        setattr(o, key, Path(getattr(o, key)))
-    o.systems = tuple(o.systems)
+    given = {k: v for k, v in given.items() if k not in RUN_CONTROL}
+    problems = option_problems(PipelineOptions, given, "pipeline.run")
+    o = PipelineOptions(**{k: v for k, v in given.items() if k in options_of(PipelineOptions)})
+    o = dataclasses.replace(o, systems=tuple(o.systems), **{k: Path(getattr(o, k)) for k in (
+        "run_dir", "data_root", "segmentation_config", "composition_config", "llm_config")})
     systems, segmentation_checkpoint = o.systems, o.segmentation_checkpoint
     sources = {**section_sources([]), **(sources or {})}
     problems += [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
@@ -202,96 +193,24 @@ def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
             raise ConfigError(f"scene_head: {e}; or set scene_head: false") from e
     checked = dict(layout=layout, segmentation_file=seg_file, composition_file=comp_file, llm_file=llm_file,
                    captioners=end_to_end, **sections)
-    return Run(**checked, **{f.name: getattr(o, f.name) for f in dataclasses.fields(Run) if f.name not in checked})
+    return Run(**{**flat(o), **checked})
 
 
-def main(
-    run_dir: Path = Path("runs/demo"),
-    data_root: Path = Path("data/synthetic"),
-    drone_root: Path | None = None,
-    captions_root: Path | None = None,
-    captions_json: str | None = None,
-    images_dir: str | None = None,
-    generate: bool = True,
-    synthetic: dict | None = None,
-    classes: str = "seed10",
-    segmentation_config: Path = REPO / "configs" / "segmentation.yaml",
-    segmentation_checkpoint: Path | None = None,
-    segmentation: dict | None = None,
-    caption_scale: PositiveFloat = 1.0,
-    composition_config: Path = REPO / "configs" / "composition.yaml",
-    llm_config: Path = REPO / "configs" / "llm" / "tiny.yaml",
-    llm: dict | None = None,
-    num_beams: PositiveInt = 3,
-    retrieval_k: PositiveInt = 5,
-    retrieval_captions: PositiveInt = 1,
-    consensus: AtLeastTwo = 5,
-    consensus_candidates: Literal["beam", "sample"] = "beam",
-    systems: tuple[str, ...] = default_systems(),
-    captioners: dict | None = None,
-    scene_head: bool = False,
-    scene_encoder: Literal["segmenter", "pretrained"] = "segmenter",
-    scene_views: SceneViews = 1,
-    split: Literal["test", "val"] = "test",
-    force: list[str] | None = None,
-    from_stage: str | None = None,
-    only: str | None = None,
-    progress: bool = True,
-) -> list[dict]:
+@gathers
+def main(options: PipelineOptions = PipelineOptions(), force: list[str] | None = None, from_stage: str | None = None,
+         only: str | None = None) -> list[dict]:
     """Run the whole chain (data, segmentation, masks, compositions, LLMs, captions, scores, report).
 
+    The options are the fields of PipelineOptions (pipeline.stages.base), flat: main(run_dir=...) from Python,
+    --run-dir ... on the command line, run_dir: ... in a config.
+
     Args:
-        run_dir: folder for every output of the run; a rerun skips finished stages and resumes the rest.
-        data_root: folder holding drone/ and rsicd/ (written by synthetic.generate when absent and generate is on).
-        drone_root: drone-format segmentation set (default: data_root/drone).
-        captions_root: caption set in RSICD format (default: data_root/rsicd).
-        captions_json: name of the caption JSON inside captions_root; null: found there (dataset_rsicd.json, else
-            the one dataset*.json, as UCM-captions' dataset_ucm.json).
-        images_dir: folder of the caption images inside captions_root; null: found there (the first of RSICD_images,
-            imgs, UCM_images, images).
-        generate: write the synthetic sets to data_root when they are absent.
-        synthetic: options of synthetic.generate (seed, drone_images, caption_images, ...), in the YAML config.
-        classes: class table for segmentation and composition (seed10, aerial10, or a YAML path).
-        segmentation_config: YAML options of segmentation.train.
-        segmentation_checkpoint: an existing segmentation checkpoint folder; skips training.
-        segmentation: options of segmentation.train overriding segmentation_config, in the YAML config.
-        caption_scale: resize factor for the caption images before segmenting (ground resolution, aspect kept).
-        composition_config: YAML options of composition.extract (thresholds).
-        llm_config: YAML options of llm.finetune (base model, quantization, LoRA, epochs...).
-        llm: options of llm.finetune overriding llm_config (e.g. base_model, quantize), in the YAML config.
-        num_beams: beam width of the pipeline's second decoding (1: greedy only).
-        retrieval_k: neighbours whose captions the retrieval-augmented prompts show (pipeline_rag, rag_only), and
-            whose captions nearest_consensus and pipeline_pool choose from.
-        retrieval_captions: captions per neighbour in those prompts.
-        consensus: candidates per image of consensus decoding (pipeline_mbr, pipeline_pool, pipeline_rag_mbr).
-        consensus_candidates: where the candidates come from: beam (the N best of a beam search) or sample.
-        systems: what to compare: the chain (pipeline, pipeline_beam), its references (oracle, template, nearest,
-            nearest_consensus, blind), the chain with retrieval and/or consensus decoding (pipeline_rag, pipeline_mbr,
-            pipeline_pool, pipeline_rag_mbr) and the retrieval-only ablation (rag_only), the references without a
-            chain (class_oracle: the true class's most frequent training caption; image_nearest: the nearest
-            training image in the cnn_lstm encoder's space), the scene ablations (pipeline_scene: an LLM trained on
-            the scene line alone; pipeline_composition: on the composition without it), and end-to-end captioners
-            (cnn_lstm, vit_gpt2, blip), each captioned greedy and with num_beams.
-        captioners: per end-to-end system, captioners.train options (config: a YAML of them; zero_shot: true to
-            caption with a pretrained checkpoint untrained), in the YAML config.
-        scene_head: fit a scene head on the segmenter's encoder (the caption set's categories; stage scenes, into
-            run_dir/scenes) and put each image's top scenes into its composition record.
-        scene_encoder: whose features the scene head reads: segmenter (the trained segmenter's encoder) or
-            pretrained (the encoder weights the segmenter started from, frozen and saved with the head; on
-            UCM-captions 0.91 validation accuracy against 0.68 for a segmenter fine-tuned on 2 LoveDA tiles).
-        scene_views: 1, 4 or 8 views of each image for the scene head (the image, its 4 rotations, or those and
-            their mirror images): fitted on every view, judging by their mean (on UCM-captions test accuracy 0.886
-            with 1, 0.914 with 8; each view costs the encoder one more pass over every image).
-        split: split of the caption set to caption and score (and to measure the segmenter on).
         force: stages to run again afresh (data, segmentation, scenes, masks, compositions, llm, oracle, blind, rag,
             rag_only, scene_only, composition_only, captioners, captions, score, report); the stages reading their outputs run again too.
         from_stage: run this stage and every later one again.
         only: run just this stage (its inputs must exist).
-        progress: show progress bars.
     """
-    options = dict(locals())  # every option above, as make_run takes them
-    control = {k: options.pop(k) for k in RUN_CONTROL}
-    return _main(options, **control)
+    return _main(flat(options), force, from_stage, only)
 
 
 def _main(options: dict[str, Any], force: list[str] | None, from_stage: str | None, only: str | None,
@@ -336,8 +255,9 @@ def cli(args: Sequence[str] | None = None) -> Any:
     sources = section_sources(argv)
 
     @functools.wraps(main)
-    def entry(force: list[str] | None = None, from_stage: str | None = None, only: str | None = None, **options):
-        return _main(options, force, from_stage, only, sources)
+    def entry(options: PipelineOptions, force: list[str] | None = None, from_stage: str | None = None,
+              only: str | None = None) -> list[dict]:
+        return _main(flat(options), force, from_stage, only, sources)
 
     return run_cli(entry, argv, aliases=ALIASES)
 

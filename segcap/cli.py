@@ -49,20 +49,22 @@ def _argv_parser(fn: Callable[..., Any], positional: Sequence[str], aliases: dic
     parser = _ArgvParser(prog=f"python -m {module}" if module else None, description=" ".join(doc.split()),
                          epilog=_EPILOG, allow_abbrev=False, argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", help="YAML file setting any of the options below (flags override it)")
-    docs = opt.arg_docs(fn)
-    for name, param in opt.params_of(fn).items():
-        tp = opt.hints_of(fn).get(name, Any)
-        default = "" if param.default is param.empty else f"; default: {opt.show_default(param.default)}"
+    docs, sections = opt.arg_docs(fn), {None: parser}
+    for g, cls in opt.groups_of(fn).items():  # a group's options under its docstring's first line
+        sections[g] = parser.add_argument_group((cls.__doc__ or g).strip().splitlines()[0].rstrip("."))
+    for name, option in opt.options_of(fn).items():
+        tp, add = option.type, sections[option.group].add_argument
+        default = "" if option.default is opt.EMPTY else f"; default: {opt.show_default(option.default)}"
         kw: dict[str, Any] = {"help": f"{docs.get(name, '')} ({opt.describe(tp)}{default})".replace("%", "%%")}
         if name in positional:
-            parser.add_argument(name, nargs="*" if opt.is_sequence(tp) else "?", metavar=name.upper(), **kw)
+            add(name, nargs="*" if opt.is_sequence(tp) else "?", metavar=name.upper(), **kw)
             continue
         if opt.non_none(tp) is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw.update(nargs="+" if opt.is_sequence(tp) else None, metavar=name.upper())
         flags = [opt.flag(name)] + ([f"--{name}"] if "_" in name else []) + list(aliases.get(name, []))
-        parser.add_argument(*flags, dest=name, **kw)
+        add(*flags, dest=name, **kw)
     return parser
 
 
@@ -98,7 +100,8 @@ def _split_argv(fn: Callable[..., Any], args: Sequence[str], positional: Sequenc
 
 def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
           aliases: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return every kwarg.
+    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return every option,
+    flat (:func:`segcap.options.grouped` makes ``fn``'s keyword arguments of them).
     ``--help`` prints the help and exits 0; every problem with the options is one :class:`ConfigError`."""
     return _parse(fn, args, positional, aliases)[0]
 
@@ -111,9 +114,9 @@ def _parse(fn: Callable[..., Any], args: Sequence[str] | None, positional: Seque
     file_values, file_problems = opt.typed_options(fn, file_options, str(config))
     flag_values, flag_problems = opt.typed_options(fn, raw, COMMAND_LINE, flags=True)
     origins = {**dict.fromkeys(file_values, str(config)), **dict.fromkeys(flag_values, COMMAND_LINE)}
-    given = set(raw) | {str(k).replace("-", "_") for k in file_options}
-    params = opt.params_of(fn)
-    missing = [n if n in positional else opt.flag(n) for n, p in params.items() if p.default is p.empty and n not in given]
+    given = set(raw) | set(file_values) | {str(k).replace("-", "_") for k in file_options}
+    params = opt.options_of(fn)
+    missing = [n if n in positional else opt.flag(n) for n, p in params.items() if p.default is opt.EMPTY and n not in given]
     problems = file_problems + problems + flag_problems
     if missing:
         problems.append(f"{COMMAND_LINE}: missing required option(s) {', '.join(missing)}; give them as flags or in "
@@ -134,7 +137,8 @@ def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: S
     origins: dict[str, str] = {}
     try:
         kwargs, origins = _parse(fn, args, positional, aliases)
-        return (fn.__wrapped__ if getattr(fn, "__checked__", False) else fn)(**kwargs)  # checked by _parse
+        call = fn.__wrapped__ if getattr(fn, "__checked__", False) else fn  # its values checked by _parse
+        return call(**opt.grouped(fn, kwargs))  # a group's options become its object
     except SegcapError as e:
         e = name_sources(e, origins) if isinstance(e, ConfigError) else e  # a problem of a --config file's value
         print(f"error: {e}", file=sys.stderr)

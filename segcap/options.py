@@ -68,10 +68,10 @@ from jsonargparse.typing import (
 from segcap.errors import ConfigError, one_line
 from segcap.resources import config_path, configs_dir, looked_for
 
-__all__ = ["COMMAND_LINE", "AtLeastTwo", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
+__all__ = ["COMMAND_LINE", "EMPTY", "AtLeastTwo", "Group", "Option", "flat", "grouped", "groups_of", "options_of", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
            "OpenUnitInterval", "Percent", "Port", "PositiveFloat", "PositiveInt", "ResolutionRatio", "TileOverlap",
            "TileSide", "UnitFraction",
-           "UnitShare", "arg_docs", "check_options", "checked", "config_kwargs", "describe", "field_problems",
+           "UnitShare", "arg_docs", "check_options", "checked", "gathers", "config_kwargs", "describe", "field_problems",
            "flag", "hints_of", "is_mapping_list", "is_sequence", "load_yaml", "name_sources", "non_none",
            "option_problems", "params_of", "restricted_number_type", "show_default", "typed_options", "yaml_value"]
 
@@ -92,6 +92,85 @@ Port = restricted_number_type("Port", int, [(">=", 1), ("<=", 65535)], docstring
 
 F = TypeVar("F", bound=Callable[..., Any])
 COMMAND_LINE = "command line"  # the source named for values from flags
+EMPTY = inspect.Parameter.empty  # an :class:`Option`'s default when it has none (a required option)
+
+
+# ---------------------------------------------------------------- option groups
+class Group:
+    """Base of an options dataclass that an entry point takes whole: the single source of those options.
+
+    A parameter typed with such a dataclass (``data: DataOptions = DataOptions()``) is a group of the command's
+    options: each field is an option (its name, its type with bounds, its default, its line of the class docstring's
+    ``Attributes:`` as help), read by jsonargparse as class arguments. The flags stay flat (``--crop-size``, not
+    ``--data.crop-size``); a YAML config writes the fields flat (``crop_size: 64``) or under the group's name
+    (``data: {crop_size: 64}``); ``--help`` lists each group under its class docstring's first line. A direct
+    call gives the group object, or its fields as keywords (``main(crop_size=64)``), as :func:`checked` gathers
+    them. Field names are unique among a command's options."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of an entry point: a parameter of its ``main``, or a field of one of its :class:`Group` s
+    (``group``: the parameter holding it)."""
+
+    name: str
+    type: Any
+    default: Any  # EMPTY: required
+    group: str | None = None
+
+
+def _group_class(tp: Any) -> type | None:
+    return tp if isinstance(tp, type) and issubclass(tp, Group) and dataclasses.is_dataclass(tp) else None
+
+
+@functools.cache
+def groups_of(fn: Callable[..., Any]) -> dict[str, type]:
+    """``fn``'s :class:`Group` parameters: {parameter name: its dataclass}."""
+    fn = inspect.unwrap(fn)
+    hints = _hints(fn)
+    return {n: c for n in params_of(fn) if (c := _group_class(hints.get(n))) is not None}
+
+
+@functools.cache
+def options_of(fn: Callable[..., Any]) -> dict[str, Option]:
+    """Every option of ``fn``, flat, in order: its parameters, each :class:`Group` parameter replaced by the
+    group's fields."""
+    fn = inspect.unwrap(fn)
+    hints, groups, out = _hints(fn), groups_of(fn), {}
+    for name, param in params_of(fn).items():
+        if name not in groups:
+            out[name] = Option(name, hints.get(name, Any), param.default)
+            continue
+        cls = groups[name]
+        field_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if f.name in out:
+                raise TypeError(f"{fn.__module__}.{fn.__qualname__}: option {f.name} is in two places (group {name} "
+                                f"and {out[f.name].group or 'a parameter'}); name each option once")
+            default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                       if f.default_factory is not dataclasses.MISSING else EMPTY)
+            out[f.name] = Option(f.name, field_hints[f.name], default, name)
+    return out
+
+
+def grouped(fn: Callable[..., Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``fn``'s keyword arguments from flat option values (:func:`options_of`'s names): each group's fields become
+    one object of its dataclass (fields not given take their defaults); other values pass through."""
+    opts, groups = options_of(fn), groups_of(fn)
+    kwargs = {k: v for k, v in values.items() if not (k in opts and opts[k].group)}
+    for g, cls in groups.items():
+        fields = {k: v for k, v in values.items() if k in opts and opts[k].group == g}
+        if fields or g not in kwargs:
+            base = kwargs.get(g)
+            kwargs[g] = dataclasses.replace(base, **fields) if base is not None else cls(**fields)
+    return kwargs
+
+
+def flat(options: Any) -> dict[str, Any]:
+    """A :class:`Group` object's fields as {name: value} (not recursively: a field holding a dataclass stays one)."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.init}
 
 
 # ---------------------------------------------------------------- direct calls
@@ -100,21 +179,43 @@ def checked(fn: F) -> F:
 
     The arguments given whose type is constrained (a bound, a ``Literal``, a dataclass with such fields, or a list
     of them) are checked with :func:`check_options`, the source named ``module.function``; a problem is a
-    :class:`ConfigError`. The values ``fn`` receives are the caller's. :func:`segcap.cli.run` calls the function
-    underneath (``__wrapped__``), its values checked already."""
+    :class:`ConfigError`. The values ``fn`` receives are the caller's; a :class:`Group`'s fields given as keywords
+    become its object (:func:`gathers`), a group object given is checked by :func:`field_problems`. :func:`segcap.cli.run`
+    calls the function underneath (``__wrapped__``), its values checked already."""
+    call = _gathering(fn, check=True)
+    call.__checked__ = True  # type: ignore[attr-defined]
+    return typing.cast(F, call)
+
+
+def gathers(fn: F) -> F:
+    """Let a direct call give a :class:`Group`'s fields as keywords (``main(run_dir=...)``): they become the group's
+    object (:func:`grouped`); nothing is checked here (for an entry point that checks all its options itself, every
+    problem at once)."""
+    return typing.cast(F, _gathering(fn, check=False))
+
+
+def _gathering(fn: Callable[..., Any], check: bool) -> Callable[..., Any]:
     signature = inspect.signature(fn)
     source = f"{fn.__module__}.{fn.__qualname__}".removesuffix(".main")
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        hints = _hints(fn)
-        given = {k: v for k, v in signature.bind(*args, **kwargs).arguments.items() if _constrained(hints.get(k))}
-        if given:
-            check_options(fn, given, source)
-        return fn(*args, **kwargs)
+        opts, groups = options_of(fn), groups_of(fn)
+        fields = {k: kwargs.pop(k) for k in list(kwargs) if k in opts and opts[k].group}
+        bound = signature.bind(*args, **kwargs).arguments
+        both = sorted({opts[k].group for k in fields} & set(bound))
+        if both:
+            raise TypeError(f"{source}: give {both[0]}= or its fields as keywords, not both")
+        values = {**bound, **fields}
+        if check:
+            given = {k: values[k] for k in opts if k in values and k not in groups and _constrained(opts[k].type)}
+            problems = option_problems(fn, given, source) if given else []
+            problems += [p for g in groups if g in bound for p in field_problems(bound[g], source)]
+            if problems:
+                raise ConfigError(problems)
+        return fn(**grouped(fn, values)) if groups else fn(*args, **kwargs)
 
-    call.__checked__ = True  # type: ignore[attr-defined]
-    return typing.cast(F, call)
+    return call
 
 
 def field_problems(obj: Any, source: str | None = None) -> list[str]:
@@ -198,20 +299,20 @@ def typed_options(fn: Callable[..., Any], options: dict[str, Any], source: str, 
     """Convert and check ``options`` against ``fn``'s signature; return (typed values, problems). ``flags``: the
     values are command-line strings, named as flags (``--batch-size``) in the problems."""
     fn = inspect.unwrap(fn)  # a checked function and the one underneath: one parser
-    params, hints = params_of(fn), _hints(fn)
+    params = options_of(fn)
     values: dict[str, Any] = {}
     problems: list[str] = []
     unknown = []
-    for key, value in options.items():
+    for key, value in _ungrouped(fn, options).items():
         name = str(key).replace("-", "_")
         if name not in params:
             unknown.append(str(key))
             continue
         label = flag(name) if flags else name
-        tp = hints.get(name, Any)
+        tp = params[name].type
         shown = " ".join(map(str, value)) if flags and isinstance(value, list) else repr(value)
         expected = f"expected {describe(tp)}"
-        if params[name].default is not inspect.Parameter.empty:
+        if params[name].default is not EMPTY:
             expected += f" (default: {show_default(params[name].default)})"
         if value is None and not _allows_none(tp):
             problems.append(f"{source}: {label} cannot be null; {expected}")
@@ -233,6 +334,20 @@ def typed_options(fn: Callable[..., Any], options: dict[str, Any], source: str, 
 _INVALID = object()
 
 
+def _ungrouped(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a group written as a mapping under its name (``data: {crop_size: 64}``) made flat."""
+    groups = groups_of(fn)
+    if not any(str(k).replace("-", "_") in groups and isinstance(v, dict) for k, v in options.items()):
+        return options
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if str(key).replace("-", "_") in groups and isinstance(value, dict):
+            out.update(value)
+        else:
+            out[key] = value
+    return out
+
+
 def _parse_value(parser: ArgumentParser, name: str, value: Any) -> Any:
     """jsonargparse's typed ``value`` for the option ``name`` of ``parser``, or :data:`_INVALID`."""
     try:
@@ -245,7 +360,10 @@ def _parse_value(parser: ArgumentParser, name: str, value: Any) -> Any:
 def _typed_parser(fn: Callable[..., Any]) -> ArgumentParser:
     """jsonargparse's parser for ``fn``'s signature: it converts and checks values, one key at a time."""
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_function_arguments(fn, as_group=False, skip={"self"})  # a method's self: no option
+    groups = groups_of(fn)
+    parser.add_function_arguments(fn, as_group=False, skip={"self", *groups})  # a method's self: no option
+    for cls in groups.values():  # each group's fields, flat (no nested key): the class is their one source
+        parser.add_class_arguments(cls, None, as_group=False)
     for action in parser._actions:  # one key is checked at a time: the command line reports missing options itself
         action.required = False
     return parser
@@ -288,12 +406,13 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def hints_of(fn: Callable[..., Any]) -> dict[str, Any]:
-    """``fn``'s parameter types, resolved."""
-    return _hints(fn)
+    """The types of ``fn``'s options (:func:`options_of`), resolved."""
+    return {n: o.type for n, o in options_of(fn).items()}
 
 
 def arg_docs(fn: Callable[..., Any]) -> dict[str, str]:
-    """Each parameter's line of ``fn``'s docstring (``Args:``), on one line, as jsonargparse read it."""
+    """Each option's line of ``fn``'s docstring (``Args:``) or of its group's (``Attributes:``), on one line, as
+    jsonargparse read it."""
     return {a.dest: " ".join((a.help or "").split()) for a in _typed_parser(inspect.unwrap(fn))._actions}
 
 

@@ -57,7 +57,7 @@ import importlib.util
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -73,11 +73,12 @@ from torch.utils.data import DataLoader, Subset
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.drone import DroneDataset
 from aerialdata.sources import LabelledSource, SourceSpec, open_source
+from segcap import cli
 from segcap.atomic import atomic_path, write_json, write_text
-from segcap.cli import run
 from segcap.errors import ConfigError, DataError
 from segcap.options import (
     Factor,
+    Group,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -131,29 +132,69 @@ RESOLVED_SHARE = 0.5  # a class with fewer of its pixels in 2x2 blocks than this
 
 
 # ---------------------------------------------------------------- typed configuration
+# The four groups of main's options, each option written once (name, type with bounds, default, help); the command
+# line reads them as flat flags (segcap.options.Group), config.yaml records them flat.
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the images come from and how training samples are drawn.
+class DataConfig(Group):
+    """Training data: where the images come from and how training samples are drawn.
 
-    Two forms: ``sources`` with ``caption_gsd`` (``data_root`` and ``target_scale`` None), or the one drone set
-    ``data_root`` with ``target_scale`` (``sources`` and ``caption_gsd`` None).
+    Two forms: ``sources`` with ``caption_gsd`` (``data_root`` and ``target_scale`` empty), or the one drone set
+    ``data_root`` with ``target_scale`` (``sources`` and ``caption_gsd`` empty; :meth:`resolved` fills their
+    defaults).
+
+    Attributes:
+        data_root: the one-drone-set form: a drone-format dataset (original_images/, label_images_semantic/);
+            empty: data/synthetic/drone, or nothing when sources are given.
+        classes: class table: seed10, aerial10 or a YAML path.
+        eval_captions: caption-set root with label_images_semantic/ masks; its split's mIoU is reported per epoch.
+        eval_split: split of the caption set to measure (test: the figure that matters).
+        caption_scale: resize factor for caption-set images (1.0: they are at the target ground resolution).
+        target_scale: the one-drone-set form: resize factor bringing the drone photos to the caption set's ground
+            resolution (0.25: 4x smaller); empty: 0.25, or nothing when sources are given.
+        scale_jitter: random scale factor drawn log-uniformly in [target/jitter, target*jitter]; 1: none.
+        crop_size: training crop side after scaling (multiple of 32).
+        crops_per_image: random crops drawn from each training image per epoch (with sources: per crop-sized area
+            of the image at its training scale, at least one per image).
+        cache_images: keep decoded training images in memory (faster epochs, more RAM).
+        val_fraction: share of the files held out for validation (split by file, seeded), for a source without a
+            published val split.
+        limit: use only the first N files of the dataset (of each source).
+        workers: DataLoader worker processes (0: load in the main process).
+        sources: labelled sources to train on together (a list in the --config YAML), each {kind:
+            drone|loveda|openearthmap|folder, root: path, gsd: metres per pixel (empty: the published or synthetic
+            marker's value), class_map: YAML (empty: the shipped map)}; needs caption_gsd, and data_root and
+            target_scale left empty. Each image gives crops_per_image crops per crop-sized area at its training
+            scale, so every source's pixels are drawn about equally often.
+        caption_gsd: the caption set's ground resolution in metres per pixel; each source trains at scale
+            (its gsd / caption_gsd), jittered by scale_jitter. Only with sources.
     """
 
-    data_root: Path | None
-    classes: str
-    eval_captions: Path | None
-    eval_split: str
-    caption_scale: float
-    target_scale: float | None
-    scale_jitter: float
-    crop_size: int
-    crops_per_image: int
-    cache_images: bool
-    val_fraction: float
-    limit: int | None
-    workers: int
-    sources: tuple[SourceSpec, ...] | None = None
-    caption_gsd: float | None = None
+    data_root: Path | None = None
+    classes: str = "seed10"
+    eval_captions: Path | None = None
+    eval_split: Literal["train", "val", "test"] = "test"
+    caption_scale: PositiveFloat = 1.0
+    target_scale: PositiveFloat | None = None
+    scale_jitter: Factor = 1.25
+    crop_size: int = 160
+    crops_per_image: PositiveInt = 1
+    cache_images: bool = False
+    val_fraction: UnitFraction = 0.2
+    limit: int | None = None
+    workers: NonNegativeInt = 0
+    sources: list[SourceSpec] | None = None
+    caption_gsd: PositiveFloat | None = None
+
+    def resolved(self) -> DataConfig:
+        """The options as the run uses them: the one-drone-set form's defaults filled in, paths as paths, the
+        sources as :class:`SourceSpec` s (a tuple)."""
+        legacy = self.sources is None
+        return replace(
+            self, data_root=Path(self.data_root) if self.data_root else LEGACY_DATA_ROOT if legacy else None,
+            eval_captions=Path(self.eval_captions) if self.eval_captions else None,
+            target_scale=(self.target_scale if self.target_scale is not None or not legacy
+                          else LEGACY_TARGET_SCALE),
+            sources=None if legacy else tuple(_source_spec(s, k) for k, s in enumerate(self.sources)))
 
     def problems(self) -> list[str]:
         out = self._form_problems()
@@ -210,12 +251,21 @@ def form_problems(sources: list | tuple | None, caption_gsd: float | None, data_
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """The network: smp.Unet(mobilenet_v2) with these decoder widths, from random, smp's ImageNet or local encoder
-    weights."""
+class ModelConfig(Group):
+    """Model: smp.Unet(mobilenet_v2) with these decoder widths, from random, smp's ImageNet or local encoder weights.
 
-    encoder_weights: Path | None
-    decoder_channels: tuple[int, ...]
+    Attributes:
+        encoder_weights: imagenet (smp's ImageNet weights: from the Hugging Face cache, or downloaded when online),
+            a local encoder state-dict file (.pth or .safetensors, e.g. torchvision mobilenet_v2); empty: random init.
+        decoder_channels: UNet decoder widths, 5 stages (smaller is faster on CPU).
+        freeze_encoder: train the decoder only: the encoder keeps the weights it was loaded with (and its BatchNorm
+            statistics). With few labelled images and ImageNet weights this keeps the encoder's features for the
+            scene head (segmentation.scene): on UCM, 5 epochs on one LoveDA tile took a trainable ImageNet
+            encoder's scene accuracy from 0.91 to 0.68 (val).
+    """
+
+    encoder_weights: Path | None = None
+    decoder_channels: tuple[PositiveInt, ...] = (128, 64, 32, 16, 16)
     freeze_encoder: bool = False
 
     def problems(self) -> list[str]:
@@ -231,33 +281,58 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """Loss, optimiser and schedule."""
+class OptimConfig(Group):
+    """Optimisation: loss, optimiser and schedule.
 
-    batch_size: int
-    epochs: int
-    max_steps: int | None
-    lr: float
-    weight_decay: float
-    schedule: Literal["onecycle", "cosine"]
-    loss: Literal["ce", "ce+dice"]
+    Attributes:
+        batch_size: crops per optimizer step (per process under torchrun).
+        epochs: passes over the training images.
+        max_steps: stop after this many optimizer steps in all (smoke tests); empty: no limit.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        schedule: onecycle (warm-up then anneal) or cosine (anneal from lr).
+        loss: ce (cross-entropy) or ce+dice (cross-entropy plus multiclass Dice).
+    """
+
+    batch_size: PositiveInt = 8
+    epochs: PositiveInt = 12
+    max_steps: PositiveInt | None = None
+    lr: PositiveFloat = 3e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    loss: Literal["ce", "ce+dice"] = "ce"
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Output folder, devices, evaluation rhythm, logging."""
+class RunConfig(Group):
+    """Run: output folder, devices, evaluation rhythm, logging.
 
-    out: Path
-    eval_every: int
-    seed: int
-    device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "fp16", "bf16"]
-    threads: int | None
-    samples: int
-    resume: bool
-    overwrite: bool
-    progress: bool
-    tensorboard: bool
+    Attributes:
+        out: output checkpoint folder.
+        eval_every: evaluate (and keep the best weights) every N epochs and after the last; evaluation at full
+            resolution can cost more than an epoch of training.
+        seed: seed of the split, initialisation, data order and augmentation.
+        device: auto (CUDA when available), cpu or cuda.
+        precision: auto (bf16 on CUDA where supported, else fp16; fp32 on CPU), fp32, fp16 (CUDA) or bf16.
+        threads: torch CPU threads; empty: torch's default (divided among processes under torchrun).
+        samples: images in the image | truth | prediction figures.
+        resume: continue from out/last/ (same options).
+        overwrite: replace an existing checkpoint folder.
+        progress: show progress bars.
+        tensorboard: also log loss, learning rate and mIoU per epoch to out/tensorboard (needs the tensorboard extra).
+    """
+
+    out: Path = Path("runs/segmentation")
+    eval_every: PositiveInt = 1
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    threads: PositiveInt | None = None
+    samples: NonNegativeInt = 3
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    tensorboard: bool = False
 
     def problems(self) -> list[str]:
         out = []
@@ -400,120 +475,15 @@ def _saved_options(out: Path) -> dict | str:
 
 # ---------------------------------------------------------------- entry point
 @checked
-def main(
-    data_root: Path | None = None,
-    out: Path = Path("runs/segmentation"),
-    classes: str = "seed10",
-    sources: list[SourceSpec] | None = None,
-    caption_gsd: PositiveFloat | None = None,
-    eval_captions: Path | None = None,
-    eval_split: Literal["train", "val", "test"] = "test",
-    caption_scale: PositiveFloat = 1.0,
-    encoder_weights: Path | None = None,
-    decoder_channels: tuple[PositiveInt, ...] = (128, 64, 32, 16, 16),
-    freeze_encoder: bool = False,
-    target_scale: PositiveFloat | None = None,
-    scale_jitter: Factor = 1.25,
-    crop_size: int = 160,
-    crops_per_image: PositiveInt = 1,
-    cache_images: bool = False,
-    batch_size: PositiveInt = 8,
-    epochs: PositiveInt = 12,
-    max_steps: PositiveInt | None = None,
-    eval_every: PositiveInt = 1,
-    lr: PositiveFloat = 3e-3,
-    weight_decay: NonNegativeFloat = 1e-4,
-    schedule: Literal["onecycle", "cosine"] = "onecycle",
-    loss: Literal["ce", "ce+dice"] = "ce",
-    val_fraction: UnitFraction = 0.2,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: NonNegativeInt = 0,
-    device: Literal["auto", "cpu", "cuda"] = "auto",
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
-    threads: PositiveInt | None = None,
-    samples: NonNegativeInt = 3,
-    tensorboard: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict:
+def main(data: DataConfig = DataConfig(), model: ModelConfig = ModelConfig(), optim: OptimConfig = OptimConfig(),
+         run: RunConfig = RunConfig()) -> dict:
     """Train smp.Unet(mobilenet_v2) on labelled sources grouped by a class table; write a checkpoint folder.
 
-    Args:
-        data_root: the one-drone-set form: a drone-format dataset (original_images/, label_images_semantic/);
-            empty: data/synthetic/drone, or nothing when sources are given.
-        out: output checkpoint folder.
-        classes: class table: seed10, aerial10 or a YAML path.
-        sources: labelled sources to train on together (a list in the --config YAML), each {kind:
-            drone|loveda|openearthmap|folder, root: path, gsd: metres per pixel (empty: the published or synthetic
-            marker's value), class_map: YAML (empty: the shipped map)}; needs caption_gsd, and data_root and
-            target_scale left empty. Each image gives crops_per_image crops per crop-sized area at its training
-            scale, so every source's pixels are drawn about equally often.
-        caption_gsd: the caption set's ground resolution in metres per pixel; each source trains at scale
-            (its gsd / caption_gsd), jittered by scale_jitter. Only with sources.
-        eval_captions: caption-set root with label_images_semantic/ masks; its split's mIoU is reported per epoch.
-        eval_split: split of the caption set to measure (test: the figure that matters).
-        caption_scale: resize factor for caption-set images (1.0: they are at the target ground resolution).
-        encoder_weights: imagenet (smp's ImageNet weights: from the Hugging Face cache, or downloaded when online),
-            a local encoder state-dict file (.pth or .safetensors, e.g. torchvision mobilenet_v2); empty: random init.
-        decoder_channels: UNet decoder widths, 5 stages (smaller is faster on CPU).
-        target_scale: the one-drone-set form: resize factor bringing the drone photos to the caption set's ground
-            resolution (0.25: 4x smaller); empty: 0.25, or nothing when sources are given.
-        scale_jitter: random scale factor drawn log-uniformly in [target/jitter, target*jitter]; 1: none.
-        crop_size: training crop side after scaling (multiple of 32).
-        crops_per_image: random crops drawn from each training image per epoch (with sources: per crop-sized area
-            of the image at its training scale, at least one per image).
-        cache_images: keep decoded training images in memory (faster epochs, more RAM).
-        batch_size: crops per optimizer step (per process under torchrun).
-        epochs: passes over the training images.
-        max_steps: stop after this many optimizer steps in all (smoke tests); empty: no limit.
-        eval_every: evaluate (and keep the best weights) every N epochs and after the last; evaluation at full
-            resolution can cost more than an epoch of training.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        schedule: onecycle (warm-up then anneal) or cosine (anneal from lr).
-        loss: ce (cross-entropy) or ce+dice (cross-entropy plus multiclass Dice).
-        val_fraction: share of the files held out for validation (split by file, seeded), for a source without a
-            published val split.
-        limit: use only the first N files of the dataset (of each source).
-        seed: seed of the split, initialisation, data order and augmentation.
-        workers: DataLoader worker processes (0: load in the main process).
-        device: auto (CUDA when available), cpu or cuda.
-        precision: auto (bf16 on CUDA where supported, else fp16; fp32 on CPU), fp32, fp16 (CUDA) or bf16.
-        threads: torch CPU threads; empty: torch's default (divided among processes under torchrun).
-        samples: images in the image | truth | prediction figures.
-        tensorboard: also log loss, learning rate and mIoU per epoch to out/tensorboard (needs the tensorboard extra).
-        resume: continue from out/last/ (same options).
-        overwrite: replace an existing checkpoint folder.
-        progress: show progress bars.
-        freeze_encoder: train the decoder only: the encoder keeps the weights it was loaded with (and its BatchNorm
-            statistics). With few labelled images and ImageNet weights this keeps the encoder's features for the
-            scene head (segmentation.scene): on UCM, 5 epochs on one LoveDA tile took a trainable ImageNet
-            encoder's scene accuracy from 0.91 to 0.68 (val).
+    The options are the fields of the four groups below, flat: main(crop_size=64) from Python, --crop-size 64 on
+    the command line, crop_size: 64 in a config (or data: {crop_size: 64}).
     """
     # 1. validate: one typed, frozen configuration; every problem reported at once, before any work
-    legacy = sources is None  # the one-drone-set form, with its defaults
-    cfg = TrainConfig(
-        data=DataConfig(
-            data_root=Path(data_root) if data_root else LEGACY_DATA_ROOT if legacy else None, classes=classes,
-            eval_captions=Path(eval_captions) if eval_captions else None, eval_split=eval_split,
-            caption_scale=caption_scale,
-            target_scale=target_scale if target_scale is not None or not legacy else LEGACY_TARGET_SCALE,
-            scale_jitter=scale_jitter, crop_size=crop_size, crops_per_image=crops_per_image,
-            cache_images=cache_images, val_fraction=val_fraction, limit=limit, workers=workers,
-            sources=None if legacy else tuple(_source_spec(s, k) for k, s in enumerate(sources)),
-            caption_gsd=caption_gsd,
-        ),
-        model=ModelConfig(encoder_weights=Path(encoder_weights) if encoder_weights else None,
-                          decoder_channels=tuple(int(c) for c in decoder_channels),
-                          freeze_encoder=freeze_encoder),
-        optim=OptimConfig(batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
-                          weight_decay=weight_decay, schedule=schedule, loss=loss),
-        run=RunConfig(out=Path(out), eval_every=eval_every, seed=seed, device=device, precision=precision,
-                      threads=threads, samples=samples, resume=resume, overwrite=overwrite, progress=progress,
-                      tensorboard=tensorboard),
-    )
+    cfg = TrainConfig(data=data.resolved(), model=model, optim=optim, run=run)
     validate(cfg)
     folder = output_folder(cfg)
     folder.check(cfg.options())  # writable, not clobbered, a --resume that can resume with these options
@@ -526,10 +496,10 @@ def main(
     try:
         # 3. data: each source split (published val split, else by file) into scaled training crops and whole val
         #    images, every file's header read; the caption set for the figure that matters
-        data = build_data(cfg, acc, table, opened)
+        prepared = build_data(cfg, acc, table, opened)
 
         # 4. model (its encoder weights loaded: a file that does not fit stops here), loss
-        model = build_network(cfg, data.table, acc)
+        net = build_network(cfg, prepared.table, acc)
         loss_fn = build_loss(cfg.optim.loss)
 
         # 5. output folder: one writer at a time; fresh, --overwrite or --resume (options checked), created only now;
@@ -537,11 +507,11 @@ def main(
         with folder.hold(cfg.options(), acc.is_main_process, acc.wait_for_everyone,
                          has_checkpoint=lambda: resumable(cfg.run.out)):
             # 6. optimiser, schedule, accelerate; the state of out/last/ with --resume
-            job = setup(cfg, acc, model, data)
+            job = setup(cfg, acc, net, prepared)
             # 7. epochs: fit, evaluate every eval_every epochs and after the last, save the state
-            fit(cfg, acc, job, data, loss_fn)
+            fit(cfg, acc, job, prepared, loss_fn)
             # 8. final metrics and figures of the best weights
-            return save(cfg, acc, job, data)
+            return save(cfg, acc, job, prepared)
     finally:
         acc.end_training()  # closes TensorBoard, destroys the process group under torchrun
         AcceleratorState._reset_state(reset_partial_state=True)  # leaves no device set-up to a later caller
@@ -1138,4 +1108,4 @@ def _figures(out: Path, table: ClassTable, cfg: dict, best: dict, history: list[
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

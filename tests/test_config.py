@@ -3,6 +3,7 @@ pipeline sections are refused alike (wrong type, invalid choice, unknown key), w
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -21,9 +22,20 @@ from evaluation import score
 from llm import finetune, generate
 from pipeline import caption
 from pipeline import run as prun
+from pipeline.stages.base import PipelineOptions, Run
 from segcap.cli import parse, run
 from segcap.errors import ConfigError
-from segcap.options import NonNegativeInt, PositiveInt, check_options, config_kwargs
+from segcap.options import (
+    EMPTY,
+    Group,
+    NonNegativeInt,
+    PositiveInt,
+    check_options,
+    checked,
+    config_kwargs,
+    hints_of,
+    options_of,
+)
 from segmentation import predict, scene, train
 from synthetic import generate as synth
 from synthetic import grid
@@ -78,12 +90,12 @@ def test_every_config_has_a_command():
 def test_config_parses_against_its_command(name):
     fn = COMMAND_OF[name]
     kwargs = config_kwargs(fn, CONFIGS / name)
-    params = inspect.signature(fn).parameters
+    params = options_of(fn)  # its parameters, a group's fields in place of the group
     assert kwargs and set(kwargs) <= set(params)
     # through the command line too, with what the file leaves required given as flags
     args = ["--config", str(CONFIGS / name)]
     for key, p in params.items():
-        if p.default is inspect.Parameter.empty and key not in kwargs:
+        if p.default is EMPTY and key not in kwargs:
             args += [f"--{key}", f"{key}.x"]
     parsed = parse(fn, args)
     assert {k: parsed[k] for k in kwargs} == kwargs
@@ -268,9 +280,81 @@ MINE = [synth.main, grid.main, train.main, predict.main, scene.main, extract.mai
 @pytest.mark.parametrize("fn", MINE, ids=lambda f: f.__module__)
 def test_entry_points_are_checked_and_share_the_runtime_names(fn):
     assert getattr(fn, "__checked__", False), f"{fn.__module__}.main lacks @segcap.options.checked"
-    hints = typing.get_type_hints(fn)
+    hints = hints_of(fn)  # every option, a group's fields included
     assert not {"num_threads", "num_workers"} & set(hints), "the runtime options are threads and workers"
     if "threads" in hints:
-        assert hints["threads"] == PositiveInt | None and inspect.signature(fn).parameters["threads"].default is None
+        assert hints["threads"] == PositiveInt | None and options_of(fn)["threads"].default is None
     if "workers" in hints:
         assert hints["workers"] is NonNegativeInt
+
+
+# ---------------------------------------------------------------- option groups: a dataclass is the one source
+@dataclasses.dataclass(frozen=True)
+class _Sizes(Group):
+    """Sizes: how big things are.
+
+    Attributes:
+        side: the side in pixels.
+        count: how many.
+    """
+
+    side: int = 32
+    count: PositiveInt = 2
+
+
+def _toy(out: Path, sizes: _Sizes = _Sizes(), seed: int = 0) -> dict:
+    """A toy command.
+
+    Args:
+        out: where.
+        seed: the seed.
+    """
+    return {"out": out, "sizes": sizes, "seed": seed}
+
+
+def test_a_group_is_flat_flags_flat_or_nested_yaml_and_flat_keywords(tmp_path, capsys):
+    assert list(options_of(_toy)) == ["out", "side", "count", "seed"]  # the fields, in the group's place
+    (tmp_path / "flat.yaml").write_text("side: 64\ncount: 3\n")
+    (tmp_path / "nested.yaml").write_text("sizes: {side: 64, count: 3}\n")
+    for name in ("flat.yaml", "nested.yaml"):
+        got = run(_toy, ["--config", str(tmp_path / name), "--out", "o", "--seed", "1"])
+        assert got == {"out": Path("o"), "sizes": _Sizes(side=64, count=3), "seed": 1}
+    assert run(_toy, ["--out", "o", "--count", "5"])["sizes"] == _Sizes(count=5)  # the rest: the field defaults
+    with pytest.raises(SystemExit) as e:
+        run(_toy, ["--out", "o", "--count", "0", "--sidee", "3"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--count '0' is invalid; expected an integer >= 1 (default: 2)" in err
+    assert "--sidee (did you mean --side?)" in err
+    with pytest.raises(SystemExit):
+        parse(_toy, ["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Sizes: how big things are: --side SIDE the side in pixels. (an integer; default: 32)" in out
+    # from Python: the group object, or its fields as keywords, each checked like a flag
+    toy = checked(_toy)
+    assert toy("o", side=8) == {"out": "o", "sizes": _Sizes(side=8), "seed": 0}
+    assert toy("o", sizes=_Sizes(side=8))["sizes"] == _Sizes(side=8)
+    for call in (lambda: toy("o", count=0), lambda: toy("o", sizes=_Sizes(count=0))):
+        with pytest.raises(ConfigError, match="count 0 is invalid; expected an integer >= 1"):
+            call()
+    with pytest.raises(TypeError, match="give sizes= or its fields"):
+        toy("o", sizes=_Sizes(), side=8)
+
+
+def test_an_option_named_in_two_places_is_refused():
+    def twice(side: int = 1, sizes: _Sizes = _Sizes()) -> None:
+        """Twice."""
+
+    with pytest.raises(TypeError, match="option side is in two places"):
+        options_of(twice)
+
+
+def test_the_options_of_segmentation_train_and_pipeline_run_are_their_groups_fields():
+    """Each option is written once: in its group's dataclass, which the command line, the YAML check, the record of
+    a training and the pipeline's Run all read."""
+    fields = [f.name for cls in (train.DataConfig, train.ModelConfig, train.OptimConfig, train.RunConfig)
+              for f in dataclasses.fields(cls)]
+    assert list(options_of(train.main)) == fields
+    assert [p for p in inspect.signature(train.main.__wrapped__).parameters] == ["data", "model", "optim", "run"]
+    pipeline_fields = [f.name for f in dataclasses.fields(PipelineOptions)]
+    assert list(options_of(prun.main)) == [*pipeline_fields, "force", "from_stage", "only"]
+    assert {f.name for f in dataclasses.fields(Run)} >= set(pipeline_fields)  # Run extends them, never repeats

@@ -77,9 +77,9 @@ options = {k: v for k, v in parsed.items() if k not in ("force", "from_stage", "
 run = prun.make_run(**options, sources=prun.section_sources(["--config", "configs/pipeline/synthetic.yaml"]))
 out["demo_run"] = {"systems": list(run.systems), "llm_file": sorted(run.llm_file), "seg_file": sorted(run.segmentation_file)}
 # pipeline.run's own defaults, <its parent folder>/configs/..., are the shipped files where no configs/ is beside it
-import inspect
 from captioners.registry import ARCHS
-defaults = [inspect.signature(prun.main).parameters[k].default for k in ("segmentation_config", "composition_config", "llm_config")]
+from segcap.options import options_of
+defaults = [options_of(prun.main)[k].default for k in ("segmentation_config", "composition_config", "llm_config")]
 out["run_defaults"] = {str(p): [str(config_path(p)), sorted(load_yaml(p))]
                        for p in [*defaults, *(a.config for a in ARCHS.values())] if p}
 print(json.dumps(out))

@@ -4,7 +4,6 @@ configs, bad input. The real stages on a tiny set are in test_pipeline_e2e.py.""
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from pipeline.stages import data as data_stage
 from pipeline.stages import llm as llm_stage
 from segcap.cli import config_kwargs, parse
 from segcap.errors import ConfigError, DatasetNotFoundError
+from segcap.options import options_of
 
 STAGES = executor.names()
 
@@ -209,10 +209,10 @@ def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
     run = prun.make_run(**{**dict(run_dir=cfg["run_dir"], data_root=cfg["data_root"], drone_root=None,
                                   captions_root=None, captions_json="dataset_rsicd.json", images_dir="RSICD_images",
                                   generate=True, synthetic=None, classes="aerial10",
-                                  segmentation_config=prun.REPO / "configs" / "segmentation.yaml",
+                                  segmentation_config=REPO / "configs" / "segmentation.yaml",
                                   segmentation_checkpoint=None, segmentation=None, caption_scale=1.0,
-                                  composition_config=prun.REPO / "configs" / "composition.yaml",
-                                  llm_config=prun.REPO / "configs" / "llm" / "tiny.yaml", llm=None, num_beams=3,
+                                  composition_config=REPO / "configs" / "composition.yaml",
+                                  llm_config=REPO / "configs" / "llm" / "tiny.yaml", llm=None, num_beams=3,
                                   systems=("pipeline", "pipeline_rag", "rag_only"), split="test", progress=False),
                            "retrieval_k": 4, "retrieval_captions": 2})
     for stage in ("llm", "rag", "rag_only"):  # the real bodies (fake_run's stand-ins are in the table)
@@ -445,7 +445,7 @@ def test_replaced_checkpoint_weights_rerun_the_chain(fake_run, tmp_path):
 
 def _options(tmp_path: Path, **over) -> dict:
     """pipeline.run's options with their defaults (what make_run takes), under tmp_path."""
-    params = inspect.signature(prun.main).parameters
+    params = options_of(prun.main)
     opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
     return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
 
@@ -548,7 +548,7 @@ def test_captioner_entries_checked_with_the_rest_before_any_stage(fake_run, tmp_
 def _defaults(cfg: dict) -> dict:
     """pipeline.run's defaults as make_run takes them, with ``cfg`` over them."""
     skip = ("force", "from_stage", "only")
-    params = {k: p.default for k, p in inspect.signature(prun.main).parameters.items() if k not in skip}
+    params = {k: p.default for k, p in options_of(prun.main).items() if k not in skip}
     return {**params, **cfg}
 
 

@@ -7,7 +7,6 @@ The caption set is made here, in tmp_path: a Karpathy JSON under a name other th
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from pipeline.report import per_class_md, ratios
 from pipeline.stages import STAGES
 from pipeline.stages.base import hashed
 from pipeline.systems import SYSTEMS, notes
+from segcap.options import options_of
 from segmentation.model import CONFIG_FORMAT
 
 JSON, IMAGES = "dataset_tiny.json", "imgs"
@@ -156,7 +156,7 @@ def test_per_class_table_has_a_row_per_class_and_a_column_per_system():
 
 
 def _options(tmp_path: Path, **over) -> dict:
-    params = inspect.signature(prun.main).parameters
+    params = options_of(prun.main)
     opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
     return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
 

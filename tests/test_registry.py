@@ -22,6 +22,7 @@ from pipeline.stages import STAGES, Run, Stage, register
 from pipeline.stages.base import hashed
 from pipeline.systems import SYSTEMS, System, notes
 from pipeline.systems import register as register_system
+from segcap.options import options_of
 
 TOY = {"caption": "a toy caption ."}  # the toy stage's one option, changed by a test
 ITEMS = [("a_1.png", "train", ["a field .", "grass ."]), ("a_2.png", "train", ["a road .", "a street ."]),
@@ -129,8 +130,7 @@ def _record(image: str) -> dict:
 
 def _defaults() -> dict:
     """pipeline.run.main's defaults, as make_run takes them."""
-    import inspect
 
     skip = ("force", "from_stage", "only")
-    return {k: p.default for k, p in inspect.signature(prun.main).parameters.items() if k not in skip} | {
+    return {k: p.default for k, p in options_of(prun.main).items() if k not in skip} | {
         "data_root": Path("unused")}

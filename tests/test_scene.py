@@ -2,7 +2,6 @@
 Segmenter.scenes, segmentation.predict's scenes.json, pipeline.caption's records and the pipeline's scenes stage."""
 
 import hashlib
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -23,6 +22,7 @@ from pipeline.stages.base import hashed
 from pipeline.stages.llm import LLM_STAGES
 from segcap.cli import run
 from segcap.errors import ConfigError
+from segcap.options import options_of
 from segmentation import predict, scene
 from segmentation.model import (
     CONFIG_FORMAT,
@@ -192,7 +192,7 @@ def test_one_image_caption_records_carry_the_scenes(fitted, caption_lm, tmp_path
 
 def _options(tmp_path: Path, **over) -> dict:
     """pipeline.run's options with their defaults (what make_run takes), under tmp_path."""
-    params = inspect.signature(prun.main).parameters
+    params = options_of(prun.main)
     opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
     return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
 
