@@ -465,7 +465,7 @@ class HFJob(Job):
                 out.append(f"image_size {o['image_size']} must be a multiple of tiny_model.patch_size {patch}")
             return out
         out = []
-        if o["tiny_model"] is not None and "tiny_model" in arch.options:
+        if o["tiny_model"] is not None and "tiny_model" in arch.option_names:
             out.append("tiny_model applies when no checkpoint is given; a checkpoint brings its own sizes")
         if o["image_size"] != defaults["image_size"]:
             out.append(f"image_size applies to a model built here; a {arch.name} checkpoint brings its own image "

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import inspect
 import io
 import math
 import os
@@ -61,12 +60,20 @@ from captioners.data import (
     split_items,
     unreadable_images_problem,
 )
-from captioners.registry import ARCHS, Arch, arch_entry, foreign_options
+from captioners.registry import (
+    ARCHS,
+    Arch,
+    CnnLstmTrainOptions,
+    PretrainedOptions,
+    TinyVitGpt2Options,
+    arch_entry,
+    foreign_options,
+)
 from captioners.text import SPECIALS, Vocabulary, words
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.cli import run
 from segcap.errors import ConfigError, SegcapError
-from segcap.options import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction, checked
+from segcap.options import NonNegativeFloat, PositiveFloat, PositiveInt, checked, options_of, ungrouped
 from segcap.progress import Progress, quiet_library_bars
 from segcap.training import (
     STATE_DIR,
@@ -93,22 +100,13 @@ def main(
     images: Path | None = None,
     train_split: SPLIT = "train",
     val_split: Literal["val", "test", "train", "restval", "none"] = "val",
-    checkpoint: str | None = None,
-    encoder: Literal["mobilenet_v2", "resnet50", "vgg16"] = "mobilenet_v2",
-    encoder_weights: str | None = None,
-    encoder_stride: Literal[4, 8, 16, 32] = 8,
+    pretrained: PretrainedOptions = PretrainedOptions(),
+    cnn_lstm: CnnLstmTrainOptions = CnnLstmTrainOptions(),
     freeze_encoder: bool | None = None,
     image_size: PositiveInt = 128,
-    attention_grid: PositiveInt = 6,
-    feature_dim: PositiveInt = 128,
-    embed_dim: PositiveInt = 64,
-    hidden_dim: PositiveInt = 256,
-    attention_dim: PositiveInt = 64,
-    dropout: UnitFraction = 0.5,
-    alpha_c: NonNegativeFloat = 1.0,
     min_count: PositiveInt = 5,
     max_length: PositiveInt = 30,
-    tiny_model: dict | None = None,
+    tiny_vit_gpt2: TinyVitGpt2Options = TinyVitGpt2Options(),
     epochs: PositiveInt = 20,
     batch_size: PositiveInt = 32,
     learning_rate: PositiveFloat | None = None,
@@ -126,6 +124,9 @@ def main(
 ) -> Path:
     """Train an end-to-end image captioner (cnn-lstm, vit-gpt2 or blip) on a Karpathy-split caption set.
 
+    The options only some architectures read are groups (captioners.registry: cnn_lstm, pretrained, tiny_vit_gpt2),
+    given flat like the others: --encoder-stride 8, encoder_stride: 8, main(encoder_stride=8).
+
     Args:
         captions: caption set, Karpathy-split JSON (dataset_rsicd.json, dataset_flickr8k.json...) or its folder.
         out: model folder to write (captioner.yaml, weights, vocabulary or tokenizer, metrics.json, history.png).
@@ -134,30 +135,13 @@ def main(
             Flicker8k_Dataset, Images, flickr30k_images, imgs, images there that holds them).
         train_split: caption-set split to train on.
         val_split: split for the val loss each epoch and the choice of the best epoch ("none" to skip).
-        checkpoint: vit-gpt2: a VisionEncoderDecoder checkpoint folder or hub id (default: a tiny model built
-            here); blip: a BLIP captioning checkpoint folder or hub id (required). Not for cnn-lstm.
-        encoder: cnn-lstm: the torchvision backbone.
-        encoder_weights: cnn-lstm: empty for random weights, a weights file (torchvision state dict, or a segcap
-            segmentation model.pt of the same encoder), or a torchvision weights name (IMAGENET1K_V1, DEFAULT...;
-            torch's cache, or downloaded when online).
-        encoder_stride: cnn-lstm: cut the backbone where its feature map is this many times smaller than the image
-            (8 suits random weights, 32 is the whole backbone as with ImageNet weights).
         freeze_encoder: keep the image encoder fixed (cnn-lstm: its features computed once and cached, random
             BatchNorm statistics estimated on the training images first; vit-gpt2/blip: no gradients to the vision
             model). Default: true for cnn-lstm (training its backbone is slow on CPU), false for vit-gpt2 and blip.
         image_size: cnn-lstm and the tiny vit-gpt2: images are resized to this square size (a checkpoint brings
             its own).
-        attention_grid: cnn-lstm: the feature map is average-pooled to at most this many cells a side (the
-            attention's locations).
-        feature_dim: cnn-lstm: channels of the trained adapter between backbone and decoder.
-        embed_dim: cnn-lstm: word embedding size.
-        hidden_dim: cnn-lstm: LSTM hidden size.
-        attention_dim: cnn-lstm: attention layer size.
-        dropout: cnn-lstm: dropout before the word classifier.
-        alpha_c: cnn-lstm: weight of the doubly stochastic attention term (0: off).
         min_count: cnn-lstm and the tiny vit-gpt2: words seen fewer times in the training captions become <unk>.
         max_length: longest caption learnt and written, in words (cnn-lstm, tiny vit-gpt2) or tokens.
-        tiny_model: the tiny vit-gpt2's sizes (hidden_size, num_layers, num_heads, patch_size, intermediate_size).
         epochs: passes over the training images (each with all its captions).
         batch_size: images per optimizer step (each with all its captions).
         learning_rate: AdamW learning rate (default: cnn-lstm 4e-3, tiny vit-gpt2 1e-3, vit-gpt2 checkpoint 5e-5,
@@ -178,7 +162,7 @@ def main(
     t0 = time.perf_counter()
     if freeze_encoder is None:
         freeze_encoder = arch_entry(arch).job.freeze_encoder
-    opts = {k: v for k, v in locals().items() if k != "t0"}
+    opts = ungrouped(main, locals())  # every option, flat (what the jobs read and the record holds)
 
     # 1. setup: every problem at once, before any work or any file
     run_ = setup(opts)
@@ -420,7 +404,7 @@ def _option_problems(o: dict[str, Any]) -> list[str]:
 
 
 def _defaults() -> dict[str, Any]:
-    return {n: p.default for n, p in inspect.signature(main).parameters.items()}
+    return {n: o.default for n, o in options_of(main).items()}
 
 
 def _vocabulary_problems(train: list[CaptionImage], min_count: int) -> list[str]:

@@ -41,7 +41,7 @@ import importlib.util
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,7 +85,15 @@ from llm.tokenizer import (
 from segcap.atomic import write_json
 from segcap.cli import run
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError
-from segcap.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFraction, checked
+from segcap.options import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitFraction,
+    checked,
+    ungrouped,
+)
 from segcap.progress import Progress, is_terminal, quiet_library_bars
 from segcap.training import OutputFolder, read_record
 
@@ -112,15 +120,8 @@ def main(
     compositions: Path,
     captions: Path,
     out: Path,
-    base_model: str = "tiny",
-    tiny_model: dict | None = None,
+    model: ModelOptions = ModelOptions(),
     tokenizer: dict | None = None,
-    quantize: Literal["none", "nf4", "int8"] = "none",
-    method: Literal["full", "lora"] = "full",
-    lora_r: PositiveInt = 16,
-    lora_alpha: PositiveInt = 32,
-    lora_dropout: UnitFraction = 0.05,
-    lora_target_modules: list[str] | None = None,
     prompt_mode: Literal["full", "composition", "scene", "blind"] = "full",
     instruction: str = DEFAULT_INSTRUCTION,
     prompt_template: str = DEFAULT_TEMPLATE,
@@ -141,8 +142,6 @@ def main(
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
                           "inverse_sqrt"] = "cosine",
     max_length: PositiveInt = 512,
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
-    gradient_checkpointing: bool = False,
     group_by_length: bool = True,
     logging_steps: PositiveInt = 10,
     save_total_limit: PositiveInt = 2,
@@ -156,21 +155,14 @@ def main(
 ) -> Path:
     """Fine-tune a causal LM on (composition prompt, caption) pairs; eval loss on the val split each epoch.
 
+    The model's options are llm.model.ModelOptions' fields (base_model, quantize, method, lora_r...), given flat
+    like the others: --base-model, base_model: in a config, main(base_model=...).
+
     Args:
         compositions: composition records (JSON Lines, segcap.composition/1 or /2) of the caption set's images.
         captions: caption set, Karpathy-split JSON (dataset_rsicd.json) or the folder holding it.
         out: output folder (model + tokenizer + segcap_llm.json, loss.csv, loss.png, checkpoints/).
-        base_model: "tiny" (built from tiny_model, tokenizer trained here), a local Hugging Face checkpoint folder, or
-            a hub id such as meta-llama/Llama-2-7b-hf (transformers' cache, or a download when online; offline and
-            not cached, it stops at once saying what to download).
-        tiny_model: LlamaConfig fields of the tiny model (hidden_size, num_hidden_layers, ...; set in the config file).
         tokenizer: the tiny model's tokenizer (kind: bpe|word, vocab_size, min_frequency; set in the config file).
-        quantize: load the base in 4-bit NormalFloat (nf4, QLoRA), 8-bit (int8) or not at all (none).
-        method: fine-tune every weight (full) or LoRA adapters (lora; required with nf4/int8).
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scaling numerator (scale = alpha / r).
-        lora_dropout: dropout on the LoRA input.
-        lora_target_modules: names of the linear modules that get adapters (default q_proj k_proj v_proj o_proj).
         prompt_mode: full (instruction + composition text, its scene line included when the records have scenes),
             composition (without the scene line), scene (the scene line only) or blind (no composition text).
         instruction: the instruction line of the prompt.
@@ -195,8 +187,6 @@ def main(
         lr_scheduler: learning-rate schedule after warm-up (transformers' SchedulerType names that need no extra
             arguments).
         max_length: longest example in tokens; longer prompts lose their start (never the caption).
-        precision: auto (bf16 on CUDA when supported, else fp32), fp32, bf16 or fp16 (CUDA only).
-        gradient_checkpointing: trade compute for memory (large models).
         group_by_length: batch examples of similar length together (less padding; order still shuffled).
         logging_steps: optimizer steps between train-loss log entries.
         save_total_limit: epoch checkpoints kept in out/checkpoints (for --resume, which continues from the last).
@@ -211,7 +201,7 @@ def main(
     """
     t0 = time.perf_counter()
     # 1. setup: options, data and training arguments, every problem found before anything is written
-    job = setup(dict(locals()))
+    job = setup(ungrouped(main, locals()), model)
     # 2. output folder: one writer at a time; created (or cleared with --overwrite) only now, its options recorded;
     #    a fresh run that fails before it has anything to keep (a checkpoint, the model) removes what it wrote
     saved = {"model": False}
@@ -246,26 +236,16 @@ class _Job:
     folder: OutputFolder
 
 
-def setup(a: dict[str, Any]) -> _Job:
-    """Check main's arguments ``a`` (every problem at once), the output folder, and read the data; the training
-    arguments; nothing is written."""
+def setup(a: dict[str, Any], model: ModelOptions) -> _Job:
+    """Check main's options ``a`` (flat; ``model`` is their group, :class:`ModelOptions`) every problem at once, the
+    output folder, and read the data; the training arguments; nothing is written."""
     if a["threads"]:
         torch.set_num_threads(a["threads"])
     a["tiny_model"], a["tokenizer"] = _mapping("tiny_model", a["tiny_model"]), _mapping("tokenizer", a["tokenizer"])
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in a.items() if k != "t0"}
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in a.items()}
     tok_settings = dict(a["tokenizer"] or {})
-    opts = ModelOptions(
-        base_model=str(a["base_model"]),
-        tiny_model=dict(a["tiny_model"] or {}),
-        quantize=a["quantize"],
-        method=a["method"],
-        lora_r=a["lora_r"],
-        lora_alpha=a["lora_alpha"],
-        lora_dropout=a["lora_dropout"],
-        lora_target_modules=tuple(a["lora_target_modules"] or ("q_proj", "k_proj", "v_proj", "o_proj")),
-        precision=a["precision"],
-        gradient_checkpointing=a["gradient_checkpointing"],
-    )
+    opts = replace(model, base_model=str(model.base_model), tiny_model=dict(a["tiny_model"] or {}),
+                   lora_target_modules=tuple(model.lora_target_modules))
     template = PromptTemplate(instruction=a["instruction"], template=a["prompt_template"], mode=a["prompt_mode"],
                               retrieval_k=a["retrieval_k"], retrieval_captions=a["retrieval_captions"])
     options["lora_target_modules"] = list(opts.lora_target_modules)

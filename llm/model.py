@@ -29,7 +29,7 @@ import contextlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from segcap import hub
 from segcap.errors import ConfigError, DataError
-from segcap.options import PositiveInt, UnitFraction, field_problems
+from segcap.options import Group, PositiveInt, UnitFraction, field_problems
 
 Quantize = Literal["none", "nf4", "int8"]
 Method = Literal["full", "lora"]
@@ -64,11 +64,27 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # any one
 
 
 @dataclass
-class ModelOptions:
-    """How the model is built and trained (one place, validated together)."""
+class ModelOptions(Group):
+    """Model: the base model, its quantization and how it is fine-tuned (one place, validated together).
+
+    Attributes:
+        base_model: "tiny" (built from tiny_model, tokenizer trained here), a local Hugging Face checkpoint folder,
+            or a hub id such as meta-llama/Llama-2-7b-hf (transformers' cache, or a download when online; offline
+            and not cached, it stops at once saying what to download).
+        tiny_model: LlamaConfig fields of the tiny model (hidden_size, num_hidden_layers, ...; set in the config
+            file); empty: the defaults.
+        quantize: load the base in 4-bit NormalFloat (nf4, QLoRA), 8-bit (int8) or not at all (none).
+        method: fine-tune every weight (full) or LoRA adapters (lora; required with nf4/int8).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (scale = alpha / r).
+        lora_dropout: dropout on the LoRA input.
+        lora_target_modules: names of the linear modules that get adapters.
+        precision: auto (bf16 on CUDA when supported, else fp32), fp32, bf16 or fp16 (CUDA only).
+        gradient_checkpointing: trade compute for memory (large models).
+    """
 
     base_model: str = "tiny"
-    tiny_model: dict = field(default_factory=dict)
+    tiny_model: dict | None = None
     quantize: Quantize = "none"
     method: Method = "full"
     lora_r: PositiveInt = 16

@@ -33,7 +33,7 @@ def run_stage(run: Run, stage: str, fresh: bool = True, commands: list[str] | No
     """Run one stage's body with its options for ``run`` (no stamp, no fingerprint): what :func:`execute` does for
     each stage that must run."""
     spec = STAGES[stage]
-    return spec.run(run, spec.options(run), fresh, [] if commands is None else commands)
+    return spec.run(run, run.stage_options(spec.name), fresh, [] if commands is None else commands)
 
 
 def upstream(run: Run, stage: str) -> list[str]:
@@ -49,7 +49,7 @@ def digest(layout: Layout, stage: str) -> str:
 def fingerprint(run: Run, stage: str) -> str:
     """A stage's fingerprint: its options object and the digests its upstream stages recorded, hashed."""
     lay = run.layout
-    blob = json.dumps({"stage": stage, "options": hashed(STAGES[stage].options(run)),
+    blob = json.dumps({"stage": stage, "options": hashed(run.stage_options(stage)),
                        "upstream": {u: lay.read_stamp(u).get("digest") for u in upstream(run, stage)}},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -7,7 +7,6 @@ images are elsewhere cost one 46-minute run its report).
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 from aerialdata.captionset import IMAGE_DIRS, CaptionDataset
@@ -27,6 +26,7 @@ from pipeline.stages.segmentation import pretrained_weights
 from pipeline.systems import retrieval_users
 from segcap import atomic
 from segcap.errors import ConfigError, DataError, DatasetNotFoundError, SegcapError
+from segcap.options import options_of
 from segmentation.model import build_model, encoder_weights_problems, is_imagenet, load_segmenter
 
 SHOWN = 5  # file names shown in a message
@@ -154,10 +154,10 @@ def captioner_input_problems(run: Run, stages: set[str]) -> list[str]:
     too), and each zero-shot checkpoint folder."""
     problems = []
     encoders = {s: {**e["file"], **e["options"]} for s, e in run.captioners.items()
-                if "encoder_weights" in CAPTIONERS[s].options and not e["zero_shot"] and "captioners" in stages}
+                if "encoder_weights" in CAPTIONERS[s].option_names and not e["zero_shot"] and "captioners" in stages}
     if run.wants("image_nearest") and "cnn_lstm" not in encoders and "captions" in stages:
         encoders["image_nearest"] = cnn_lstm_options(run)
-    defaults = inspect.signature(train_captioner).parameters
+    defaults = options_of(train_captioner)
     for system, options in encoders.items():
         encoder, weights = (options.get(k, defaults[k].default) for k in ("encoder", "encoder_weights"))
         if weights is None or is_weights_name(encoder, str(weights)) or not Path(weights).expanduser().is_file():

@@ -118,7 +118,7 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
         options, found = typed_options(train_captioner, entry, where)
         problems += found
         merged = {**file, **options}
-        if "encoder_weights" in CAPTIONERS[system].options and not zero_shot:  # its encoder's weights load now
+        if "encoder_weights" in CAPTIONERS[system].option_names and not zero_shot:  # its encoder's weights load now
             defaults = options_of(train_captioner)
             problems += [f"{where}: {p}" for p in captioner_weights_problems(
                 merged.get("encoder", defaults["encoder"].default),

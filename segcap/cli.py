@@ -1,13 +1,12 @@
 """Run an entry function as a command line: ``--config some.yaml`` fills its options, flags override them.
 
-Every entry point is a typed, :func:`segcap.options.checked` function with a docstring per argument, run by
-``if __name__ == "__main__": run(main)``. The values are checked by :mod:`segcap.options`, whatever their source; a
-user error is one line on stderr and exit code 2. Flags: ``--batch-size 3`` or ``--batch_size=3``; a ``bool`` is
-``--overwrite`` / ``--no-overwrite``; a list takes several values (``--names a b``) or one YAML/JSON list (``--names
-'[a, b]'``); a list of mappings (segmentation.train's ``sources``) is one YAML/JSON list (``--sources '[{kind:
-loveda, root: /data/LoveDA}]'``) or one mapping per value; ``null`` clears an optional option; ``positional`` names
-parameters given without a flag; ``aliases`` adds flags (``{"from_stage": ["--from"]}``). The docstring is the help.
-"""
+Every entry point is a typed, :func:`segcap.options.checked` function with a docstring per argument (or option
+groups, :class:`segcap.options.Group`), run by ``if __name__ == "__main__": run(main)``. The values are checked by
+:mod:`segcap.options`, whatever their source; a user error is one line on stderr and exit code 2. Flags:
+``--batch-size 3`` or ``--batch_size=3``; a ``bool`` is ``--overwrite`` / ``--no-overwrite``; a list takes several
+values (``--names a b``) or one YAML/JSON list; a list of mappings (``sources``) is one YAML/JSON list or one mapping
+per value; ``null`` clears an optional option; ``positional`` names parameters given without a flag; ``aliases``
+adds flags (``{"from_stage": ["--from"]}``). The docstrings are the help."""
 
 from __future__ import annotations
 
@@ -25,18 +24,17 @@ from segcap.atomic import WRITE_ERRNOS, write_failure_message
 from segcap.errors import ConfigError, SegcapError, one_line
 from segcap.options import COMMAND_LINE, check_options, config_kwargs, load_yaml, name_sources  # noqa: F401 (also here)
 
-# Set for the process when a command starts (never on import): albumentations otherwise asks PyPI for updates on
-# import, tokenizers warns about forked workers, and matplotlib needs no display.
+# set when a command starts: albumentations asks PyPI for updates, tokenizers warns of forks, matplotlib: no display
 COMMAND_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
 _EPILOG = ("--config FILE.yaml sets any option (keys are the names above, dashes or underscores); flags override it. "
            "A switch is --x / --no-x; a list takes several values (--x a b) or one YAML/JSON list (--x '[a, b]'); "
            "a list of mappings is one YAML/JSON list (--sources '[{kind: loveda, root: /data/LoveDA}]'); 'null' "
-           "clears an optional value (--x null, or x: null in YAML).")
+           "clears an optional value (--x null, or x: null in YAML); a group's options may also be written under its name "
+           "in YAML (data: {crop_size: 64}).")
 
 
 class _ArgvParser(argparse.ArgumentParser):
     """argparse, but a usage error is a :class:`ConfigError` (one line, exit 2 through :func:`run`)."""
-
     def error(self, message: str) -> typing.NoReturn:
         raise ConfigError(f"{COMMAND_LINE}: {message}; see --help")
 
@@ -100,9 +98,8 @@ def _split_argv(fn: Callable[..., Any], args: Sequence[str], positional: Sequenc
 
 def parse(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
           aliases: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``: config file first, flags over it; return every option,
-    flat (:func:`segcap.options.grouped` makes ``fn``'s keyword arguments of them).
-    ``--help`` prints the help and exits 0; every problem with the options is one :class:`ConfigError`."""
+    """Parse ``args`` (default ``sys.argv[1:]``) for ``fn``, config file first, flags over it: every option, flat
+    (:func:`segcap.options.grouped` groups them); ``--help`` exits 0; every problem is one :class:`ConfigError`."""
     return _parse(fn, args, positional, aliases)[0]
 
 
@@ -129,9 +126,8 @@ def _parse(fn: Callable[..., Any], args: Sequence[str] | None, positional: Seque
 
 def run(fn: Callable[..., Any], args: Sequence[str] | None = None, positional: Sequence[str] = (),
         aliases: dict[str, list[str]] | None = None) -> Any:
-    """Parse the command line for ``fn``, call it, and turn user errors into one message and exit code 2: a
-    :class:`SegcapError`, or the file system's refusal during the work (:data:`segcap.atomic.WRITE_ERRNOS`: a full
-    disk, a read-only one, a permission), said with what the run completed (:func:`write_failure_message`)."""
+    """Parse the command line for ``fn`` and call it; a :class:`SegcapError`, or the file system's refusal during the
+    work (a full or read-only disk, a permission), is one message (:func:`write_failure_message`) and exit code 2."""
     for key, value in COMMAND_ENV.items():
         os.environ.setdefault(key, value)
     origins: dict[str, str] = {}

@@ -68,7 +68,7 @@ from jsonargparse.typing import (
 from segcap.errors import ConfigError, one_line
 from segcap.resources import config_path, configs_dir, looked_for
 
-__all__ = ["COMMAND_LINE", "EMPTY", "AtLeastTwo", "Group", "Option", "flat", "grouped", "groups_of", "options_of", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
+__all__ = ["COMMAND_LINE", "EMPTY", "AtLeastTwo", "Group", "Option", "flat", "grouped", "groups_of", "options_of", "ungrouped", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
            "OpenUnitInterval", "Percent", "Port", "PositiveFloat", "PositiveInt", "ResolutionRatio", "TileOverlap",
            "TileSide", "UnitFraction",
            "UnitShare", "arg_docs", "check_options", "checked", "gathers", "config_kwargs", "describe", "field_problems",
@@ -166,6 +166,13 @@ def grouped(fn: Callable[..., Any], values: dict[str, Any]) -> dict[str, Any]:
             base = kwargs.get(g)
             kwargs[g] = dataclasses.replace(base, **fields) if base is not None else cls(**fields)
     return kwargs
+
+
+def ungrouped(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Flat option values from ``fn``'s keyword arguments (``main``'s ``locals()``): each group object's fields in
+    its place, in :func:`options_of`'s order (the inverse of :func:`grouped`)."""
+    return {name: getattr(kwargs[o.group], name) if o.group else kwargs[name]
+            for name, o in options_of(fn).items() if o.group or name in kwargs}
 
 
 def flat(options: Any) -> dict[str, Any]:
@@ -303,7 +310,7 @@ def typed_options(fn: Callable[..., Any], options: dict[str, Any], source: str, 
     values: dict[str, Any] = {}
     problems: list[str] = []
     unknown = []
-    for key, value in _ungrouped(fn, options).items():
+    for key, value in _nested_flat(fn, options).items():
         name = str(key).replace("-", "_")
         if name not in params:
             unknown.append(str(key))
@@ -334,7 +341,7 @@ def typed_options(fn: Callable[..., Any], options: dict[str, Any], source: str, 
 _INVALID = object()
 
 
-def _ungrouped(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+def _nested_flat(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with a group written as a mapping under its name (``data: {crop_size: 64}``) made flat."""
     groups = groups_of(fn)
     if not any(str(k).replace("-", "_") in groups and isinstance(v, dict) for k, v in options.items()):

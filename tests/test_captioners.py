@@ -4,7 +4,6 @@ and writes nothing. Offline, tiny models, the fixture caption set tests/data/cap
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import socket
@@ -29,11 +28,12 @@ from captioners.data import open_caption_set
 from captioners.encoders import build_trunk, calibrate_batchnorm, encoder_weights_problems
 from captioners.hf import HFText, build_tiny_vit_gpt2, hf_loss, load_checkpoint, tiny_blip_checkpoint
 from captioners.model import load_captioner
-from captioners.registry import ARCHS, SYSTEMS, CaptionerArch
+from captioners.registry import ARCHS, SYSTEMS, CaptionerArch, CnnLstmTrainOptions
 from captioners.text import END_ID, START_ID, UNK_ID, Vocabulary, words
 from evaluation.predictions import read_predictions
 from segcap.cli import config_kwargs, parse, run
 from segcap.errors import ConfigError
+from segcap.options import options_of
 from tests.hub_cache import snapshot
 
 HERE = Path(__file__).resolve().parent
@@ -408,7 +408,7 @@ def test_every_captioners_config_has_a_command():
 def test_captioners_config_parses_against_its_command(name):
     fn = CONFIG_COMMANDS[name]
     kwargs = config_kwargs(fn, CONFIGS / name)
-    assert kwargs and set(kwargs) <= set(inspect.signature(fn).parameters)
+    assert kwargs and set(kwargs) <= set(options_of(fn))
     parsed = parse(fn, ["--config", str(CONFIGS / name), "--out", "x"])
     assert {k: parsed[k] for k in kwargs} == kwargs
 
@@ -419,7 +419,7 @@ def test_help_shows_every_option(fn, capsys):
         parse(fn, ["--help"])
     assert e.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for name in inspect.signature(fn).parameters:
+    for name in options_of(fn):
         assert "--" + name.replace("_", "-") in out
 
 
@@ -427,12 +427,12 @@ def test_help_shows_every_option(fn, capsys):
 def test_every_architecture_is_complete_in_the_table():
     assert typing.get_args(typing.get_type_hints(train.main)["arch"]) == tuple(ARCHS)  # --arch's choices
     assert typing.get_args(typing.get_type_hints(gen.main)["arch"])[0] == typing.get_type_hints(train.main)["arch"]
-    params = inspect.signature(train.main).parameters
+    params = options_of(train.main)
     assert len(SYSTEMS) == len(ARCHS)
     for name, entry in ARCHS.items():
         assert entry.name == name and SYSTEMS[entry.system] is entry and entry.note
         assert issubclass(entry.job, Job) and issubclass(entry.captioner, Captioner) and entry.captioner.arch == name
-        assert set(entry.options) <= set(params)
+        assert set(entry.option_names) <= set(params)
         assert (entry.config is None) == entry.needs_checkpoint
         if entry.config is not None:  # the default config trains this architecture
             assert config_kwargs(train.main, entry.default_config())["arch"] == name
@@ -486,4 +486,5 @@ def test_a_new_architecture_is_one_module_and_one_entry(tmp_path, monkeypatch):
     preds = json.loads(gen.main(model=out, captions=FIX, out=tmp_path / "p.json", progress=False).read_text())
     assert len(preds) == 4 and len({p["caption"] for p in preds}) == 1
     with pytest.raises(ConfigError, match="encoder applies to arch cnn-lstm only"):
-        train_main(captions=FIX, out=tmp_path / "toy2", arch="toy", encoder="resnet50", progress=False)
+        train_main(captions=FIX, out=tmp_path / "toy2", arch="toy", cnn_lstm=CnnLstmTrainOptions(encoder="resnet50"),
+                   progress=False)

@@ -168,6 +168,18 @@ class Run(PipelineOptions):
     segmentation: dict = dataclasses.field(default_factory=dict)
     llm: dict = dataclasses.field(default_factory=dict)
     captioners: dict[str, dict] = dataclasses.field(default_factory=dict)
+    _memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()``, once per run: each stage's options object (asked for by its fingerprint, by the stages after
+        it and by its body) and what the options read from files (the cnn_lstm captioner's config)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def stage_options(self, stage: str) -> Any:
+        """The options object of ``stage`` for this run (:attr:`Stage.options`, built once)."""
+        return self.memo(("options", stage), lambda: STAGES[stage].options(self))
 
     def wants(self, system: str) -> bool:
         return system in self.systems

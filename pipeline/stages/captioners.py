@@ -4,7 +4,6 @@ is)."""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from pipeline.layout import read_json
 from pipeline.stages.base import Run, Stage, call, register
 from pipeline.systems import end_to_end
 from segcap.cli import config_kwargs
+from segcap.options import options_of
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,11 @@ def default_config(system: str) -> Path | None:
 
 def cnn_lstm_options(run: Run) -> dict:
     """The cnn_lstm captioner's captioners.train options: its ``captioners:`` entry when the run has one, else the
-    default config (:func:`default_config`), over captioners.train's defaults."""
-    entry = run.captioners.get("cnn_lstm")
-    merged = ({**entry["file"], **entry["options"]} if entry
-              else config_kwargs(train_captioner, default_config("cnn_lstm")))
-    defaults = {k: p.default for k, p in inspect.signature(train_captioner).parameters.items()}
-    return {**defaults, **merged}
+    default config (:func:`default_config`), over captioners.train's defaults. Read once per run."""
+    def build() -> dict:
+        entry = run.captioners.get("cnn_lstm")
+        merged = ({**entry["file"], **entry["options"]} if entry
+                  else config_kwargs(train_captioner, default_config("cnn_lstm")))
+        return {**{k: o.default for k, o in options_of(train_captioner).items()}, **merged}
+
+    return dict(run.memo("cnn_lstm_options", build))  # a copy: the caller may change it
