@@ -109,7 +109,7 @@ class SourceSpec:
     """One labelled segmentation source, as a config declares it (segmentation.train's ``sources:`` list items).
 
     Args:
-        kind: the source's layout: drone, loveda, openearthmap or folder.
+        kind: the source's layout (a reader of :data:`SOURCE_KINDS`).
         root: the dataset folder, in that layout.
         gsd: ground resolution in metres per pixel; null: the reader's published value (loveda 0.3, openearthmap
             0.5), or the synthetic marker's; drone and folder sets need it unless synthetic (folder: or in its map).

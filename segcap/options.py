@@ -500,6 +500,9 @@ def describe(tp: Any) -> str:
         return "a list" + (f" (each {describe(inner[0])})" if len(inner) == 1 else "")
     if tp is dict or origin is dict:
         return "a mapping such as {key: value}"
+    if dataclasses.is_dataclass(tp):  # its keys and what each takes, from its fields (a list of sources: each kind)
+        hints = typing.get_type_hints(tp)
+        return "{" + "; ".join(f"{f.name}: {describe(hints[f.name])}" for f in dataclasses.fields(tp)) + "}"
     if _restrictions(tp):
         return _bounds(tp)
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}

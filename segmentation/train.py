@@ -72,7 +72,7 @@ from torch.utils.data import DataLoader, Subset
 
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.drone import DroneDataset
-from aerialdata.sources import LabelledSource, SourceSpec, open_source
+from aerialdata.sources import KINDS, LabelledSource, SourceSpec, open_source
 from segcap import cli
 from segcap.atomic import atomic_path, write_json, write_text
 from segcap.errors import ConfigError, DataError
@@ -160,10 +160,9 @@ class DataConfig(Group):
             published val split.
         limit: use only the first N files of the dataset (of each source).
         workers: DataLoader worker processes (0: load in the main process).
-        sources: labelled sources to train on together (a list in the --config YAML), each {kind:
-            drone|loveda|openearthmap|folder, root: path, gsd: metres per pixel (empty: the published or synthetic
-            marker's value), class_map: YAML (empty: the shipped map)}; needs caption_gsd, and data_root and
-            target_scale left empty. Each image gives crops_per_image crops per crop-sized area at its training
+        sources: labelled sources to train on together (a list in the --config YAML), each a source's kind, its
+            root folder, its gsd in metres per pixel (empty: the published or synthetic marker's value) and its
+            class_map YAML (empty: the shipped map); needs caption_gsd, and data_root and target_scale left empty. Each image gives crops_per_image crops per crop-sized area at its training
             scale, so every source's pixels are drawn about equally often.
         caption_gsd: the caption set's ground resolution in metres per pixel; each source trains at scale
             (its gsd / caption_gsd), jittered by scale_jitter. Only with sources.
@@ -479,8 +478,8 @@ def main(data: DataConfig = DataConfig(), model: ModelConfig = ModelConfig(), op
          run: RunConfig = RunConfig()) -> dict:
     """Train smp.Unet(mobilenet_v2) on labelled sources grouped by a class table; write a checkpoint folder.
 
-    The options are the fields of the four groups below, flat: main(crop_size=64) from Python, --crop-size 64 on
-    the command line, crop_size: 64 in a config (or data: {crop_size: 64}).
+    The options are the fields of the four groups below, flat: main(epochs=2) from Python, --epochs 2 on the
+    command line, epochs: 2 in a config (or optim: {epochs: 2}).
     """
     # 1. validate: one typed, frozen configuration; every problem reported at once, before any work
     cfg = TrainConfig(data=data.resolved(), model=model, optim=optim, run=run)
@@ -1027,7 +1026,7 @@ def _source_spec(value, k: int) -> SourceSpec:
         return value
     raw = value.as_dict() if hasattr(value, "as_dict") else value  # jsonargparse's Namespace, from the CLI
     if not isinstance(raw, dict):
-        raise ConfigError(f"sources[{k}]: {value!r} is not a source; write {{kind: drone|loveda|openearthmap|folder, "
+        raise ConfigError(f"sources[{k}]: {value!r} is not a source; write {{kind: {'|'.join(KINDS)}, "
                           "root: <folder>, gsd: <metres per pixel>, class_map: <YAML>}")
     fields = {"kind", "root", "gsd", "class_map"}
     unknown = sorted(set(raw) - fields)
