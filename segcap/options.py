@@ -28,6 +28,14 @@ The runtime group: options about where and how a command runs, with one name and
 - ``overwrite: bool = False``: replace outputs an earlier run wrote (without it they are kept or refused).
 - ``seed: int = 0``: seed of every random choice of the command; the same seed gives the same outputs.
 
+Option groups: where options belong together they are one dataclass deriving from :class:`Group`, their one
+definition (name, type with bounds, default, and the help in its ``Attributes:``), and ``main`` takes the group as
+one parameter (``def main(data: DataConfig = DataConfig(), ...)``). jsonargparse reads the fields as class
+arguments; :func:`options_of` lists every option of an entry point flat (a group's fields in its place), so flags
+(``--crop-size``), YAML keys (``crop_size:``, or ``data: {crop_size: ...}``) and keywords of a direct call
+(``main(crop_size=64)``, gathered into the group by :func:`checked` or :func:`gathers`) stay flat. A field's
+``default_factory`` is called once, for the option's default.
+
 The typed check (jsonargparse, whatever the source): :func:`check_options` checks a mapping of options (a YAML file,
 a pipeline section, parsed flags) against a function's signature; :func:`config_kwargs` reads and checks a YAML file;
 :func:`checked` checks a direct call's arguments. A wrong type, a value outside a ``Literal[...]`` or a bound, an
@@ -68,12 +76,13 @@ from jsonargparse.typing import (
 from segcap.errors import ConfigError, one_line
 from segcap.resources import config_path, configs_dir, looked_for
 
-__all__ = ["COMMAND_LINE", "EMPTY", "AtLeastTwo", "Group", "Option", "flat", "grouped", "groups_of", "options_of", "ungrouped", "ClosedUnitInterval", "Factor", "ImageSide", "NonNegativeFloat", "NonNegativeInt",
-           "OpenUnitInterval", "Percent", "Port", "PositiveFloat", "PositiveInt", "ResolutionRatio", "TileOverlap",
-           "TileSide", "UnitFraction",
-           "UnitShare", "arg_docs", "check_options", "checked", "gathers", "config_kwargs", "describe", "field_problems",
-           "flag", "hints_of", "is_mapping_list", "is_sequence", "load_yaml", "name_sources", "non_none",
-           "option_problems", "params_of", "restricted_number_type", "show_default", "typed_options", "yaml_value"]
+__all__ = ["COMMAND_LINE", "EMPTY", "AtLeastTwo", "ClosedUnitInterval", "Factor", "Group", "ImageSide",
+           "NonNegativeFloat", "NonNegativeInt", "OpenUnitInterval", "Option", "Percent", "Port", "PositiveFloat",
+           "PositiveInt", "ResolutionRatio", "TileOverlap", "TileSide", "UnitFraction", "UnitShare", "arg_docs",
+           "check_options", "checked", "config_kwargs", "describe", "field_problems", "flag", "flat", "gathers",
+           "grouped", "groups_of", "hints_of", "is_mapping_list", "is_sequence", "load_yaml", "name_sources",
+           "non_none", "option_problems", "options_of", "params_of", "restricted_number_type", "show_default",
+           "typed_options", "ungrouped", "yaml_value"]
 
 # The project's other bounds. Defined here, once: jsonargparse registers one type per bound, and a second name for
 # the same bound is refused (ValueError on import).
