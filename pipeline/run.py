@@ -135,8 +135,8 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
 def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
     """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run.
 
-    ``given`` are :func:`main`'s options (those left out take its defaults); their types, choices and bounds are
-    :func:`main`'s signature, checked here with everything else. ``sources`` name where the stage sections came from,
+    ``given`` are :func:`main`'s options, flat (those left out take their defaults); their types, choices and bounds
+    are :class:`PipelineOptions`' fields, checked here with everything else. ``sources`` name where the stage sections came from,
     for messages (:func:`section_sources`)."""
     given = {k: v for k, v in given.items() if k not in RUN_CONTROL}
     problems = option_problems(PipelineOptions, given, "pipeline.run")
