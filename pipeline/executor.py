@@ -1,7 +1,7 @@
 """Run the stages of :mod:`pipeline.stages` in order, each only when it must, stamping each when it is done.
 
 Each stamp holds the stage's *fingerprint*: a hash of its options object (:func:`pipeline.stages.base.hashed`: every
-option the stage reads, by construction) and of the *digests* of the upstream outputs it reads (each upstream stamp
+option that changes what the stage computes, hashed whole) and of the *digests* of the upstream outputs it reads (each upstream stamp
 records the digest of its own outputs when it finishes: file names, sizes, times and bytes;
 :func:`pipeline.layout.files_digest`). A rerun skips a stage whose fingerprint matches and whose outputs are as it left
 them. Anything else runs: a stage whose options changed runs afresh, and since its outputs change, so does every stage
@@ -46,6 +46,13 @@ def digest(layout: Layout, stage: str) -> str:
     return files_digest(STAGES[stage].outputs(layout), skip=("checkpoints",))
 
 
+def _digest_before(run: Run, stage: str) -> str:
+    """The digest of ``stage``'s outputs as the run found them, computed once: :func:`may_run` and :func:`execute`
+    both compare it with the stamp, and only the stage's own run changes its outputs (its new stamp digests them
+    again)."""
+    return run.memo(("digest", stage), lambda: digest(run.layout, stage))
+
+
 def fingerprint(run: Run, stage: str) -> str:
     """A stage's fingerprint: its options object and the digests its upstream stages recorded, hashed."""
     lay = run.layout
@@ -83,7 +90,8 @@ def may_run(run: Run, force: list[str] | None = None, from_stage: str | None = N
     for stage in STAGES:
         before = lay.read_stamp(stage)
         if (stage in todo or any(u in out for u in upstream(run, stage))
-                or before.get("fingerprint") != fingerprint(run, stage) or before.get("digest") != digest(lay, stage)):
+                or before.get("fingerprint") != fingerprint(run, stage)
+                or before.get("digest") != _digest_before(run, stage)):
             out.add(stage)
     return out
 
@@ -137,7 +145,7 @@ def execute(run: Run, force: list[str] | None = None, from_stage: str | None = N
                          "seconds": before.get("seconds")})
             continue
         now = fingerprint(run, stage)
-        if stage not in todo and before.get("fingerprint") == now and before.get("digest") == digest(lay, stage):
+        if stage not in todo and before.get("fingerprint") == now and before.get("digest") == _digest_before(run, stage):
             rows.append({"stage": stage, "status": "done before", "seconds": before.get("seconds")})
             continue
         lay.stamp(stage).unlink(missing_ok=True)

@@ -55,7 +55,7 @@ from pipeline.systems import SYSTEMS, end_to_end
 from segcap import atomic
 from segcap.cli import run as run_cli
 from segcap.errors import ConfigError, DataError
-from segcap.options import config_kwargs, flat, gathers, option_problems, options_of, typed_options
+from segcap.options import config_kwargs, flat, gathers, options_of, typed_options
 from segmentation.model import encoder_weights_problems
 from segmentation.scene import scene_classes
 from segmentation.train import form_problems
@@ -63,7 +63,6 @@ from segmentation.train import main as train_segmenter
 from synthetic.generate import main as generate_synthetic
 
 ALIASES = {"from_stage": ["--from"]}  # `from` is a Python keyword
-RUN_CONTROL = ("force", "from_stage", "only")  # main's options that say which stages run, not how
 SECTIONS: dict[str, Callable[..., Any]] = {  # the pipeline config's per-stage sections and whose options they hold
     "synthetic": generate_synthetic, "segmentation": train_segmenter, "llm": finetune_llm}
 PRETRAINED_OPTION = "checkpoint"  # the captioners.train option naming a pretrained checkpoint (folder or hub id)
@@ -135,42 +134,38 @@ def captioner_entries(problems: list[str], systems: Sequence[str], entries: dict
 def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
     """Check every option of every stage (all problems in one :class:`ConfigError`) and return the run.
 
-    ``given`` are :func:`main`'s options, flat (those left out take their defaults); their types, choices and bounds
-    are :class:`PipelineOptions`' fields, checked here with everything else. ``sources`` name where the stage sections came from,
-    for messages (:func:`section_sources`)."""
-    given = {k: v for k, v in given.items() if k not in RUN_CONTROL}
-    problems = option_problems(PipelineOptions, given, "pipeline.run")
-    o = PipelineOptions(**{k: v for k, v in given.items() if k in options_of(PipelineOptions)})
-    o = dataclasses.replace(o, systems=tuple(o.systems), **{k: Path(getattr(o, k)) for k in (
-        "run_dir", "data_root", "segmentation_config", "composition_config", "llm_config")})
-    systems, segmentation_checkpoint = o.systems, o.segmentation_checkpoint
+    ``given`` are :class:`PipelineOptions`' fields (those left out take their defaults), checked and typed here with
+    everything else. ``sources`` name where the stage sections came from, for messages (:func:`section_sources`)."""
+    values, problems = typed_options(PipelineOptions, given, "pipeline.run")  # a value refused keeps its default
+    o = PipelineOptions(**values)
+    o = dataclasses.replace(o, systems=tuple(o.systems))
+    systems = o.systems
     sources = {**section_sources([]), **(sources or {})}
     problems += [f"systems: unknown system {s!r}; use {', '.join(SYSTEMS)}" for s in systems if s not in SYSTEMS]
     sections = {}
     for (name, fn), value in zip(SECTIONS.items(), (o.synthetic, o.segmentation, o.llm), strict=True):
         sections[name], found = typed_options(fn, value or {}, sources[name])
         problems += found
-    seg_file = _config_file(problems, train_segmenter, "segmentation_config", Path(o.segmentation_config))
-    comp_file = _config_file(problems, extract_compositions, "composition_config", Path(o.composition_config))
-    llm_file = _config_file(problems, finetune_llm, "llm_config", Path(o.llm_config))
+    seg_file = _config_file(problems, train_segmenter, "segmentation_config", o.segmentation_config)
+    comp_file = _config_file(problems, extract_compositions, "composition_config", o.composition_config)
+    llm_file = _config_file(problems, finetune_llm, "llm_config", o.llm_config)
     try:
         load_class_table(o.classes)
     except ConfigError as e:
         problems.extend(f"classes: {p}" for p in e.problems)
-    given = Path(segmentation_checkpoint) if segmentation_checkpoint else None
-    if given is not None:
-        missing = [f for f in CHECKPOINT_FILES[:2] if not (given / f).is_file()]
+    checkpoint = o.segmentation_checkpoint
+    if checkpoint is not None:
+        missing = [f for f in CHECKPOINT_FILES[:2] if not (checkpoint / f).is_file()]
         if missing:
-            problems.append(f"segmentation_checkpoint: {given} has no {' or '.join(missing)}; give a folder written "
+            problems.append(f"segmentation_checkpoint: {checkpoint} has no {' or '.join(missing)}; give a folder written "
                             "by python -m segmentation.train, or leave segmentation_checkpoint unset to train one")
     # weights named by the user (imagenet, a hub id) must be loadable now, not after the segmentation training;
     # the training data's form (labelled sources with caption_gsd, or the one drone set) too
-    if given is None:
+    if checkpoint is None:
         seg = {**seg_file, **sections["segmentation"]}
         if seg.get("sources") is not None:
             problems += [f"segmentation: {p}" for p in form_problems(seg["sources"], seg.get("caption_gsd"), None, None)]
-        problems += [f"segmentation: {p}" for p in encoder_weights_problems(
-            {**seg_file, **sections["segmentation"]}.get("encoder_weights"))]
+        problems += [f"segmentation: {p}" for p in encoder_weights_problems(seg.get("encoder_weights"))]
     llm_all = {**llm_file, **sections["llm"]}
     problems += [f"llm: {p}" for p in base_model_problems(llm_all.get("base_model", "tiny"))]
     if llm_all.get("retrieval_k"):
@@ -181,9 +176,9 @@ def make_run(sources: dict[str, str] | None = None, **given: Any) -> Run:
     if problems:
         raise ConfigError(problems)
     layout = Layout(
-        run_dir=o.run_dir, captions_root=Path(o.captions_root) if o.captions_root else o.data_root / "rsicd",
-        drone_root=Path(o.drone_root) if o.drone_root else o.data_root / "drone", captions_json=o.captions_json,
-        images_dir=o.images_dir, checkpoint_given=given,
+        run_dir=o.run_dir, captions_root=o.captions_root or o.data_root / "rsicd",
+        drone_root=o.drone_root or o.data_root / "drone", captions_json=o.captions_json,
+        images_dir=o.images_dir, checkpoint_given=checkpoint,
     )
     if o.scene_head and layout.references.is_file():  # the categories the scene head learns, before any stage runs
         try:

@@ -26,7 +26,8 @@ Adding a system is one entry here (and, when it needs a model, the stage that tr
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -175,10 +176,16 @@ def producing_stages() -> tuple[str, ...]:
     return tuple(dict.fromkeys(s.stage for s in SYSTEMS.values() if s.stage != "captions"))
 
 
-if __name__ == "__main__":  # the Makefile's lists: python -m pipeline.systems --default --group retrieval
+def listed(argv: Sequence[str] | None = None) -> str:
+    """The Makefile's lists of systems, one line: ``python -m pipeline.systems --default --group retrieval``."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.systems", description="Print system names, one line.")
     parser.add_argument("--default", action="store_true", help="the default systems")
-    parser.add_argument("--group", action="append", default=[], help="the systems of this group (repeatable)")
-    a = parser.parse_args()
+    parser.add_argument("--group", action="append", default=[], choices=typing.get_args(Group),
+                        help="the systems of this group (repeatable)")
+    a = parser.parse_args(argv)
     chosen = [*(default_systems() if a.default else ()), *(n for g in a.group for n in names(g))]
-    print(" ".join(dict.fromkeys(chosen or SYSTEMS)))
+    return " ".join(dict.fromkeys(chosen or SYSTEMS))
+
+
+if __name__ == "__main__":
+    print(listed())

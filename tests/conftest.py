@@ -45,3 +45,10 @@ def stage_bodies(monkeypatch):
             monkeypatch.setitem(STAGES, name, dataclasses.replace(STAGES[name], run=body))
 
     return replace
+
+
+@pytest.fixture
+def run_options(tmp_path):
+    """pipeline.run's options for a run under ``tmp_path`` (make_run fills in the others' defaults):
+    ``prun.make_run(**run_options(scene_head=True))``."""
+    return lambda **over: {"run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}

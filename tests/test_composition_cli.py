@@ -1,6 +1,5 @@
 """composition CLIs: extract over a folder of PNG masks (bad-file policy, order, workers, overwrite), show."""
 
-import inspect
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from composition import show as show_mod
 from composition.config import DEFAULT_CONFIG_PATH
 from composition.schema import read_jsonl
 from segcap.cli import run
-from segcap.options import config_kwargs
+from segcap.options import config_kwargs, options_of
 
 DATA = Path(__file__).resolve().parent / "data" / "composition"
 GOOD = ["pond_1", "river_3", "road_2"]  # file order
@@ -96,7 +95,7 @@ def test_extract_workers_keep_order(tmp_path, capsys):
 
 def test_extract_config_file_and_flags(tmp_path, capsys):
     assert set(config_kwargs(extract_mod.main, DEFAULT_CONFIG_PATH)) <= set(
-        inspect.signature(extract_mod.main).parameters)  # every key of configs/composition.yaml is an option
+        options_of(extract_mod.main))  # every key of configs/composition.yaml is an option
     out = tmp_path / "c.jsonl"
     code, _ = cli(extract_mod.main, ["--masks", good_masks(tmp_path), "--out", out, "--config", DEFAULT_CONFIG_PATH,
                                      "--dominant-min-percent", "50"], capsys)

@@ -258,5 +258,6 @@ def test_cli_reports_all_problems_and_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # a bound: refused by the typed check, before the rules between options
         run(main, ["--compositions", str(tmp_path / "none.jsonl"), "--captions", str(CAPTIONS), "--out",
                    str(tmp_path / "o"), "--epochs", "0"])
+    assert e.value.code == 2
     assert "--epochs '0' is invalid; expected a number > 0 (default: 10.0)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written

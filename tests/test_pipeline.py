@@ -28,7 +28,6 @@ from pipeline.stages import data as data_stage
 from pipeline.stages import llm as llm_stage
 from segcap.cli import config_kwargs, parse
 from segcap.errors import ConfigError, DatasetNotFoundError
-from segcap.options import options_of
 
 STAGES = executor.names()
 
@@ -206,15 +205,9 @@ def test_each_llm_stage_trains_with_its_own_retrieval(fake_run, monkeypatch):
         return kw["out"]
 
     monkeypatch.setattr(llm_stage, "finetune_llm", record)
-    run = prun.make_run(**{**dict(run_dir=cfg["run_dir"], data_root=cfg["data_root"], drone_root=None,
-                                  captions_root=None, captions_json="dataset_rsicd.json", images_dir="RSICD_images",
-                                  generate=True, synthetic=None, classes="aerial10",
-                                  segmentation_config=REPO / "configs" / "segmentation.yaml",
-                                  segmentation_checkpoint=None, segmentation=None, caption_scale=1.0,
-                                  composition_config=REPO / "configs" / "composition.yaml",
-                                  llm_config=REPO / "configs" / "llm" / "tiny.yaml", llm=None, num_beams=3,
-                                  systems=("pipeline", "pipeline_rag", "rag_only"), split="test", progress=False),
-                           "retrieval_k": 4, "retrieval_captions": 2})
+    run = prun.make_run(run_dir=cfg["run_dir"], data_root=cfg["data_root"], captions_json="dataset_rsicd.json",
+                        images_dir="RSICD_images", classes="aerial10", systems=("pipeline", "pipeline_rag", "rag_only"),
+                        progress=False, retrieval_k=4, retrieval_captions=2)
     for stage in ("llm", "rag", "rag_only"):  # the real bodies (fake_run's stand-ins are in the table)
         llm_stage.run_llm(stage, run, llm_stage.llm_options(run, stage), True, [])
     assert seen["pipeline"]["retrieval_k"] == 0
@@ -443,30 +436,24 @@ def test_replaced_checkpoint_weights_rerun_the_chain(fake_run, tmp_path):
     assert calls == after("segmentation")
 
 
-def _options(tmp_path: Path, **over) -> dict:
-    """pipeline.run's options with their defaults (what make_run takes), under tmp_path."""
-    params = options_of(prun.main)
-    opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
-    return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
 
-
-def test_segmentation_stamp_records_best_val_miou(tmp_path):
+def test_segmentation_stamp_records_best_val_miou(tmp_path, run_options):
     ckpt = _checkpoint(tmp_path / "ckpt", {"best_val_miou": 0.42, "best_epoch": 3})
-    run = prun.make_run(**_options(tmp_path, segmentation_checkpoint=ckpt))
+    run = prun.make_run(**run_options(segmentation_checkpoint=ckpt))
     assert executor.run_stage(run, "segmentation", True, [])["best_val_miou"] == 0.42
     with pytest.raises(ConfigError, match="has no config.yaml"):
         (ckpt / "config.yaml").unlink()
-        prun.make_run(**_options(tmp_path, segmentation_checkpoint=ckpt))
+        prun.make_run(**run_options(segmentation_checkpoint=ckpt))
 
 
 TINY_DATA = {"drone_images": 1, "drone_size": [64, 64], "caption_images": 3, "caption_size": 64,
              "categories": ["pond", "river", "forest"]}
 
 
-def test_data_stage_writes_the_synthetic_sets_with_the_asked_options(tmp_path):
+def test_data_stage_writes_the_synthetic_sets_with_the_asked_options(tmp_path, run_options):
     def data(**over):
         commands: list[str] = []
-        run = prun.make_run(**_options(tmp_path, **over))
+        run = prun.make_run(**run_options(**over))
         return executor.run_stage(run, "data", True, commands)["status"], commands
 
     status, commands = data(synthetic={**TINY_DATA, "seed": 1})
@@ -538,18 +525,11 @@ def test_captioner_entries_checked_with_the_rest_before_any_stage(fake_run, tmp_
         assert part in err, part
 
     # a system not asked for is not checked, and one asked for starts from its default config
-    run = prun.make_run(**_defaults({**cfg, "systems": ("pipeline", "cnn_lstm"),
-                                     "captioners": {"blip": {"zero_shot": True}}}))
+    run = prun.make_run(**{**cfg, "systems": ("pipeline", "cnn_lstm"), "captioners": {"blip": {"zero_shot": True}}})
     entry = run.captioners["cnn_lstm"]
-    assert list(run.captioners) == ["cnn_lstm"] and entry["config"] == prun.default_config("cnn_lstm")
+    assert list(run.captioners) == ["cnn_lstm"] and Path(entry["config"]).name == "synthetic.yaml"
     assert entry["file"]["epochs"] >= 1 and entry["options"] == {} and not entry["zero_shot"]
 
-
-def _defaults(cfg: dict) -> dict:
-    """pipeline.run's defaults as make_run takes them, with ``cfg`` over them."""
-    skip = ("force", "from_stage", "only")
-    params = {k: p.default for k, p in options_of(prun.main).items() if k not in skip}
-    return {**params, **cfg}
 
 
 def test_captioner_weights_that_cannot_load_stop_the_run_before_any_stage(fake_run, tmp_path, monkeypatch, capsys):

@@ -32,7 +32,6 @@ from pipeline.report import per_class_md, ratios
 from pipeline.stages import STAGES
 from pipeline.stages.base import hashed
 from pipeline.systems import SYSTEMS, notes
-from segcap.options import options_of
 from segmentation.model import CONFIG_FORMAT
 
 JSON, IMAGES = "dataset_tiny.json", "imgs"
@@ -155,19 +154,14 @@ def test_per_class_table_has_a_row_per_class_and_a_column_per_system():
     assert any(x.startswith("cnn_lstm CIDEr / image_nearest CIDEr = 0.50") for x in lines)
 
 
-def _options(tmp_path: Path, **over) -> dict:
-    params = options_of(prun.main)
-    opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
-    return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
 
-
-def test_references_pass_through_the_captions_score_and_report_stages(caption_set, tmp_path, monkeypatch):
+def test_references_pass_through_the_captions_score_and_report_stages(caption_set, tmp_path, monkeypatch, run_options):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "model.pt").write_bytes(b"weights")
     (ckpt / "config.yaml").write_text(f"format: {CONFIG_FORMAT}\nclasses: aerial10\n")
     (ckpt / "metrics.json").write_text("{}")
-    run = prun.make_run(**_options(tmp_path, captions_root=caption_set, captions_json=JSON, images_dir=IMAGES,
+    run = prun.make_run(**run_options(captions_root=caption_set, captions_json=JSON, images_dir=IMAGES,
                                    generate=False, segmentation_checkpoint=ckpt,
                                    systems=("nearest", "class_oracle", "image_nearest")))
     lay = run.layout
@@ -181,12 +175,12 @@ def test_references_pass_through_the_captions_score_and_report_stages(caption_se
     # the encoder options are the default cnn_lstm config's, and they are in the stage's fingerprint
     assert hashed(STAGES["captions"].options(run))["image_nearest"] == {
         "encoder": "mobilenet_v2", "encoder_weights": None, "encoder_stride": 8, "image_size": 128, "seed": 0}
-    bigger = prun.make_run(**_options(tmp_path, captions_root=caption_set, captions_json=JSON, images_dir=IMAGES,
+    bigger = prun.make_run(**run_options(captions_root=caption_set, captions_json=JSON, images_dir=IMAGES,
                                       generate=False, segmentation_checkpoint=ckpt,
                                       systems=("class_oracle", "image_nearest", "cnn_lstm"),
                                       captioners={"cnn_lstm": {"image_size": 64}}))
     assert hashed(STAGES["captions"].options(bigger))["image_nearest"]["image_size"] == 64
-    assert "image_nearest" not in hashed(STAGES["captions"].options(prun.make_run(**_options(tmp_path))))
+    assert "image_nearest" not in hashed(STAGES["captions"].options(prun.make_run(**run_options())))
 
     result = run_stage(run, "captions")
     assert set(result["predictions"]) == {"nearest", "class_oracle", "image_nearest"}

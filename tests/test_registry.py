@@ -20,9 +20,8 @@ from pipeline import run as prun
 from pipeline.executor import fingerprint, names
 from pipeline.stages import STAGES, Run, Stage, register
 from pipeline.stages.base import hashed
-from pipeline.systems import SYSTEMS, System, notes
+from pipeline.systems import SYSTEMS, System, listed, notes
 from pipeline.systems import register as register_system
-from segcap.options import options_of
 
 TOY = {"caption": "a toy caption ."}  # the toy stage's one option, changed by a test
 ITEMS = [("a_1.png", "train", ["a field .", "grass ."]), ("a_2.png", "train", ["a road .", "a street ."]),
@@ -110,13 +109,13 @@ def test_a_toy_stage_and_system_run_through_the_executor(toy):
 
 def test_every_option_an_options_object_holds_is_in_the_fingerprint(toy):
     """The fingerprint hashes the options object whole: no list of options to keep by hand."""
-    run = prun.make_run(**{**_defaults(), **toy})
+    run = prun.make_run(**toy, data_root=Path("unused"))
     before = fingerprint(run, "toy")
     assert hashed(STAGES["toy"].options(run)) == {"caption": "a toy caption ."}
     TOY["caption"] = "another ."
     try:  # a run builds each stage's options once (Run.memo): the next run reads the changed value
         assert fingerprint(run, "toy") == before
-        assert fingerprint(prun.make_run(**{**_defaults(), **toy}), "toy") != before
+        assert fingerprint(prun.make_run(**toy, data_root=Path("unused")), "toy") != before
     finally:
         TOY["caption"] = "a toy caption ."
 
@@ -129,9 +128,13 @@ def _record(image: str) -> dict:
             "relations": []}
 
 
-def _defaults() -> dict:
-    """pipeline.run.main's defaults, as make_run takes them."""
 
-    skip = ("force", "from_stage", "only")
-    return {k: p.default for k, p in options_of(prun.main).items() if k not in skip} | {
-        "data_root": Path("unused")}
+def test_the_stage_order_and_the_makefile_list_of_systems():
+    """The stages run in this order (registration order, pinned here); `make demo-retrieval` runs this list."""
+    assert names() == ("data", "segmentation", "scenes", "masks", "compositions", "llm", "oracle", "blind", "rag",
+                       "rag_only", "scene_only", "composition_only", "captioners", "captions", "score", "report")
+    assert listed(["--default", "--group", "retrieval"]).split() == [
+        "pipeline", "pipeline_beam", "oracle", "blind", "template", "nearest", "nearest_consensus", "cnn_lstm",
+        "pipeline_mbr", "pipeline_pool", "pipeline_rag", "pipeline_rag_mbr", "rag_only"]
+    with pytest.raises(SystemExit):  # a misspelt group is refused, not read as "every system"
+        listed(["--group", "retreival"])

@@ -22,7 +22,6 @@ from pipeline.stages.base import hashed
 from pipeline.stages.llm import LLM_STAGES
 from segcap.cli import run
 from segcap.errors import ConfigError
-from segcap.options import options_of
 from segmentation import predict, scene
 from segmentation.model import (
     CONFIG_FORMAT,
@@ -190,20 +189,14 @@ def test_one_image_caption_records_carry_the_scenes(fitted, caption_lm, tmp_path
     assert all("scenes" not in r["composition"] for r in results)
 
 
-def _options(tmp_path: Path, **over) -> dict:
-    """pipeline.run's options with their defaults (what make_run takes), under tmp_path."""
-    params = options_of(prun.main)
-    opts = {k: p.default for k, p in params.items() if k not in ("force", "from_stage", "only")}
-    return {**opts, "run_dir": tmp_path / "run", "data_root": tmp_path / "data", "progress": False, **over}
 
-
-def test_pipeline_scenes_stage(fitted, tmp_path):
+def test_pipeline_scenes_stage(fitted, tmp_path, run_options):
     ckpt, caps, _ = fitted
     given = tmp_path / "given"
     shutil.copytree(ckpt, given, ignore=shutil.ignore_patterns("scene_head*", scene.CACHE))
     common = dict(segmentation_checkpoint=given, captions_root=caps, generate=False)
     # off (the default): the stage writes nothing; masks' fingerprint is what it was before the option existed
-    off = prun.make_run(**_options(tmp_path, **common))
+    off = prun.make_run(**run_options(**common))
     assert run_stage(off, "scenes", True, []) == {"status": "not asked for"}
     before = json.dumps({"stage": "masks", "options": {"caption_scale": 1.0},
                          "upstream": {"data": None, "segmentation": None}}, sort_keys=True, default=str)
@@ -212,7 +205,7 @@ def test_pipeline_scenes_stage(fitted, tmp_path):
     run_stage(off, "masks", True, commands)
     assert "--scene-head null" in commands[0] and not (off.layout.masks / "scenes.json").exists()
     # on: the head goes to run_dir/scenes (the given checkpoint's folder stays as it was), masks read it
-    on = prun.make_run(**_options(tmp_path, **common, scene_head=True))
+    on = prun.make_run(**run_options(**common, scene_head=True))
     assert fingerprint(on, "masks") != fingerprint(off, "masks")
     commands = []
     result = run_stage(on, "scenes", True, commands)
@@ -221,7 +214,7 @@ def test_pipeline_scenes_stage(fitted, tmp_path):
     run_stage(on, "masks", True, [])
     assert read_scenes(on.layout.masks / "scenes.json")["red_0"][0]["name"] == "red"
     # scene_encoder pretrained: the weights the segmenter started from (none recorded here: refused, then named)
-    pre = prun.make_run(**_options(tmp_path, **common, scene_head=True, scene_encoder="pretrained"))
+    pre = prun.make_run(**run_options(**common, scene_head=True, scene_encoder="pretrained"))
     assert fingerprint(pre, "scenes") != fingerprint(on, "scenes")
     with pytest.raises(ConfigError, match="started from random weights"):
         run_stage(pre, "scenes", True, [])
@@ -235,10 +228,10 @@ def test_pipeline_scenes_stage(fitted, tmp_path):
     assert json.loads((pre.layout.scenes / "scene_head.json").read_text())["features"]["own_encoder"]
 
 
-def test_scene_ablation_stages_only_count_when_asked_for(fitted, tmp_path):
+def test_scene_ablation_stages_only_count_when_asked_for(fitted, tmp_path, run_options):
     ckpt, caps, _ = fitted
     common = dict(segmentation_checkpoint=ckpt, captions_root=caps, generate=False)
-    plain = prun.make_run(**_options(tmp_path, **common))
+    plain = prun.make_run(**run_options(**common))
     # not asked for: they train nothing, and the captions and report fingerprints read as before they existed
     for stage in ("scene_only", "composition_only"):
         assert run_stage(plain, stage, True, []) == {"status": "not asked for"}
@@ -246,7 +239,7 @@ def test_scene_ablation_stages_only_count_when_asked_for(fitted, tmp_path):
     before = json.dumps({"stage": "captions", "options": hashed(STAGES["captions"].options(plain)),
                          "upstream": {u: None for u in upstream}}, sort_keys=True, default=str)
     assert fingerprint(plain, "captions") == hashlib.sha256(before.encode()).hexdigest()[:16]
-    asked = prun.make_run(**_options(tmp_path, **common, systems=("pipeline", "pipeline_scene",
+    asked = prun.make_run(**run_options(**common, systems=("pipeline", "pipeline_scene",
                                                                    "pipeline_composition")))
     assert STAGES["scene_only"].active(asked) and STAGES["composition_only"].active(asked)
     assert LLM_STAGES["scene_only"].prompt_mode == "scene"
@@ -254,13 +247,13 @@ def test_scene_ablation_stages_only_count_when_asked_for(fitted, tmp_path):
     assert asked.layout.llm(LLM_STAGES["scene_only"].folder).name == "pipeline_scene"
 
 
-def test_pipeline_refuses_a_scene_head_without_categories_before_any_stage(tmp_path):
+def test_pipeline_refuses_a_scene_head_without_categories_before_any_stage(tmp_path, run_options):
     caps = tmp_path / "caps"
     (caps / "RSICD_images").mkdir(parents=True)
     images = [{"filename": f"field_{i}.jpg", "imgid": i, "split": "train", "sentences": [{"raw": "a field ."}]}
               for i in range(4)]
     (caps / "dataset_rsicd.json").write_text(json.dumps({"images": images}))
-    opts = _options(tmp_path, captions_root=caps, generate=False, scene_head=True)
+    opts = run_options(captions_root=caps, generate=False, scene_head=True)
     with pytest.raises(ConfigError, match="scene_head: scene head needs scene categories"):
         prun.make_run(**opts)
     assert prun.make_run(**{**opts, "scene_head": False}).scene_head is False

@@ -2,15 +2,15 @@
 
 A :class:`Stage` declares its name, the stages whose outputs it reads (``upstream``), its outputs (what later stages
 read, and what its digest covers), an ``options`` function giving the options dataclass the stage reads for this
-run, and ``run``, its body. The body reads its options object and the run's layout (paths) and runtime
-(``progress``), nothing else: the executor (:mod:`pipeline.executor`) fingerprints a stage by hashing its options
-object and its upstream stages' digests, so the fingerprint holds every option the stage reads by construction.
+run, and ``run``, its body. Every option that changes what a stage computes belongs in its options object; the body
+may also read the run's layout (paths), ``progress`` and where its config files are. The executor
+(:mod:`pipeline.executor`) fingerprints a stage by hashing its options object whole and its upstream stages' digests,
+so no list of options is kept by hand.
 
-Hashing an options object (:func:`hashed`) takes every field, with two declared exceptions: a field made with
-:func:`runtime` (where to show progress, a config file's path shown in the logged command: never what is computed)
-is left out, and a field made with :func:`added` (an option added after runs existed) is left out while it holds
-its default, so that adding an option does not redo the stages of every run made before it. A stage may return
-None for "does nothing in this run" (hashed as no options).
+Hashing an options object (:func:`hashed`) takes every field, except that a field made with :func:`added` (an
+option added after runs existed) is left out while it holds its default, so that adding an option does not redo
+the stages of every run made before it. A stage may return None for "does nothing in this run" (hashed as no
+options).
 """
 
 from __future__ import annotations
@@ -24,17 +24,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.layout import Layout
+from pipeline.systems import default_systems
 from segcap.cli import check_options
 from segcap.options import AtLeastTwo, Group, PositiveFloat, PositiveInt
 from segmentation.model import SceneViews
 
-ADDED, RUNTIME = "added", "runtime"
-
-
-def runtime(default: Any = dataclasses.MISSING, **kw: Any) -> Any:
-    """A field of an options object that changes how a stage runs or shows itself, never what it computes: not
-    hashed."""
-    return dataclasses.field(default=default, metadata={RUNTIME: True}, **kw)
+ADDED = "added"
 
 
 def added(default: Any, **kw: Any) -> Any:
@@ -43,15 +38,15 @@ def added(default: Any, **kw: Any) -> Any:
 
 
 def hashed(options: Any) -> Any:
-    """What a stage's fingerprint holds of its options: a dataclass's fields (less :func:`runtime` ones, and
-    :func:`added` ones at their default), a mapping's values, recursively; None (the stage does nothing) is {}."""
+    """What a stage's fingerprint holds of its options: a dataclass's fields (less :func:`added` ones at their
+    default), a mapping's values, recursively; None (the stage does nothing) is {}."""
     return {} if options is None else _plain(options)
 
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.metadata.get(RUNTIME) or (f.metadata.get(ADDED) and getattr(value, f.name) == f.default))}
+                if not (f.metadata.get(ADDED) and getattr(value, f.name) == f.default)}
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -60,13 +55,6 @@ def _plain(value: Any) -> Any:
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _default_systems() -> tuple[str, ...]:
-    # the table of systems reads the stages: imported when called
-    from pipeline.systems import default_systems
-
-    return default_systems()
 
 
 @dataclass(frozen=True)
@@ -140,7 +128,7 @@ class PipelineOptions(Group):
     retrieval_captions: PositiveInt = 1
     consensus: AtLeastTwo = 5
     consensus_candidates: Literal["beam", "sample"] = "beam"
-    systems: tuple[str, ...] = dataclasses.field(default_factory=_default_systems)
+    systems: tuple[str, ...] = dataclasses.field(default_factory=default_systems)
     captioners: dict | None = None
     scene_head: bool = False
     scene_encoder: Literal["segmenter", "pretrained"] = "segmenter"
@@ -171,8 +159,8 @@ class Run(PipelineOptions):
     _memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def memo(self, key: Any, build: Callable[[], Any]) -> Any:
-        """``build()``, once per run: each stage's options object (asked for by its fingerprint, by the stages after
-        it and by its body) and what the options read from files (the cnn_lstm captioner's config)."""
+        """``build()``, once per run: each stage's options object (asked for by its fingerprint, more than once per
+        run, and by its body) and what the options read from files (the cnn_lstm captioner's config)."""
         if key not in self._memo:
             self._memo[key] = build()
         return self._memo[key]

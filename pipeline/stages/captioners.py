@@ -44,7 +44,7 @@ def run_captioners(run: Run, opts: dict[str, CaptionerOptions], fresh: bool, com
     return result or {"status": "not asked for"}
 
 
-STAGE = register(Stage("captioners", ("data",), lambda lay: [lay.run_dir / "captioners"], captioner_options,
+register(Stage("captioners", ("data",), lambda lay: [lay.run_dir / "captioners"], captioner_options,
                        run_captioners))
 
 

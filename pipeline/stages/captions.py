@@ -126,8 +126,9 @@ def run_captions(run: Run, opts: CaptionOptions, fresh: bool, commands: list[str
     for system in (s for s in asked if isinstance(s.make, Decode)):
         d = system.make
         model, comps = lay.llm(LLM_STAGES[d.llm].folder), lay.truth if d.truth else lay.predicted
-        if d.beams and opts.num_beams == 1 or not model.is_dir() or not comps.is_file():
-            continue  # beam search with one beam; a model its stage skipped (the oracle without exact masks)
+        if d.beams and opts.num_beams == 1 or d.truth and not (comps.is_file() and model.is_dir()):
+            continue  # beam search with one beam; the oracle without exact masks (its stage skipped); any other
+            # missing model is llm.generate's error, not a system quietly left out
         name = f"{system.name}{opts.num_beams}" if d.beams else system.name
         mbr = {"consensus": opts.consensus[0], "candidates": opts.consensus[1]} if d.consensus else {}
         mbr |= {"consensus_pool": opts.retrieval_k} if d.pool else {}
@@ -161,4 +162,4 @@ def _upstream() -> tuple[str, ...]:
     return ("data", "segmentation", "compositions", *producing_stages())
 
 
-STAGE = register(Stage("captions", _upstream, lambda lay: [lay.predictions], caption_options, run_captions))
+register(Stage("captions", _upstream, lambda lay: [lay.predictions], caption_options, run_captions))

@@ -34,6 +34,6 @@ def run_compositions(run: Run, opts: CompositionOptions, fresh: bool, commands: 
     return out
 
 
-STAGE = register(Stage("compositions", ("data", "segmentation", "masks"),
+register(Stage("compositions", ("data", "segmentation", "masks"),
                        lambda lay: [lay.predicted, lay.truth, lay.classes_yaml],
                        lambda run: CompositionOptions(run.composition_file), run_compositions))

@@ -57,14 +57,20 @@ def data_plan(run: Run) -> Literal["present", "generate"]:
     """What the data stage will do: keep the data that is there (``present``), or write the synthetic sets
     (``generate``: with ``generate`` on, when they are absent or were written with other options); a
     :class:`DatasetNotFoundError` when it can do neither (the data is missing and generate is off, or data_root holds
-    files that synthetic.generate did not write, which are never replaced)."""
+    files that synthetic.generate did not write, which are never replaced). Decided once per run: the input checks
+    ask before any stage runs, the stage when it runs, and nothing runs before it."""
+    return run.memo("data_plan", lambda: _plan(run))[0]
+
+
+def _plan(run: Run) -> tuple[Literal["present", "generate"], dict | None]:
+    """:func:`data_plan`, and the options the synthetic sets there were written with (with ``generate`` on)."""
     lay = run.layout
     have_captions = lay.references.is_file()
     have_drone = lay.drone_images.is_dir() or lay.checkpoint_given is not None or trains_on_sources(run)
-    wanted = synthetic_options(run) if run.generate else None
-    written_with = generated_with(run)
+    wanted = run.stage_options("data").synthetic
+    written_with = generated_with(run) if run.generate else None
     if have_captions and have_drone and (not run.generate or written_with is None or written_with == wanted):
-        return "present"
+        return "present", written_with
     if not run.generate:
         missing = lay.references if not have_captions else lay.drone_images
         raise DatasetNotFoundError(
@@ -77,7 +83,7 @@ def data_plan(run: Run) -> Literal["present", "generate"]:
             f"{missing} not found, and data_root {run.data_root} holds files that synthetic.generate did not write; "
             "set data_root to a new folder for the synthetic sets, or point captions_root/drone_root at your data"
         )
-    return "generate"
+    return "generate", written_with
 
 
 def options(run: Run) -> DataOptions:
@@ -92,9 +98,9 @@ def run_data(run: Run, opts: DataOptions, fresh: bool, commands: list[str]) -> d
     """Generation is deterministic (the same options give the same bytes), so ``fresh`` changes nothing here, and
     data that synthetic.generate did not write is never replaced."""
     lay = run.layout
-    if data_plan(run) == "present":
+    plan, written_with = run.memo("data_plan", lambda: _plan(run))
+    if plan == "present":
         return {"status": "present", "captions": str(lay.references)}
-    written_with = generated_with(run)
     summary = call(commands, "data", generate_synthetic, out=opts.data_root, progress=run.progress,
                    overwrite=written_with is not None, user=run.synthetic)
     atomic.write_json(opts.data_root / GENERATED, {"options": opts.synthetic})
@@ -111,4 +117,4 @@ def outputs(lay: Layout) -> list[Path]:
     return [lay.references, lay.images, lay.truth_masks, *drone]
 
 
-STAGE = register(Stage("data", (), outputs, options, run_data))
+register(Stage("data", (), outputs, options, run_data))
