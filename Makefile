@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-retrieval test test-slow bench lint clean app
+.PHONY: setup demo demo-retrieval test test-slow test-ddp bench lint clean app
 
 # One pip resolve installs torch, torchvision and everything else together, so pip cannot swap torch afterwards.
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# the two multi-process training tests (torchrun, 2 CPU processes), as CI runs them after `make test`
+test-ddp: setup
+	$(PY) -m pytest -m slow -k torchrun
 
 # The web app on the demo's models (http://localhost:8501); python -m app --help for other models and ports.
 app: setup

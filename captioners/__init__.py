@@ -6,6 +6,7 @@
 * ``blip``: BlipForConditionalGeneration from a checkpoint, zero-shot or fine-tuned (:mod:`captioners.hf`).
 
 The architectures are one table, :data:`captioners.registry.ARCHS` (name, pipeline system, options, training job,
-loader, default config); a new one is its own module plus one entry there. Commands: ``python -m captioners.train``
+loader, default config); a new one is its own module plus one entry there (and, for options of its own, an options
+dataclass there and its parameter in ``captioners.train.main``). Commands: ``python -m captioners.train``
 and ``python -m captioners.generate``; library: ``captioners.model.load_captioner(folder).caption(images)``.
 """

@@ -33,7 +33,6 @@ from captioners.base import Captioner, Job, flatten
 from captioners.data import CACHE_BYTES, ImageStore, resize
 from captioners.encoders import (
     CALIBRATION_IMAGES,
-    ENCODERS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_trunk,
@@ -307,10 +306,8 @@ class CnnLstmJob(Job):
 
     @classmethod
     def problems(cls, o, defaults):
-        out = []
-        if o["encoder"] in ENCODERS:
-            out += encoder_weights_problems(o["encoder"], o["encoder_weights"])
-        if o["attention_grid"] >= 1 and o["image_size"] // o["encoder_stride"] < 1:
+        out = encoder_weights_problems(o["encoder"], o["encoder_weights"])  # encoder and grid: main's types
+        if o["image_size"] // o["encoder_stride"] < 1:
             out.append(f"image_size {o['image_size']} is smaller than encoder_stride {o['encoder_stride']}")
         return out
 
@@ -324,14 +321,9 @@ class CnnLstmJob(Job):
 
     def __init__(self, o: dict, train: list[CaptionImage], device: torch.device):
         self.device, self.freeze, self.alpha_c = device, o["freeze_encoder"], o["alpha_c"]
-        self.weights = o["encoder_weights"]
-        self.opts = CnnLstmOptions(
-            encoder=o["encoder"], encoder_stride=o["encoder_stride"], image_size=o["image_size"],
-            attention_grid=o["attention_grid"], feature_dim=o["feature_dim"], embed_dim=o["embed_dim"],
-            hidden_dim=o["hidden_dim"], attention_dim=o["attention_dim"], dropout=o["dropout"],
-            max_length=o["max_length"])
+        self.opts = CnnLstmOptions(**{k: o[k] for k in CnnLstmOptions.__dataclass_fields__ if k in o})
         self.vocab = Vocabulary.build((s for it in train for s in it.sentences), o["min_count"])
-        self.module = self.model = CnnLstm(self.opts, len(self.vocab), self.weights).to(device)
+        self.module = self.model = CnnLstm(self.opts, len(self.vocab), o["encoder_weights"]).to(device)
         if self.freeze:
             self.model.trunk.requires_grad_(False)
         self.items: dict[str, list[CaptionImage]] = {}

@@ -63,7 +63,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # any one: transformers can build the tokenizer
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelOptions(Group):
     """Model: the base model, its quantization and how it is fine-tuned (one place, validated together).
 

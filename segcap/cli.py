@@ -1,7 +1,7 @@
 """Run an entry function as a command line: ``--config some.yaml`` fills its options, flags override them.
 
-Every entry point is a typed, :func:`segcap.options.checked` function with a docstring per argument (or option
-groups, :class:`segcap.options.Group`), run by ``if __name__ == "__main__": run(main)``. The values are checked by
+Every entry point is a typed function (:func:`segcap.options.checked`, or :func:`~segcap.options.gathers` where it
+checks its options itself) with a docstring per argument or option groups (:class:`segcap.options.Group`), run by ``if __name__ == "__main__": run(main)``. The values are checked by
 :mod:`segcap.options`, whatever their source; a user error is one line on stderr and exit code 2. Flags:
 ``--batch-size 3`` or ``--batch_size=3``; a ``bool`` is ``--overwrite`` / ``--no-overwrite``; a list takes several
 values (``--names a b``) or one YAML/JSON list; a list of mappings (``sources``) is one YAML/JSON list or one mapping
@@ -91,7 +91,7 @@ def _split_argv(fn: Callable[..., Any], args: Sequence[str], positional: Sequenc
                 problems.append(f"{COMMAND_LINE}: {opt.flag(name)} {value[0]} is not a valid YAML/JSON list "
                                 f"({one_line(e)}); write it as in the YAML config, e.g. {opt.flag(name)} '[{{key: "
                                 "value, ...}, ...]'")
-        elif opt.is_mapping_list(opt.hints_of(fn).get(name, Any)):  # one mapping per value: `--sources '{...}' ...`
+        elif opt.is_mapping_list(opt.options_of(fn)[name].type):  # one mapping per value: `--sources '{...}' ...`
             raw[name] = [opt.yaml_value(v) if v.lstrip().startswith("{") else v for v in value]
     return config, raw, problems
 

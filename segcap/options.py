@@ -1,4 +1,4 @@
-"""The options of every entry point: constrained number types, the runtime group, and the one typed check.
+"""The options of every entry point: constrained number types, the runtime options, groups, and the one typed check.
 
 Every entry point is a typed ``main(...)`` with a docstring per argument. A simple bound is written in the type, not
 in the body (``num_beams: PositiveInt = 1``), so the same check refuses it from a flag, a YAML config, a pipeline
@@ -16,7 +16,7 @@ Constrained types (jsonargparse's, see :mod:`jsonargparse.typing`): :data:`Posit
 pixels), :data:`TileOverlap` ([0, 0.9]), :data:`Port` (1..65535). A value outside one is a problem like ``num_beams 0
 is invalid; expected an integer >= 1 (default: 1)``.
 
-The runtime group: options about where and how a command runs, with one name and one meaning wherever they appear
+The runtime options: options about where and how a command runs, with one name and one meaning wherever they appear
 (a command has those it needs):
 
 - ``device: Literal["auto", "cpu", "cuda"]``: auto is CUDA when available.
@@ -108,7 +108,7 @@ EMPTY = inspect.Parameter.empty  # an :class:`Option`'s default when it has none
 class Group:
     """Base of an options dataclass that an entry point takes whole: the single source of those options.
 
-    A parameter typed with such a dataclass (``data: DataOptions = DataOptions()``) is a group of the command's
+    A parameter typed with such a dataclass (``data: DataConfig = DataConfig()``) is a group of the command's
     options: each field is an option (its name, its type with bounds, its default, its line of the class docstring's
     ``Attributes:`` as help), read by jsonargparse as class arguments. The flags stay flat (``--crop-size``, not
     ``--data.crop-size``); a YAML config writes the fields flat (``crop_size: 64``) or under the group's name
@@ -254,7 +254,7 @@ def _constrained(tp: Any) -> bool:
 
 # ---------------------------------------------------------------- the typed check
 def check_options(fn: Callable[..., Any], options: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check a mapping of options for ``fn`` (keys are its parameter names, dashes allowed) and return them typed.
+    """Check a mapping of options for ``fn`` (keys are its option names, dashes allowed, or a group's name holding a mapping of its options) and return them typed.
 
     Unknown keys, wrong types, values outside a ``Literal`` or a bound and ``null`` for a non-optional option are
     refused with one :class:`ConfigError` that names ``source`` (e.g. ``"configs/pipeline/synthetic.yaml, section

@@ -358,3 +358,13 @@ def test_the_options_of_segmentation_train_and_pipeline_run_are_their_groups_fie
     pipeline_fields = [f.name for f in dataclasses.fields(PipelineOptions)]
     assert list(options_of(prun.main)) == [*pipeline_fields, "force", "from_stage", "only"]
     assert {f.name for f in dataclasses.fields(Run)} >= set(pipeline_fields)  # Run extends them, never repeats
+
+
+def test_no_entry_point_keeps_the_old_runtime_names():
+    """Every command's options, groups included: threads and workers, never num_threads or num_workers."""
+    from app import __main__ as app_main
+    from captioners import generate as captioners_generate
+    from pipeline import archive
+
+    for fn in {*MINE, *ENTRY_POINTS, captioners_train.main, captioners_generate.main, archive.main, app_main.main}:
+        assert not {"num_threads", "num_workers"} & set(options_of(fn)), fn.__module__
