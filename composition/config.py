@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segcap.errors import ConfigError
-from segcap.options import NonNegativeFloat, Percent, PositiveInt, UnitShare, field_problems, load_yaml
+from segcap.options import Group, NonNegativeFloat, Percent, PositiveInt, UnitShare, field_problems, load_yaml
 from segcap.resources import shipped
 
 DEFAULT_CONFIG_PATH = shipped("composition.yaml")  # configs/composition.yaml, shipped with the package
 
 
 @dataclass(frozen=True)
-class CompositionConfig:
-    """Thresholds used by :func:`composition.extract.extract`.
+class CompositionConfig(Group):
+    """Composition thresholds, used by :func:`composition.extract.extract` (composition.extract's options).
 
     Attributes:
         min_region_pixels: a connected component (8-connectivity) counts as a region when it has at least this many

@@ -46,13 +46,13 @@ import numpy as np
 
 from aerialdata.classes import ClassTable, load_class_table
 from aerialdata.images import list_images, read_mask
-from composition.config import CompositionConfig, load_config
+from composition.config import CompositionConfig
 from composition.relations import ClassStats, relations, subjects
 from composition.schema import SCHEMA_ID, read_scenes, scene_problems, write_jsonl
 from segcap.atomic import check_writable
 from segcap.cli import run
 from segcap.errors import DataError, DatasetNotFoundError
-from segcap.options import NonNegativeFloat, NonNegativeInt, Percent, PositiveInt, UnitShare, checked
+from segcap.options import NonNegativeInt, checked
 from segcap.progress import Progress
 
 POSITIONS = (
@@ -372,16 +372,12 @@ def main(
     workers: NonNegativeInt = 0,
     strict: bool = False,
     overwrite: bool = False,
-    min_region_pixels: PositiveInt = _DEFAULT.min_region_pixels,
-    dominant_min_percent: Percent = _DEFAULT.dominant_min_percent,
-    max_dominant: PositiveInt = _DEFAULT.max_dominant,
-    ignore_in_relations: list[str] | None = None,
-    ring_pixels: PositiveInt = _DEFAULT.ring_pixels,
-    surround_share: UnitShare = _DEFAULT.surround_share,
-    on_distance: NonNegativeFloat = _DEFAULT.on_distance,
-    next_to_distance: NonNegativeFloat = _DEFAULT.next_to_distance,
+    thresholds: CompositionConfig = CompositionConfig(),
 ) -> Path:
     """Write the composition record of every PNG mask in a folder, in file order, as JSON Lines.
+
+    The thresholds are CompositionConfig's fields (composition.config), given flat: --ring-pixels 3,
+    ring_pixels: 3 in a config, main(..., ring_pixels=3).
 
     Args:
         masks: folder of single-channel PNG masks (group ids, or source ids with --source-ids).
@@ -394,20 +390,10 @@ def main(
         workers: worker processes (0 = this process); order is kept either way.
         strict: stop at the first bad mask (exit code 2) instead of reporting it and going on.
         overwrite: replace an existing output file.
-        min_region_pixels: a connected component counts as a region from this many pixels.
-        dominant_min_percent: a class with at least this share of the image is dominant.
-        max_dominant: at most this many dominant classes.
-        ignore_in_relations: class names in no relation (default: unlabeled).
-        ring_pixels: width in pixels of the ring that says what a class touches.
-        surround_share: share of the ring the object must cover for "surrounded by".
-        on_distance: centroids closer than this (fraction of the longer side) give "on".
-        next_to_distance: touching classes with centroids closer than this give "next to".
     """
 
 
-    cfg = load_config(None, min_region_pixels=min_region_pixels, dominant_min_percent=dominant_min_percent,
-                      max_dominant=max_dominant, ignore_in_relations=ignore_in_relations, ring_pixels=ring_pixels,
-                      surround_share=surround_share, on_distance=on_distance, next_to_distance=next_to_distance)
+    cfg = thresholds
     table = load_class_table(classes)
     check_writable(out, overwrite, "compositions file")
     if not Path(masks).is_dir():
