@@ -19,7 +19,7 @@ from pathlib import Path
 from app.core import MAX_UPLOAD_MB, Settings
 from segcap.cli import run
 from segcap.errors import ConfigError
-from segcap.options import Port, PositiveFloat, PositiveInt, checked
+from segcap.options import Port, checked
 
 PAGE = Path(__file__).resolve().parent / "page.py"
 REPO = PAGE.parents[1]
@@ -78,36 +78,17 @@ def address_problems(address: str, port: int) -> list[str]:
 
 
 @checked
-def main(
-    segmentation: Path = Settings.segmentation,
-    llm: Path = Settings.llm,
-    run_dir: Path | None = Settings.run_dir,
-    captions: Path | None = None,
-    num_beams: PositiveInt = 3,
-    scale: PositiveFloat = 1.0,
-    threads: PositiveInt | None = 1,
-    port: Port = 8501,
-    address: str = "localhost",
-) -> None:
+def main(settings: Settings = Settings(), port: Port = 8501, address: str = "localhost") -> None:
     """Serve the web app until interrupted (Ctrl-C). The address and port are checked before the app starts (a name
     that does not resolve, a port in use: one message, exit code 2).
 
+    The app settings (app.core.Settings: segmentation, llm, run_dir, captions, num_beams, scale, threads) are flags
+    like the others: --num-beams 2.
+
     Args:
-        segmentation: segmentation checkpoint folder (segmentation.train --out).
-        llm: caption LM folder (llm.finetune --out).
-        run_dir: a pipeline.run folder: its compositions/predicted.jsonl and caption set give the nearest-neighbour
-            baseline, its captioners/<system>/ the end-to-end captioners; null for the chain alone.
-        captions: the caption set (dataset_rsicd.json or its folder) for the demo images, their reference captions
-            and the nearest baseline's training captions; default: the one the run was made from.
-        num_beams: the chain's beam search width (the page can change it).
-        scale: resize factor before segmenting: the images' metres per pixel over the caption set's (the page can
-            change it).
-        threads: torch CPU threads of the app process; empty (null): torch's default. One is as fast for one
-            224 px image on 2 cores, and steadier when other work shares them; more helps large images.
         port: the port to serve on.
         address: the address to serve on (localhost: this machine only; 0.0.0.0: every interface).
     """
-    settings = Settings(segmentation, llm, run_dir, captions, num_beams, scale, threads)
     problems = settings.problems() + address_problems(address, port)
     if problems:
         raise ConfigError(problems)

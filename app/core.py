@@ -43,7 +43,7 @@ from composition.text import to_prompt
 from llm.generate import Captioner
 from pipeline.baselines import NearestNeighbour, template_caption
 from segcap.errors import ConfigError, DataError, SegcapError
-from segcap.options import PositiveFloat, PositiveInt, field_problems
+from segcap.options import Group, PositiveFloat, PositiveInt, field_problems
 from segmentation.model import load_segmenter
 from segmentation.provenance import provenance_notice
 
@@ -65,8 +65,23 @@ def beam_name(num_beams: int) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The models of an app process and the page's defaults (``python -m app --help`` documents each)."""
+class Settings(Group):
+    """App settings: the models of an app process and the page's defaults (``python -m app`` and the page script
+    take them as flags: ``--num-beams 2``).
+
+    Attributes:
+        segmentation: segmentation checkpoint folder (segmentation.train --out).
+        llm: caption LM folder (llm.finetune --out).
+        run_dir: a pipeline.run folder: its compositions/predicted.jsonl and caption set give the nearest-neighbour
+            baseline, its captioners/<system>/ the end-to-end captioners; null for the chain alone.
+        captions: the caption set (dataset_rsicd.json or its folder) for the demo images, their reference captions
+            and the nearest baseline's training captions; default: the one the run was made from.
+        num_beams: the chain's beam search width (the page can change it).
+        scale: resize factor before segmenting: the images' metres per pixel over the caption set's (the page can
+            change it).
+        threads: torch CPU threads of the app process; empty (null): torch's default. One is as fast for one
+            224 px image on 2 cores, and steadier when other work shares them; more helps large images.
+    """
 
     segmentation: Path = DEMO / "segmentation"
     llm: Path = DEMO / "llm" / "pipeline"
@@ -74,7 +89,7 @@ class Settings:
     captions: Path | None = None
     num_beams: PositiveInt = 3
     scale: PositiveFloat = 1.0
-    threads: PositiveInt | None = 1  # None: torch's default
+    threads: PositiveInt | None = 1
 
     def problems(self) -> list[str]:
         """Every problem with these settings (empty when the app can start): the typed check of the bounded
@@ -92,20 +107,6 @@ class Settings:
         if self.captions is not None and not Path(self.captions).exists():
             out.append(f"--captions {self.captions}: not found; give a caption set (dataset_rsicd.json or its folder)")
         return out
-
-
-def settings_options(
-    segmentation: Path = Settings.segmentation,
-    llm: Path = Settings.llm,
-    run_dir: Path | None = Settings.run_dir,
-    captions: Path | None = None,
-    num_beams: PositiveInt = 3,
-    scale: PositiveFloat = 1.0,
-    threads: PositiveInt | None = 1,
-) -> Settings:
-    """The page's options (python -m app passes them on): see app.__main__.main."""
-    return Settings(Path(segmentation), Path(llm), None if run_dir is None else Path(run_dir),
-                    None if captions is None else Path(captions), num_beams, scale, threads)
 
 
 @dataclass

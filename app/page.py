@@ -4,13 +4,13 @@ import sys
 
 import streamlit as st
 
-from app.core import settings_options
+from app.core import Settings
 from app.ui import render
 from segcap.cli import parse
 from segcap.errors import ConfigError
 
 try:
-    settings = settings_options(**parse(settings_options, sys.argv[1:]))
+    settings = Settings(**parse(Settings, sys.argv[1:]))
 except ConfigError as e:
     st.error(f"app options: {e}")
     st.stop()

@@ -572,4 +572,4 @@ def test_launcher_command_serves_the_page_offline():
     assert page_args[page_args.index("--run-dir") + 1] == "null" and "--captions" not in page_args
     from segcap.cli import parse
 
-    assert core.settings_options(**parse(core.settings_options, page_args)) == Settings(run_dir=None, num_beams=2)
+    assert Settings(**parse(Settings, page_args)) == Settings(run_dir=None, num_beams=2)
