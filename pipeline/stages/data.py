@@ -27,7 +27,7 @@ class DataOptions:
     images_dir: str
     generate: bool
     synthetic: dict | None  # every synthetic.generate option (with generate on)
-    drone_needed: bool  # no segmentation checkpoint is given
+    drone_needed: bool  # the segmenter trains here on the drone set (no checkpoint given, no labelled sources)
 
 
 def synthetic_options(run: Run) -> dict:
@@ -66,7 +66,7 @@ def _plan(run: Run) -> tuple[Literal["present", "generate"], dict | None]:
     """:func:`data_plan`, and the options the synthetic sets there were written with (with ``generate`` on)."""
     lay = run.layout
     have_captions = lay.references.is_file()
-    have_drone = lay.drone_images.is_dir() or lay.checkpoint_given is not None or trains_on_sources(run)
+    have_drone = lay.drone_images.is_dir() or not run.stage_options("data").drone_needed
     wanted = run.stage_options("data").synthetic
     written_with = generated_with(run) if run.generate else None
     if have_captions and have_drone and (not run.generate or written_with is None or written_with == wanted):
@@ -91,7 +91,7 @@ def options(run: Run) -> DataOptions:
     return DataOptions(data_root=run.data_root, drone_root=lay.drone_root, captions_root=lay.captions_root,
                        captions_json=lay.captions_json, images_dir=lay.images_dir, generate=run.generate,
                        synthetic=synthetic_options(run) if run.generate else None,
-                       drone_needed=lay.checkpoint_given is None)
+                       drone_needed=lay.checkpoint_given is None and not trains_on_sources(run))
 
 
 def run_data(run: Run, opts: DataOptions, fresh: bool, commands: list[str]) -> dict:
@@ -104,7 +104,7 @@ def run_data(run: Run, opts: DataOptions, fresh: bool, commands: list[str]) -> d
     summary = call(commands, "data", generate_synthetic, out=opts.data_root, progress=run.progress,
                    overwrite=written_with is not None, user=run.synthetic)
     atomic.write_json(opts.data_root / GENERATED, {"options": opts.synthetic})
-    if not (lay.references.is_file() and (lay.drone_images.is_dir() or lay.checkpoint_given is not None)):
+    if not (lay.references.is_file() and (lay.drone_images.is_dir() or not opts.drone_needed)):
         raise DatasetNotFoundError(
             f"synthetic.generate wrote {opts.data_root}, but {lay.references} or {lay.drone_images} is still "
             "missing; leave captions_root and drone_root unset (they default to data_root/rsicd and data_root/drone)"
